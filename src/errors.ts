@@ -1,0 +1,92 @@
+/**
+ * One error class for the whole platform. Callers branch on `code`, never on the message:
+ * prototypes do not survive worker-thread and process boundaries, codes do.
+ *
+ * Every code is listed in docs/errors.md; test/errors-doc.test.ts fails when one is missing.
+ */
+export const ErrorCode = {
+  /** An event failed CloudEvents 1.0 validation or a Sluice limit. */
+  EventInvalid: "E_EVENT_INVALID",
+  /** An encoded event is larger than the configured size limit. */
+  EventTooLarge: "E_EVENT_TOO_LARGE",
+  /** An event pattern is malformed (unknown operator, wrong operand, too deep, too large…). */
+  PatternInvalid: "E_PATTERN_INVALID",
+  /** An input transformer (inputPaths / inputTemplate) is malformed. */
+  TransformInvalid: "E_TRANSFORM_INVALID",
+  /** A JSON document could not be parsed. */
+  JsonInvalid: "E_JSON_INVALID",
+  /** A configuration value is invalid. */
+  ConfigInvalid: "E_CONFIG_INVALID",
+  /** A named bus does not exist. */
+  BusNotFound: "E_BUS_NOT_FOUND",
+  /** A named rule does not exist. */
+  RuleNotFound: "E_RULE_NOT_FOUND",
+  /** A named function does not exist. */
+  FunctionNotFound: "E_FUNCTION_NOT_FOUND",
+  /** A resource (rule, bus, function) with that name already exists. */
+  AlreadyExists: "E_ALREADY_EXISTS",
+  /** Storage or queue limits reached; retry later. */
+  Backpressure: "E_BACKPRESSURE",
+  /** The storage backend failed or is unreachable. */
+  StoreUnavailable: "E_STORE_UNAVAILABLE",
+  /** A lease is no longer held (expired, or acked by another worker). */
+  LeaseLost: "E_LEASE_LOST",
+  /** A handler ran past its timeout. */
+  HandlerTimeout: "E_HANDLER_TIMEOUT",
+  /** A handler threw or rejected. */
+  HandlerError: "E_HANDLER_ERROR",
+  /** A handler's instance crashed (process.exit, fatal error). */
+  HandlerCrashed: "E_HANDLER_CRASHED",
+  /** A handler's instance ran out of memory. */
+  HandlerOutOfMemory: "E_HANDLER_OUT_OF_MEMORY",
+  /** An event chain passed the hop limit. */
+  RecursiveLoop: "E_RECURSIVE_LOOP",
+  /** A function is throttled (concurrency or budget). */
+  Throttled: "E_THROTTLED",
+  /** A webhook target answered with a failure or did not answer. */
+  WebhookFailed: "E_WEBHOOK_FAILED",
+  /** The object was closed; no more work is accepted. */
+  Closed: "E_CLOSED",
+  /** A request was malformed (HTTP, CLI). */
+  BadRequest: "E_BAD_REQUEST",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface SluiceErrorOptions extends ErrorOptions {
+  /** JSON path of the offending part of an input, e.g. `$.data.total[0].numeric`. */
+  path?: string;
+  /** True when the same call may succeed later unchanged. */
+  retryable?: boolean;
+}
+
+export class SluiceError extends Error {
+  override readonly name: string = "SluiceError";
+  readonly path: string | undefined;
+  readonly retryable: boolean;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options: SluiceErrorOptions = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.path = options.path;
+    this.retryable = options.retryable ?? false;
+  }
+
+  /** A plain object that survives structured clone and JSON (for threads, processes and HTTP). */
+  toJSON(): { code: ErrorCode; message: string; path?: string; retryable: boolean } {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.path === undefined ? {} : { path: this.path }),
+      retryable: this.retryable,
+    };
+  }
+}
+
+/** True for a SluiceError with the given code, including one rebuilt from JSON. */
+export function isSluiceError(err: unknown, code?: ErrorCode): err is SluiceError {
+  if (!(err instanceof SluiceError)) return false;
+  return code === undefined || err.code === code;
+}
