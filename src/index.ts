@@ -3,3 +3,5 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export { createPostgresStore } from "./store/postgres/index.ts";
+export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
