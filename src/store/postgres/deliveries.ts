@@ -343,9 +343,9 @@ export class PgDeliveryQueues implements DeliveryQueues {
       const rows = await this.#db.query<{ queue: string; ready: string; delayed: string; leased: string; dead: string }>(
         `SELECT queue, sum(ready) AS ready, sum(delayed) AS delayed, sum(leased) AS leased, sum(dead) AS dead FROM (
            SELECT queue,
-             count(*) FILTER (WHERE visible_at <= $1) AS ready,
-             count(*) FILTER (WHERE visible_at > $1 AND lease_token IS NULL) AS delayed,
-             count(*) FILTER (WHERE visible_at > $1 AND lease_token IS NOT NULL) AS leased,
+             count(*) FILTER (WHERE NOT blocked AND visible_at <= $1) AS ready,
+             count(*) FILTER (WHERE blocked OR (visible_at > $1 AND lease_token IS NULL)) AS delayed,
+             count(*) FILTER (WHERE NOT blocked AND visible_at > $1 AND lease_token IS NOT NULL) AS leased,
              0 AS dead
            FROM ${s}.deliveries ${filter} GROUP BY queue
            UNION ALL

@@ -27,6 +27,10 @@ interface PendingAppend {
 }
 
 const appendLockClass = 0x51c4;
+
+function dedupeId(entry: AppendEntry): string {
+  return `${entry.bus}\u0000${entry.dedupeKey}`;
+}
 /** Expired dedupe keys are pruned at most this often (per store). */
 const dedupePruneEveryMs = 30_000;
 
@@ -97,26 +101,42 @@ export class PgEventLog implements EventLog {
   async #appendTx(client: PoolClient, group: PendingAppend[]): Promise<AppendResult[][]> {
     const s = this.#db.s;
     await client.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [appendLockClass, this.#schema]);
-    const keys = [...new Set(group.flatMap((call) => call.entries.map((e) => e.dedupeKey)))];
-    const { rows: known } = await client.query<{ dedupe_key: string; seq: string; stored_at: string }>(
-      `SELECT dedupe_key, seq, stored_at FROM ${s}.dedupe WHERE dedupe_key = ANY($1::text[])`,
-      [keys],
+    const buses: string[] = [];
+    const keys: string[] = [];
+    const seen = new Set<string>();
+    for (const call of group) {
+      for (const e of call.entries) {
+        const id = dedupeId(e);
+        if (seen.has(id)) continue;
+        seen.add(id);
+        buses.push(e.bus);
+        keys.push(e.dedupeKey);
+      }
+    }
+    const { rows: known } = await client.query<{ bus: string; dedupe_key: string; seq: string; stored_at: string }>(
+      `SELECT d.bus, d.dedupe_key, d.seq, d.stored_at
+       FROM unnest($1::text[], $2::text[]) AS k(bus, dedupe_key)
+       JOIN ${s}.dedupe d ON d.bus = k.bus AND d.dedupe_key = k.dedupe_key`,
+      [buses, keys],
     );
-    /** The last accepted event per dedupe key: its seq (or, stored in this batch, its index) and time. */
-    const last = new Map<string, { storedAt: number; seq?: number; index?: number }>();
-    for (const k of known) last.set(k.dedupe_key, { storedAt: Number(k.stored_at), seq: Number(k.seq) });
+    /** The first accepted event per (bus, dedupe key): its seq (or, stored in this batch, its index) and time. */
+    const first = new Map<string, { storedAt: number; seq?: number; index?: number }>();
+    for (const k of known) first.set(`${k.bus}\u0000${k.dedupe_key}`, { storedAt: Number(k.stored_at), seq: Number(k.seq) });
 
     const stored: { entry: AppendEntry; now: number }[] = [];
     /** Per call, per entry: the index into `stored` (a new event) or a duplicate's reference. */
     const plan = group.map((call) =>
       call.entries.map((entry) => {
-        const prev = last.get(entry.dedupeKey);
-        if (prev && prev.storedAt >= call.options.now - call.options.dedupeWindowMs) {
+        const id = dedupeId(entry);
+        const prev = first.get(id);
+        const { now, dedupeWindowMs } = call.options;
+        // A duplicate is within the window of the first accepted append, and does not extend it.
+        if (prev && dedupeWindowMs > 0 && now - prev.storedAt < dedupeWindowMs) {
           return { duplicate: true as const, seq: prev.seq, index: prev.index };
         }
-        stored.push({ entry, now: call.options.now });
+        stored.push({ entry, now });
         const index = stored.length - 1;
-        last.set(entry.dedupeKey, { storedAt: call.options.now, index });
+        first.set(id, { storedAt: now, index });
         return { duplicate: false as const, index };
       }),
     );
@@ -134,13 +154,13 @@ export class PgEventLog implements EventLog {
       seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
 
       const latest = new Map<string, number>();
-      stored.forEach((x, i) => latest.set(x.entry.dedupeKey, i));
-      const upserts = [...latest.entries()];
+      stored.forEach((x, i) => latest.set(dedupeId(x.entry), i));
+      const upserts = [...latest.values()];
       await client.query(
-        `INSERT INTO ${s}.dedupe (dedupe_key, seq, stored_at)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
-         ON CONFLICT (dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at`,
-        [upserts.map(([k]) => k), upserts.map(([, i]) => seqs[i]), upserts.map(([, i]) => stored[i]?.now)],
+        `INSERT INTO ${s}.dedupe (bus, dedupe_key, seq, stored_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+         ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at`,
+        [upserts.map((i) => stored[i]?.entry.bus), upserts.map((i) => stored[i]?.entry.dedupeKey), upserts.map((i) => seqs[i]), upserts.map((i) => stored[i]?.now)],
       );
 
       const deliveries: DeliveryRow[] = [];

@@ -29,11 +29,13 @@ CREATE TABLE $schema.events (
 CREATE INDEX events_bus_seq ON $schema.events (bus, seq);
 CREATE INDEX events_bus_stored_at ON $schema.events (bus, stored_at);
 
--- Publisher dedupe: the last accepted event per key. Rows older than the window are overwritten or pruned.
+-- Publisher dedupe, per bus: the first accepted event per key within the window. Older rows are overwritten or pruned.
 CREATE TABLE $schema.dedupe (
-  dedupe_key text   PRIMARY KEY,
+  bus        text   NOT NULL,
+  dedupe_key text   NOT NULL,
   seq        bigint NOT NULL,
-  stored_at  bigint NOT NULL
+  stored_at  bigint NOT NULL,
+  PRIMARY KEY (bus, dedupe_key)
 );
 CREATE INDEX dedupe_stored_at ON $schema.dedupe (stored_at);
 
