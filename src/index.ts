@@ -3,3 +3,20 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export { createSqliteStore } from "./store/sqlite/index.ts";
+export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+export type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "./store/contract.ts";
