@@ -73,6 +73,12 @@ describe("postgres store", { skip }, () => {
     } finally {
       await pool.end();
     }
+    // A schema written by a newer Sluice is refused rather than misread.
+    await assert.rejects(createPostgresStore({ url: db.url, schema }), (err: unknown) => {
+      assert.ok(isSluiceError(err, "E_STORE_UNAVAILABLE"));
+      assert.match(err.message, /newer/);
+      return true;
+    });
     // Stores opening at once on a fresh schema all succeed.
     const other = schemaName();
     const stores = await Promise.all(Array.from({ length: 4 }, () => openStore(other)));

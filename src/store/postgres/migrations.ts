@@ -6,6 +6,7 @@
  * Never edit a migration that has shipped: add the next number.
  */
 import type { PoolClient } from "pg";
+import { ErrorCode, SluiceError } from "../../errors.ts";
 
 export interface Migration {
   version: number;
@@ -114,6 +115,13 @@ export async function migrate(client: PoolClient, schema: string, list: readonly
     );
     const { rows } = await client.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${q}.schema_version`);
     const current = rows[0]?.v ?? 0;
+    const known = Math.max(0, ...list.map((m) => m.version));
+    if (current > known) {
+      throw new SluiceError(
+        ErrorCode.StoreUnavailable,
+        `PostgreSQL schema "${schema}" is at version ${current}, newer than this Sluice knows (${known}): upgrade Sluice`,
+      );
+    }
     for (const m of [...list].sort((a, b) => a.version - b.version)) {
       if (m.version <= current) continue;
       await client.query(m.sql.replaceAll("$schema", q));
