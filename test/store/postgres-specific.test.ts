@@ -262,6 +262,28 @@ describe("postgres store", { skip }, () => {
     assert.equal(stats?.ready, 29);
   });
 
+  test("postgres store - group commit: concurrent appends of one dedupe key store it once, from two instances", async () => {
+    const schema = schemaName();
+    const a = await openStore(schema);
+    const b = await openStore(schema);
+    const now = Date.now();
+    const same = entry("default", 1, [{ queue: "q" }]);
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      (i % 2 === 0 ? a : b).events.append([entry("default", 100 + i, [{ queue: "q" }]), same, same], { now: now + i, dedupeWindowMs: 60_000 }),
+    );
+    const results = await Promise.all(calls);
+    const firsts = results.map((r) => r[1]);
+    const storedOnce = firsts.filter((r) => r?.status === "stored");
+    assert.equal(storedOnce.length, 1, "exactly one call stored the shared event");
+    for (const r of results) {
+      assert.equal(r[0]?.status, "stored");
+      assert.equal(r[1]?.seq, storedOnce[0]?.seq);
+      assert.deepEqual(r[2], { status: "duplicate", seq: storedOnce[0]?.seq });
+    }
+    const [stats] = await a.queues.stats(["q"], { now: now + 100 });
+    assert.equal(stats?.ready, 21);
+  });
+
   test("postgres store - close waits for in-flight appends, then rejects with E_CLOSED, and is idempotent", async () => {
     const store = await createPostgresStore({ url: db.url, schema: schemaName() });
     const pending = store.events.append([entry("default", 1, [{ queue: "q" }])], { now: Date.now(), dedupeWindowMs: 1000 });

@@ -264,8 +264,10 @@ export class PgDeliveryQueues implements DeliveryQueues {
       const valid = leases.filter((l) => idPattern.test(l.deliveryId));
       let removed: { id: string; queue: string; partition_key: string | null }[] = [];
       if (valid.length > 0) {
+        // `id = ANY` makes the plan an index lookup whatever the table statistics say (a join on unnest alone
+        // can be planned as a hash join over a sequential scan of the whole queue table).
         const deleteSql = `DELETE FROM ${this.#db.s}.deliveries d USING unnest($1::int8[], $2::text[]) AS a(id, token)
-           WHERE d.id = a.id AND d.lease_token = a.token
+           WHERE d.id = ANY($1::int8[]) AND d.id = a.id AND d.lease_token = a.token
            RETURNING d.id, d.queue, d.partition_key`;
         const params = [valid.map((l) => l.deliveryId), valid.map((l) => l.token)];
         if (valid.some((l) => l.token.startsWith("k"))) {
