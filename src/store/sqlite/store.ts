@@ -202,11 +202,13 @@ function prepareStatements(db: Database.Database) {
       `SELECT * FROM deliveries WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?))
        ORDER BY visible_at, id LIMIT ?`,
     ),
-    markLeased: db.prepare<[string, number, number, number]>(
-      "UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1 WHERE id = ?",
+    markLeased: db.prepare<[string, number, number, string]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
+       WHERE id IN (SELECT value FROM json_each(?))`,
     ),
-    remove: db.prepare<[number, string], { queue: string; partition_key: string | null }>(
-      "DELETE FROM deliveries WHERE id = ? AND token = ? RETURNING queue, partition_key",
+    removeLeased: db.prepare<[string, string], { id: number; queue: string; partition_key: string | null }>(
+      `DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) AND token = ?
+       RETURNING id, queue, partition_key`,
     ),
     removeRow: db.prepare<[number, string], DeliveryRow>("DELETE FROM deliveries WHERE id = ? AND token = ? RETURNING *"),
     promoteNext: db.prepare<[string, string]>(
@@ -476,12 +478,12 @@ export class SqliteStore implements StorageBackend {
     } else {
       rows = request.queues.length === 0 ? [] : this.#sql.readyInQueues.all(now, JSON.stringify(request.queues), max);
     }
+    if (rows.length === 0) return [];
     const leaseUntil = now + leaseMs;
-    return rows.map((row) => {
-      const token = randomUUID();
-      this.#sql.markLeased.run(token, leaseUntil, leaseUntil, row.id);
-      return toLease(row, token, leaseUntil);
-    });
+    // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
+    const token = randomUUID();
+    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row.id)));
+    return rows.map((row) => toLease(row, token, leaseUntil));
   }
 
   #eventLog(): EventLog {
@@ -522,12 +524,22 @@ export class SqliteStore implements StorageBackend {
       ack: (leases) => {
         if (leases.length === 0) return Promise.resolve({ lost: [] });
         return this.#write(() => {
-          const lost: string[] = [];
+          // Leases of one lease call share a token: one DELETE per token settles the batch.
+          const byToken = new Map<string, string[]>();
           for (const { deliveryId, token } of leases) {
-            const row = sql.remove.get(rowId(deliveryId), token);
-            if (row === undefined) lost.push(deliveryId);
-            else this.#promoteNext(row.queue, row.partition_key);
+            const ids = byToken.get(token);
+            if (ids === undefined) byToken.set(token, [deliveryId]);
+            else ids.push(deliveryId);
           }
+          const settled = new Set<string>();
+          for (const [token, ids] of byToken) {
+            const numeric = ids.map(rowId).filter((id) => id > 0);
+            for (const row of sql.removeLeased.all(JSON.stringify(numeric), token)) {
+              settled.add(String(row.id));
+              this.#promoteNext(row.queue, row.partition_key);
+            }
+          }
+          const lost = leases.filter((l) => !settled.has(l.deliveryId)).map((l) => l.deliveryId);
           return { lost };
         });
       },
