@@ -75,20 +75,6 @@ async function post(path: string, message: { headers: Record<string, unknown>; b
 const toSluice = (m: { headers: Record<string, unknown>; body: unknown }) => post("/sluice", m) as Promise<Results>;
 const toSdk = async (m: HttpMessage) => ((await post("/sdk", m)) as { events: Array<Record<string, unknown>> }).events;
 
-function sdkEvent(props: Record<string, unknown>): SdkEvent<unknown> {
-  return new SdkEvent({
-    id: "sdk-1",
-    source: "https://shop.example/orders",
-    type: "order.created",
-    time: "2024-05-01T12:00:00.000Z",
-    subject: "order-7",
-    dataschema: "https://schemas.example/order/v1",
-    partitionkey: "customer-3",
-    correlationid: "c-1",
-    ...props,
-  });
-}
-
 const common = {
   specversion: "1.0",
   id: "sdk-1",
@@ -100,6 +86,10 @@ const common = {
   partitionkey: "customer-3",
   correlationid: "c-1",
 };
+
+function sdkEvent(props: Record<string, unknown>): SdkEvent<unknown> {
+  return new SdkEvent({ ...common, ...props });
+}
 
 test("http binding - SDK binary mode with JSON data parses to the same event", async () => {
   const message = HTTP.binary(sdkEvent({ datacontenttype: "application/json", data: { total: 12.5, items: ["a", "b"] } }));
