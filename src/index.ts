@@ -10,3 +10,5 @@ export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.
 export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
 export { decodeEvent, encodeEvent } from "./event/codec.ts";
 export { newEventId } from "./event/ids.ts";
+export { TransformError, compileTransformer } from "./pattern/transform.ts";
+export type { CompiledTransformer, TransformContext, TransformerDefinition } from "./pattern/transform.ts";
