@@ -36,7 +36,8 @@ CREATE TABLE $schema.dedupe (
   dedupe_key text   NOT NULL,
   seq        bigint NOT NULL,
   stored_at  bigint NOT NULL,
-  PRIMARY KEY (bus, dedupe_key)
+  -- Key first: the append's lookup is dedupe_key = ANY(...) and can use it as an index condition.
+  PRIMARY KEY (dedupe_key, bus)
 );
 CREATE INDEX dedupe_stored_at ON $schema.dedupe (stored_at);
 
