@@ -242,6 +242,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
         byQueue
           ? [request.now, request.max, request.now + request.leaseMs, request.queues]
           : [request.now, request.max, request.now + request.leaseMs],
+        byQueue ? "sluice_lease_queues" : "sluice_lease",
       );
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       return rows.map((r) => {
@@ -284,7 +285,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
           });
         } else {
           // Keyless leases only: one autocommitted statement, no key to move.
-          removed = (await this.#db.query<{ id: string }>(deleteSql, params)).map((r) => r.id);
+          removed = (await this.#db.query<{ id: string }>(deleteSql, params, "sluice_ack")).map((r) => r.id);
         }
       }
       const acked = new Set(removed);

@@ -202,7 +202,11 @@ export class PgEventLog implements EventLog {
         });
       }
     });
-    const { rows: out } = await client.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(this.#insertSql, [
+    // A named statement: parsed and planned once per connection, not on every append.
+    const { rows: out } = await client.query<{ ord: string | null; seq: string | null; dup: boolean | null }>({
+      name: "sluice_append",
+      text: this.#insertSql,
+      values: [
       rows.map((r) => r.entry.bus),
       rows.map((r) => r.entry.eventId),
       rows.map((r) => r.entry.encoded),
@@ -217,7 +221,8 @@ export class PgEventLog implements EventLog {
       deliveries.map((d) => d.visibleAt),
       deliveries.map((d) => d.enqueuedAt),
       this.#db.channel,
-    ]);
+      ],
+    });
     const outcome: (AppendResult | undefined)[] = [];
     for (const o of out) {
       if (o.ord === null || o.seq === null) continue; // the NOTIFY marker row
