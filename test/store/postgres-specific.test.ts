@@ -195,6 +195,42 @@ describe("postgres store", { skip }, () => {
     assert.deepEqual(rows, [{ queue: "q", ready: 0, delayed: 0, leased: 0, dead: 0 }]);
   });
 
+  test("postgres store - a retry in one instance wakes a waiter in another", async () => {
+    const schema = schemaName();
+    const a = await openStore(schema);
+    const b = await openStore(schema);
+    // The append's own wake-up reaches b first; only then does b wait for the retry's.
+    const appended = b.queues.waitForWork(new AbortController().signal);
+    await a.events.append([entry("default", 1, [{ queue: "q" }])], { now: Date.now(), dedupeWindowMs: 60_000 });
+    await withTimeout(appended, 5000, "the append's NOTIFY");
+    const [lease] = await a.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.ok(lease);
+    const waiting = b.queues.waitForWork(new AbortController().signal);
+    await a.queues.retry(lease, { availableAt: Date.now(), error: "boom" });
+    await withTimeout(waiting, 5000, "the retry's NOTIFY");
+    const [again] = await b.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.equal(again?.deliveryId, lease.deliveryId);
+    assert.equal(again?.attempt, 2);
+    assert.equal(again?.lastError, "boom");
+  });
+
+  test("postgres store - state compare-and-set and putIfAbsent race across instances: exactly one wins", async () => {
+    const schema = schemaName();
+    const stores = [await openStore(schema), await openStore(schema), await openStore(schema)];
+    const now = Date.now();
+    const claims = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => stores[i % 3]!.state.putIfAbsent("locks", "job", `owner-${i}`, { now, ttlMs: 10_000 })),
+    );
+    assert.equal(claims.filter(Boolean).length, 1);
+    const owner = await stores[0]!.state.get("locks", "job", { now });
+    assert.equal(owner, `owner-${claims.indexOf(true)}`);
+    const swaps = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => stores[i % 3]!.state.compareAndSet("locks", "job", owner ?? "", `next-${i}`, { now })),
+    );
+    assert.equal(swaps.filter(Boolean).length, 1);
+    assert.equal(await stores[1]!.state.get("locks", "job", { now: now + 3_600_000 }), `next-${swaps.indexOf(true)}`, "CAS without ttl clears the expiry");
+  });
+
   test("postgres store - unreachable database fails with a retryable E_STORE_UNAVAILABLE", async () => {
     await assert.rejects(
       createPostgresStore({ url: "postgres://postgres@127.0.0.1:1/none", connectTimeoutMs: 1000 }),
