@@ -53,8 +53,10 @@ describe("postgres store", { skip }, () => {
   test("postgres store - concurrent starts apply each migration exactly once under the advisory lock", async () => {
     const { default: pg } = await import("pg");
     const schema = schemaName();
-    // Version 2 fails when applied twice (no IF NOT EXISTS), so a race would surface as an error.
-    const list = [...migrations, { version: 2, name: "extra", sql: "CREATE TABLE $schema.extra (x int)" }];
+    // The extra version fails when applied twice (no IF NOT EXISTS), so a race would surface as an error.
+    const extra = migrations.length + 1;
+    const list = [...migrations, { version: extra, name: "extra", sql: "CREATE TABLE $schema.extra (x int)" }];
+    const all = list.map((m) => m.version);
     const pool = new pg.Pool({ connectionString: db.url, max: 6 });
     try {
       const runs = await Promise.all(
@@ -67,9 +69,9 @@ describe("postgres store", { skip }, () => {
           }
         }),
       );
-      assert.deepEqual(runs.filter((r) => r.length > 0), [[1, 2]]);
+      assert.deepEqual(runs.filter((r) => r.length > 0), [all]);
       const { rows } = await pool.query(`SELECT version FROM "${schema}".schema_version ORDER BY version`);
-      assert.deepEqual(rows.map((r) => r.version), [1, 2]);
+      assert.deepEqual(rows.map((r) => r.version), all);
     } finally {
       await pool.end();
     }

@@ -63,6 +63,17 @@ export class Db {
     return result.rows;
   }
 
+  /** Runs `fn` (one autocommitted statement) again after a deadlock or serialization failure. */
+  async retryConflicts<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isRetryableConflict(err) || attempt >= maxConflictRetries) throw err;
+      }
+    }
+  }
+
   /**
    * Runs `fn` in a READ COMMITTED transaction on one pooled connection; reruns it after a deadlock.
    * `beginSql` may add parameterless statements to the BEGIN round trip (e.g. taking a lock).
