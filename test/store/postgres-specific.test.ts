@@ -87,6 +87,30 @@ describe("postgres store", { skip }, () => {
     assert.equal(stores.length, 4);
   });
 
+  test("postgres store - a schema at version 1 is migrated to the latest on open and keeps its data", async () => {
+    const { default: pg } = await import("pg");
+    const schema = schemaName();
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    try {
+      const client = await pool.connect();
+      try {
+        assert.deepEqual(await migrate(client, schema, migrations.slice(0, 1)), [1]);
+        await client.query(`INSERT INTO "${schema}".state (namespace, key, value) VALUES ('ns', 'k', 'kept')`);
+      } finally {
+        client.release();
+      }
+    } finally {
+      await pool.end();
+    }
+    const store = await openStore(schema);
+    assert.equal(await store.state.get("ns", "k", { now: Date.now() }), "kept");
+    const [stored] = await store.events.append([entry("default", 1, [{ queue: "q", partitionKey: "k" }])], { now: Date.now(), dedupeWindowMs: 60_000 });
+    assert.equal(stored?.status, "stored");
+    const [lease] = await store.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.ok(lease);
+    assert.deepEqual(await store.queues.ack([lease]), { lost: [] });
+  });
+
   test("postgres store - waitForWork wakes on an append by another store instance (LISTEN/NOTIFY)", async () => {
     const schema = schemaName();
     const a = await openStore(schema);

@@ -97,6 +97,10 @@ CREATE TABLE $schema.state (
     version: 2,
     name: "server-side append and settle functions (one round trip each)",
     sql: `
+-- The functions below plan their array-driven queries for the actual arrays on every call
+-- (plan_cache_mode = force_custom_plan): the generic plan plpgsql would switch to after five calls guesses array
+-- sizes and picks worse joins (measured 2-5x slower for ack and lease).
+--
 -- An append's checks and writes in one call. VOLATILE plpgsql gives each statement a fresh snapshot, so the
 -- query below, run after the append lock, sees every earlier append: appends of all processes commit one at a
 -- time (seq increases in commit order, dedupe is exact). The query: the dedupe check of each entry ($1-$7), the
@@ -106,7 +110,8 @@ CREATE TABLE $schema.state (
 -- first in this append. Returns (ord, seq, dup) per entry (and a null row when it NOTIFYed $14).
 CREATE FUNCTION $schema.append_entries(
   text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text
-) RETURNS TABLE (ord bigint, seq bigint, dup boolean) LANGUAGE plpgsql VOLATILE AS $fn$
+) RETURNS TABLE (ord bigint, seq bigint, dup boolean) LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
 #variable_conflict use_column
 BEGIN
   PERFORM pg_advisory_xact_lock(20932, hashtext('$name'));
@@ -170,108 +175,8 @@ $fn$;
 -- Moves the heads of keys whose head left the queue; called after their partitions rows were locked and
 -- decremented in the same transaction, so this statement's snapshot sees every delivery of those keys.
 -- Drained keys ($1, $2) lose their row; of each live key ($3, $4) the next pending delivery becomes the head.
-CREATE FUNCTION $schema.move_heads(text[], text[], text[], text[], text) RETURNS void LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  v_unblocked int8;
-BEGIN
-  DELETE FROM $schema.partitions p USING unnest($1, $2) AS r(q, k)
-  WHERE p.queue = r.q AND p.partition_key = r.k AND p.pending <= 0;
-  WITH unblocked AS (
-    UPDATE $schema.deliveries d SET blocked = false
-    FROM unnest($3, $4) AS r(q, k)
-    CROSS JOIN LATERAL (
-      SELECT x.id FROM $schema.deliveries x
-      WHERE x.queue = r.q AND x.partition_key = r.k AND x.blocked
-      ORDER BY x.id LIMIT 1
-    ) nxt
-    WHERE d.id = nxt.id
-    RETURNING d.id
-  ) SELECT count(*) INTO v_unblocked FROM unblocked;
-  IF v_unblocked > 0 THEN PERFORM pg_notify($5, ''); END IF;
-END
-$fn$;
-
--- Acks leases ($1 ids, $2 tokens) that may hold keys, in one call: deletes them, decrements their keys (taking
--- the key rows' locks), then moves the heads. Returns the ids it removed.
-CREATE FUNCTION $schema.ack_keyed(int8[], text[], text) RETURNS SETOF text LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  v_ids text[]; v_dq text[]; v_dk text[]; v_lq text[]; v_lk text[];
-BEGIN
-  WITH gone AS (
-    DELETE FROM $schema.deliveries d USING unnest($1, $2) AS a(id, token)
-    WHERE d.id = ANY($1) AND d.id = a.id AND d.lease_token = a.token
-    RETURNING d.id, d.queue, d.partition_key
-  ), cnt AS (
-    SELECT queue, partition_key, count(*) AS n FROM gone WHERE partition_key IS NOT NULL GROUP BY queue, partition_key
-  ), dec AS (
-    UPDATE $schema.partitions p SET pending = p.pending - cnt.n FROM cnt
-    WHERE p.queue = cnt.queue AND p.partition_key = cnt.partition_key
-    RETURNING p.queue, p.partition_key, p.pending
-  )
-  SELECT (SELECT array_agg(id::text) FROM gone),
-         (SELECT array_agg(queue) FROM dec WHERE pending <= 0), (SELECT array_agg(partition_key) FROM dec WHERE pending <= 0),
-         (SELECT array_agg(queue) FROM dec WHERE pending > 0), (SELECT array_agg(partition_key) FROM dec WHERE pending > 0)
-  INTO v_ids, v_dq, v_dk, v_lq, v_lk;
-  IF v_dq IS NOT NULL OR v_lq IS NOT NULL THEN
-    PERFORM $schema.move_heads(coalesce(v_dq, '{}'), coalesce(v_dk, '{}'), coalesce(v_lq, '{}'), coalesce(v_lk, '{}'), $3);
-  END IF;
-  RETURN QUERY SELECT unnest(coalesce(v_ids, '{}'));
-END
-$fn$;
-
--- Moves one leased delivery ($1 id, $2 token) to the dead letters with reason $3, error $4 (else its last
--- error), at $5, and moves its key's head. False when the lease is not held.
-CREATE FUNCTION $schema.dead_letter(int8, text, text, text, int8, text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-  v_queue text; v_key text; v_pending int8;
-BEGIN
-  WITH gone AS (
-    DELETE FROM $schema.deliveries WHERE id = $1 AND lease_token = $2
-    RETURNING id, queue, partition_key, payload, attempt, last_error, enqueued_at
-  )
-  INSERT INTO $schema.dead_letters (id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
-  SELECT id, queue, partition_key, payload, $3, attempt, COALESCE($4, last_error), enqueued_at, $5 FROM gone
-  RETURNING queue, partition_key INTO v_queue, v_key;
-  IF NOT FOUND THEN RETURN false; END IF;
-  IF v_key IS NOT NULL THEN
-    UPDATE $schema.partitions SET pending = pending - 1 WHERE queue = v_queue AND partition_key = v_key
-    RETURNING pending INTO v_pending;
-    IF v_pending <= 0 THEN
-      PERFORM $schema.move_heads(ARRAY[v_queue], ARRAY[v_key], '{}', '{}', $6);
-    ELSE
-      PERFORM $schema.move_heads('{}', '{}', ARRAY[v_queue], ARRAY[v_key], $6);
-    END IF;
-  END IF;
-  RETURN true;
-END
-$fn$;
-`,
-  },
-  {
-    version: 3,
-    name: "leaner indexes: events keyed (bus, seq), BRIN on dedupe time, no separate delivery id index",
-    sql: `
--- One index fewer per event: (bus, seq) serves reads by bus and is the key.
-ALTER TABLE $schema.events DROP CONSTRAINT events_pkey;
-DROP INDEX $schema.events_bus_seq;
-ALTER TABLE $schema.events ADD PRIMARY KEY (bus, seq);
-
--- Dedupe rows are only ever pruned by time, which follows insertion order: a BRIN index is enough.
-DROP INDEX $schema.dedupe_stored_at;
-CREATE INDEX dedupe_stored_at ON $schema.dedupe USING brin (stored_at);
-
--- One index fewer per delivery: a leased (or leasable) delivery is never blocked, so lookups by id of a lease
--- (ack, retry, extend, dead-letter) say NOT blocked and use deliveries_leasable; head moves address rows by ctid.
-ALTER TABLE $schema.deliveries DROP CONSTRAINT deliveries_pkey;
-
--- Plan the array-driven queries for their actual arrays each time: a cached generic plan (which plpgsql switches
--- to after five calls) guesses array sizes and picks worse joins (measured: 2-5x slower ack and lease).
-ALTER FUNCTION $schema.append_entries(text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text)
-  SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION $schema.ack_keyed(int8[], text[], text) SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION $schema.move_heads(text[], text[], text[], text[], text) SET plan_cache_mode = force_custom_plan;
-
-CREATE OR REPLACE FUNCTION $schema.move_heads(text[], text[], text[], text[], text) RETURNS void LANGUAGE plpgsql VOLATILE AS $fn$
+CREATE FUNCTION $schema.move_heads(text[], text[], text[], text[], text) RETURNS void LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
   v_unblocked int8;
 BEGIN
@@ -294,7 +199,8 @@ $fn$;
 
 -- Acks leases ($1 ids, $2 tokens) that may hold keys, in one call: deletes them, decrements their keys (taking
 -- the key rows' locks), then moves the heads. Returns the ids it removed.
-CREATE OR REPLACE FUNCTION $schema.ack_keyed(int8[], text[], text) RETURNS SETOF text LANGUAGE plpgsql VOLATILE AS $fn$
+CREATE FUNCTION $schema.ack_keyed(int8[], text[], text) RETURNS SETOF text LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
   v_ids text[]; v_dq text[]; v_dk text[]; v_lq text[]; v_lk text[];
 BEGIN
@@ -322,7 +228,7 @@ $fn$;
 
 -- Moves one leased delivery ($1 id, $2 token) to the dead letters with reason $3, error $4 (else its last
 -- error), at $5, and moves its key's head. False when the lease is not held.
-CREATE OR REPLACE FUNCTION $schema.dead_letter(int8, text, text, text, int8, text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+CREATE FUNCTION $schema.dead_letter(int8, text, text, text, int8, text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
   v_queue text; v_key text; v_pending int8;
 BEGIN
@@ -346,6 +252,24 @@ BEGIN
   RETURN true;
 END
 $fn$;
+`,
+  },
+  {
+    version: 3,
+    name: "leaner indexes: events keyed (bus, seq), BRIN on dedupe time, no separate delivery id index",
+    sql: `
+-- One index fewer per event: (bus, seq) serves reads by bus in seq order and is the key.
+ALTER TABLE $schema.events DROP CONSTRAINT events_pkey;
+DROP INDEX $schema.events_bus_seq;
+ALTER TABLE $schema.events ADD PRIMARY KEY (bus, seq);
+
+-- Dedupe rows are only ever pruned by time, which follows insertion order: a BRIN index is enough.
+DROP INDEX $schema.dedupe_stored_at;
+CREATE INDEX dedupe_stored_at ON $schema.dedupe USING brin (stored_at);
+
+-- One index fewer per delivery: a leased delivery is never blocked, so lookups of a lease by id (ack, retry,
+-- extend, dead-letter) say NOT blocked and use deliveries_leasable; lease and head moves address rows by ctid.
+ALTER TABLE $schema.deliveries DROP CONSTRAINT deliveries_pkey;
 `,
   },
 ];
