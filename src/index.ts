@@ -3,3 +3,27 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export { NonRetriableError, RetryAfterError } from "./errors.ts";
+export { defineFunction, parseDuration } from "./runtime/define.ts";
+export type {
+  Duration,
+  EmittedEvent,
+  FunctionConfig,
+  FunctionContext,
+  FunctionDefinition,
+  FunctionDefinitionInput,
+  FunctionHandler,
+  FunctionLogger,
+} from "./runtime/define.ts";
+export { createRuntime } from "./runtime/runtime.ts";
+export type {
+  DeliverOptions,
+  FunctionSource,
+  InvocationError,
+  Logger,
+  Runtime,
+  RuntimeLimits,
+  RuntimeMetrics,
+  RuntimeOptions,
+} from "./runtime/runtime.ts";
+export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";
