@@ -45,6 +45,12 @@ export const ErrorCode = {
   Throttled: "E_THROTTLED",
   /** A webhook target answered with a failure or did not answer. */
   WebhookFailed: "E_WEBHOOK_FAILED",
+  /** A handler asked not to retry this delivery (`NonRetriableError`): it is dead-lettered at once. */
+  NonRetriable: "E_NON_RETRIABLE",
+  /** A handler asked to retry after a given delay (`RetryAfterError`). */
+  RetryAfter: "E_RETRY_AFTER",
+  /** A replay with that name does not exist. */
+  ReplayNotFound: "E_REPLAY_NOT_FOUND",
   /** The object was closed; no more work is accepted. */
   Closed: "E_CLOSED",
   /** A request was malformed (HTTP, CLI). */
@@ -89,36 +95,4 @@ export class SluiceError extends Error {
 export function isSluiceError(err: unknown, code?: ErrorCode): err is SluiceError {
   if (!(err instanceof SluiceError)) return false;
   return code === undefined || err.code === code;
-}
-
-/**
- * Thrown by a handler to fail an attempt for good: the bus dead-letters the event now instead of retrying.
- * Across thread and process boundaries it is recognised by `name`, so a copy of this class bundled into a
- * function still works.
- *
- * @example
- * if (!order.valid) throw new NonRetriableError("order is invalid");
- */
-export class NonRetriableError extends SluiceError {
-  override readonly name: string = "NonRetriableError";
-  constructor(message: string, options: Omit<SluiceErrorOptions, "retryable"> = {}) {
-    super(ErrorCode.HandlerError, message, { ...options, retryable: false });
-  }
-}
-
-/**
- * Thrown by a handler to fail an attempt and ask for the next one no sooner than `delayMs` from now.
- *
- * @example
- * if (res.status === 429) throw new RetryAfterError(30_000, "rate limited");
- */
-export class RetryAfterError extends SluiceError {
-  override readonly name: string = "RetryAfterError";
-  constructor(
-    readonly delayMs: number,
-    message = `retry after ${delayMs} ms`,
-    options: Omit<SluiceErrorOptions, "retryable"> = {},
-  ) {
-    super(ErrorCode.HandlerError, message, { ...options, retryable: true });
-  }
 }

@@ -3,7 +3,24 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
-export { NonRetriableError, RetryAfterError } from "./errors.ts";
+export { createSqliteStore } from "./store/sqlite/index.ts";
+export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+export type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "./store/contract.ts";
+export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
 export { defineFunction, parseDuration } from "./runtime/define.ts";
 export type {
   Duration,

@@ -14,4 +14,5 @@ export type {
   FunctionHandler,
   FunctionLogger,
 } from "./define.ts";
-export { ErrorCode, NonRetriableError, RetryAfterError, SluiceError, isSluiceError } from "../errors.ts";
+export { ErrorCode, SluiceError, isSluiceError } from "../errors.ts";
+export { NonRetriableError, RetryAfterError } from "../bus/handler-errors.ts";

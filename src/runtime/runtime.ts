@@ -9,7 +9,8 @@ import { randomUUID } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { ErrorCode, NonRetriableError, RetryAfterError, SluiceError } from "../errors.ts";
+import { NonRetriableError, RetryAfterError } from "../bus/handler-errors.ts";
+import { ErrorCode, SluiceError } from "../errors.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
 import { isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
@@ -593,11 +594,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (inv.loopDetected) {
       finalOutcome = "recursive-loop";
       finalError = failure(
-        new NonRetriableError(`recursive-loop: the event chain went past ${limits.maxHops} hops`),
+        new SluiceError(ErrorCode.RecursiveLoop, `recursive-loop: the event chain went past ${limits.maxHops} hops`, { retryable: false }),
         "recursive-loop",
         inv.invocationId,
       );
-      (finalError as { code: string }).code = ErrorCode.RecursiveLoop;
     }
     const now = Date.now();
     const ran = inst !== undefined;
