@@ -36,6 +36,7 @@ export { createRuntime } from "./runtime/runtime.ts";
 export type {
   DeliverOptions,
   FunctionSource,
+  InstanceChange,
   InvocationError,
   Logger,
   Runtime,

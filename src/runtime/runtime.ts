@@ -96,11 +96,23 @@ export interface Runtime {
   /** Names and normalized configurations of the loaded functions. */
   functions(): FunctionConfig[];
   metrics(): RuntimeMetrics;
+  /** One record per invocation (metering). Returns a function that removes the listener. */
   on(event: "invocation", listener: (record: InvocationRecord) => void): () => void;
+  /** Instance lifecycle: `ready` when one can take work, `stopped` when it is gone (with why). */
+  on(event: "instance", listener: (change: InstanceChange) => void): () => void;
   /** Loads a new version of a function file: new invocations get it, in-flight ones finish on the old. */
   reload(file: string): Promise<void>;
   /** Refuses new work, waits for in-flight invocations, stops every instance. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface InstanceChange {
+  functionName: string;
+  instanceId: number;
+  version: number;
+  state: "ready" | "stopped";
+  /** For `stopped`: `terminated` (idle, reload, timeout, close), `crashed` or `out-of-memory`. */
+  exit?: ExitKind;
 }
 
 /** A failed invocation: a SluiceError (or NonRetriableError / RetryAfterError) with the reason recorded. */
@@ -484,6 +496,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         if (inst.state !== "starting") return;
         clearTimeout(inst.startTimer);
         inst.state = "ready";
+        notify("instance", { functionName: inst.fn.name, instanceId: inst.id, version: inst.version, state: "ready" } satisfies InstanceChange);
         afterWork(inst);
         return;
       }
@@ -541,6 +554,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }
     if (wasStarting && kind !== "terminated") failQueued(fn, detail);
     if (kind !== "terminated") logger.warn({ functionName: fn.name, kind, detail }, "function instance stopped");
+    notify("instance", { functionName: fn.name, instanceId: inst.id, version: inst.version, state: "stopped", exit: kind } satisfies InstanceChange);
     if (closed) return;
     ensureMinInstances(fn);
     pump(fn);
@@ -647,12 +661,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       };
       options.emit([event], undefined).catch((err: unknown) => logger.error({ err, functionName: fn.name }, "budget event not published"));
     }
-    if (events.listenerCount("invocation") > 0) {
-      try {
-        events.emit("invocation", record);
-      } catch (err) {
-        logger.error({ err, functionName: fn.name }, "invocation listener threw");
-      }
+    notify("invocation", record);
+  }
+
+  function notify(name: "invocation" | "instance", payload: InvocationRecord | InstanceChange): void {
+    if (events.listenerCount(name) === 0) return;
+    try {
+      events.emit(name, payload);
+    } catch (err) {
+      logger.error({ err, listener: name }, "runtime listener threw");
     }
   }
 
@@ -920,9 +937,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       }
       return { instances: totals, functions };
     },
-    on(_event, listener) {
-      events.on("invocation", listener);
-      return () => events.off("invocation", listener);
+    on(name: "invocation" | "instance", listener: (payload: never) => void) {
+      const l = listener as (payload: unknown) => void;
+      events.on(name, l);
+      return () => events.off(name, l);
     },
     reload,
     close() {
