@@ -361,6 +361,17 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     return true;
   }
 
+  /** True when `fn` holds more than its fair share of the shared pool while another function starves for it. */
+  function overShare(fn: FunctionEntry): boolean {
+    if (isReserved(fn)) return false;
+    const poolSize = limits.maxInstances - reservedTotal;
+    if (sharedPoolCount() < poolSize) return false;
+    const waiting = [...fns.values()].filter((f) => !isReserved(f) && f !== fn && f.queue.length > 0 && liveCount(f) < fnCap(f));
+    if (waiting.length === 0) return false;
+    const share = Math.max(1, Math.floor(poolSize / (waiting.length + 1)));
+    return liveCount(fn) > share && waiting.some((f) => liveCount(f) < share);
+  }
+
   function canStart(fn: FunctionEntry): boolean {
     if (closed) return false;
     if (liveCount(fn) >= fnCap(fn)) return false;
@@ -474,6 +485,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (inst.state !== "ready") return;
     if (inst.version !== fn.version) {
       if (inst.inflight.size === 0) stopInstance(inst);
+      return;
+    }
+    if (inst.inflight.size === 0 && overShare(fn)) {
+      // Another function of the shared pool waits for capacity and has less than its share: give this slot up.
+      stopInstance(inst);
+      pumpAll();
       return;
     }
     if (fn.queue.length > 0) pump(fn);
