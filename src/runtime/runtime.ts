@@ -806,50 +806,70 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }
     const key = String(raw);
     const ns = `idempotency:${fn.name}`;
+    const skipped = (value: unknown): unknown => {
+      meter(fn, {
+        functionName: fn.name,
+        invocationId: randomUUID(),
+        eventId: event.id,
+        attempt,
+        arrivedAt: Date.now(),
+        startLatencyMs: 0,
+        durationMs: 0,
+        memoryMb: fn.config.memoryMb,
+        gbSeconds: 0,
+        cold: false,
+        outcome: "skipped",
+        version: fn.version,
+      });
+      return value;
+    };
     for (;;) {
+      // A duplicate on this node waits for the first and takes its result (or tries again if it failed).
       const local = fn.claims.get(key);
       if (local) {
-        await local.catch(() => undefined);
+        const outcome = await local.then((value) => ({ value }), () => undefined);
+        if (outcome) return skipped(outcome.value);
         continue;
       }
-      const claimTtlMs = fn.config.timeoutMs + 60_000;
-      const claimed = await state.putIfAbsent(ns, key, JSON.stringify({ status: "running", at: clock.now() }), { now: clock.now(), ttlMs: claimTtlMs });
-      if (claimed) {
-        const run = enqueue(fn, event, attempt, signal);
-        fn.claims.set(key, run);
-        try {
-          const value = await run;
-          await state.put(ns, key, JSON.stringify(value === undefined ? { status: "done" } : { status: "done", value }), { now: clock.now(), ttlMs: idem.ttlMs });
-          return value;
-        } catch (err) {
-          await state.delete(ns, key).catch((e: unknown) => logger.error({ err: e, functionName: fn.name }, "idempotency claim not released"));
-          throw err;
-        } finally {
-          fn.claims.delete(key);
-        }
-      }
-      const current = await state.get(ns, key, { now: clock.now() });
-      if (current === undefined) continue;
-      const parsed = JSON.parse(current) as { status: string; value?: unknown };
-      if (parsed.status === "done") {
-        meter(fn, {
-          functionName: fn.name,
-          invocationId: randomUUID(),
-          eventId: event.id,
-          attempt,
-          arrivedAt: Date.now(),
-          startLatencyMs: 0,
-          durationMs: 0,
-          memoryMb: fn.config.memoryMb,
-          gbSeconds: 0,
-          cold: false,
-          outcome: "skipped",
-          version: fn.version,
+      let done!: (value: unknown) => void;
+      let fail!: (err: unknown) => void;
+      const mine = new Promise<unknown>((res, rej) => {
+        done = res;
+        fail = rej;
+      });
+      mine.catch(() => undefined);
+      fn.claims.set(key, mine);
+      let claimed = false;
+      try {
+        claimed = await state.putIfAbsent(ns, key, JSON.stringify({ status: "running", at: clock.now() }), {
+          now: clock.now(),
+          ttlMs: fn.config.timeoutMs + 60_000,
         });
-        return parsed.value;
+        if (claimed) {
+          const value = await enqueue(fn, event, attempt, signal);
+          await state.put(ns, key, JSON.stringify(value === undefined ? { status: "done" } : { status: "done", value }), { now: clock.now(), ttlMs: idem.ttlMs });
+          done(value);
+          return value;
+        }
+        const current = await state.get(ns, key, { now: clock.now() });
+        if (current === undefined) {
+          fail(new Error("claim expired"));
+          continue; // expired between the two calls: claim again
+        }
+        const parsed = JSON.parse(current) as { status: string; value?: unknown };
+        if (parsed.status === "done") {
+          done(parsed.value);
+          return skipped(parsed.value);
+        }
+        // Another node runs this key: fail the attempt so it is retried after that one finished or let go.
+        throw new SluiceError(ErrorCode.Throttled, `throttled: an invocation with idempotency key ${key} is running elsewhere`, { retryable: true });
+      } catch (err) {
+        if (claimed) await state.delete(ns, key).catch((e: unknown) => logger.error({ err: e, functionName: fn.name }, "idempotency claim not released"));
+        fail(err);
+        throw err;
+      } finally {
+        if (fn.claims.get(key) === mine) fn.claims.delete(key);
       }
-      // Another node runs this key: fail the attempt so it is retried after that one finished or let go.
-      throw new SluiceError(ErrorCode.Throttled, `throttled: an invocation with idempotency key ${key} is running elsewhere`, { retryable: true });
     }
   }
 
