@@ -66,7 +66,8 @@ test("cli test-pattern - bad JSON, a missing file and a missing flag exit 2", ()
 });
 
 test("cli test-pattern - the built package exports compilePattern, RuleIndex and PatternError", async () => {
-  const pkg = (await import("sluice")) as typeof import("../../src/index.ts");
+  const name = "sluice"; // resolved through package.json "exports" to dist/, as users get it
+  const pkg = (await import(name)) as typeof import("../../src/index.ts");
   const index = new pkg.RuleIndex();
   index.add("r", { type: ["a"] });
   assert.deepEqual(index.match({ type: "a" }), ["r"]);
