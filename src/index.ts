@@ -31,3 +31,6 @@ export type {
 } from "./store/contract.ts";
 export { createPostgresStore } from "./store/postgres/index.ts";
 export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
+export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
+export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
+export { RuleIndex } from "./pattern/rule-index.ts";
