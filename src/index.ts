@@ -3,3 +3,10 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export type { CloudEvent } from "./event/types.ts";
+export { SluiceExtension } from "./event/types.ts";
+export { EventRule, EventValidationError, validateCloudEvent } from "./event/validate.ts";
+export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.ts";
+export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
+export { decodeEvent, encodeEvent } from "./event/codec.ts";
+export { newEventId } from "./event/ids.ts";
