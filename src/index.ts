@@ -10,3 +10,20 @@ export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.
 export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
 export { decodeEvent, encodeEvent } from "./event/codec.ts";
 export { newEventId } from "./event/ids.ts";
+export { createSqliteStore } from "./store/sqlite/index.ts";
+export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+export type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "./store/contract.ts";
