@@ -27,3 +27,5 @@ export type {
   StorageBackend,
   StoredEvent,
 } from "./store/contract.ts";
+export { createPostgresStore } from "./store/postgres/index.ts";
+export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
