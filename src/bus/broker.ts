@@ -188,12 +188,12 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     if (target.transform !== undefined) {
       let data: unknown;
       try {
-        data = target.transform(event);
+        data = target.transform.apply(event);
       } catch (err) {
         throw new DeadNow("transform-failed", describeError(err));
       }
       const { data_base64: _b, ...rest } = event;
-      delivered = { ...rest, data };
+      delivered = { ...rest, datacontenttype: target.transform.mode === "json" ? "application/json" : "text/plain", data };
     }
     switch (target.how.kind) {
       case "function": {

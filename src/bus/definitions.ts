@@ -21,7 +21,7 @@ export const defaultBusName = "default";
 export const defaultRetentionMs = 7 * 24 * 60 * 60 * 1000;
 export const maxTargetsPerRule = 5;
 const namePattern = /^[A-Za-z0-9._-]{1,64}$/;
-const ns = { buses: "sluice.buses", rules: "sluice.rules", meta: "sluice.meta" } as const;
+const ns = { buses: "sluice.buses", rules: "sluice.rules", retired: "sluice.retired-targets", meta: "sluice.meta" } as const;
 const versionKey = "definitions";
 
 export type TargetKind =
@@ -38,7 +38,8 @@ export interface CompiledTarget {
   target: Target;
   how: TargetKind;
   policy: ResolvedRetryPolicy;
-  transform: ((event: CloudEvent) => unknown) | undefined;
+  /** The input transformer: its output replaces the delivered event's `data`. */
+  transform: { mode: "json" | "text"; apply(event: CloudEvent): unknown } | undefined;
 }
 
 export interface CompiledRule {
@@ -95,8 +96,9 @@ function compileTarget(bus: string, rule: string, raw: unknown, path: string, po
   let transform: CompiledTarget["transform"];
   if (raw.inputTransformer !== undefined) {
     try {
-      const t = compileTransformer(raw.inputTransformer as Parameters<typeof compileTransformer>[0]);
-      transform = (event) => t.apply(event);
+      const t = compileTransformer(raw.inputTransformer);
+      const context = { ruleName: rule, busName: bus };
+      transform = { mode: t.mode, apply: (event) => t.apply(event, context) };
     } catch (err) {
       if (err instanceof SluiceError) {
         const inner = err.path ?? "";
@@ -159,9 +161,20 @@ function buildIndex(rules: Map<string, CompiledRule>): RuleIndex {
   return index;
 }
 
+/**
+ * A target removed from its rule (rule updated or deleted) keeps delivering what it had already been matched:
+ * its definition is kept as "retired" (in the store, expiring after its maximum event age) until the queue drains.
+ */
+interface RetiredTarget {
+  bus: string;
+  rule: string;
+  target: Target;
+}
+
 export class Definitions {
   #buses = new Map<string, BusEntry>();
   #queues = new Map<string, CompiledTarget>();
+  #retired = new Map<string, CompiledTarget>();
   #version: string | undefined;
   readonly #state: StateStore;
   readonly #now: () => number;
@@ -179,6 +192,7 @@ export class Definitions {
     const version = await this.#state.get(ns.meta, versionKey, { now });
     const busRows = await this.#state.list(ns.buses, { now });
     const ruleRows = await this.#state.list(ns.rules, { now });
+    const retiredRows = await this.#state.list(ns.retired, { now });
     const buses = new Map<string, BusEntry>();
     for (const row of busRows) {
       const bus = JSON.parse(row.value) as Bus;
@@ -204,8 +218,19 @@ export class Definitions {
       entry.index = buildIndex(entry.rules);
       for (const r of entry.rules.values()) for (const t of r.targets) queues.set(t.queue, t);
     }
+    const retired = new Map<string, CompiledTarget>();
+    for (const row of retiredRows) {
+      if (queues.has(row.key)) continue;
+      try {
+        const r = JSON.parse(row.value) as RetiredTarget;
+        retired.set(row.key, compileTarget(r.bus, r.rule, r.target, "$", this.#policyBase));
+      } catch {
+        continue;
+      }
+    }
     this.#buses = buses;
     this.#queues = queues;
+    this.#retired = retired;
     this.#version = version;
   }
 
@@ -231,8 +256,9 @@ export class Definitions {
     return [...this.#buses.values()].map((e) => e.bus);
   }
 
+  /** The live target of a queue, or the retired one still draining it. */
   target(queue: string): CompiledTarget | undefined {
-    return this.#queues.get(queue);
+    return this.#queues.get(queue) ?? this.#retired.get(queue);
   }
 
   rule(bus: string, name: string): CompiledRule | undefined {
@@ -288,10 +314,24 @@ export class Definitions {
         throw new SluiceError(ErrorCode.BusNotFound, `target bus "${t.how.busName}" does not exist`, { path: `$.targets[${i}].bus` });
       }
     });
+    const kept = new Set(compiled.targets.map((t) => t.queue));
+    await this.#retire(entry.rules.get(compiled.rule.name)?.targets.filter((t) => !kept.has(t.queue)) ?? []);
+    for (const t of compiled.targets) {
+      if (this.#retired.delete(t.queue)) await this.#state.delete(ns.retired, t.queue);
+    }
     await this.#state.put(ns.rules, `${busName}/${compiled.rule.name}`, JSON.stringify(compiled.rule), { now: this.#now() });
     await this.#bumpVersion();
     this.#install(entry, compiled.rule.name, compiled);
     return compiled.rule;
+  }
+
+  /** Keeps removed targets' definitions so their queues drain (each expires after its maximum event age). */
+  async #retire(targets: CompiledTarget[]): Promise<void> {
+    for (const t of targets) {
+      const value: RetiredTarget = { bus: t.bus, rule: t.rule, target: t.target };
+      await this.#state.put(ns.retired, t.queue, JSON.stringify(value), { now: this.#now(), ttlMs: t.policy.maxEventAgeMs + 60_000 });
+      this.#retired.set(t.queue, t);
+    }
   }
 
   /** Replaces one rule in a bus and swaps the bus's index. */
@@ -324,7 +364,8 @@ export class Definitions {
   }
 
   async deleteRule(bus: string, name: string): Promise<void> {
-    const { entry } = this.#existing(bus, name);
+    const { entry, rule } = this.#existing(bus, name);
+    await this.#retire(rule.targets);
     await this.#state.delete(ns.rules, `${bus}/${name}`);
     await this.#bumpVersion();
     this.#install(entry, name, undefined);

@@ -46,6 +46,39 @@ export class DeadNow extends Error {
   }
 }
 
+/** Retry wake-up times kept at most; beyond that the fallback poll picks retries up (a little later). */
+const maxDueTimes = 10_000;
+
+function heapPush(heap: number[], value: number): void {
+  heap.push(value);
+  let i = heap.length - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent]! <= value) break;
+    heap[i] = heap[parent]!;
+    i = parent;
+  }
+  heap[i] = value;
+}
+
+function heapPop(heap: number[]): number | undefined {
+  const top = heap[0];
+  const last = heap.pop();
+  if (heap.length === 0 || last === undefined) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= heap.length) break;
+    const r = l + 1;
+    const c = r < heap.length && heap[r]! < heap[l]! ? r : l;
+    if (heap[c]! >= last) break;
+    heap[i] = heap[c]!;
+    i = c;
+  }
+  heap[i] = last;
+  return top;
+}
+
 interface Running {
   lease: Lease;
   controller: AbortController;
@@ -71,6 +104,8 @@ export class Dispatcher {
   #wakeFlag = false;
   #wakeResolve: (() => void) | undefined;
   #timer: { at: number; handle: unknown } | undefined;
+  #due: number[] = [];
+  #poll: unknown;
   #upkeep: unknown;
   #acks: Running[] = [];
   #ackFlushing = false;
@@ -137,17 +172,34 @@ export class Dispatcher {
     });
   }
 
-  /** Wakes the loop at `at` (clock time) unless an earlier wake-up is already set. */
+  /** Wakes the loop at `at` (clock time): retry times are kept in a bounded min-heap behind one timer. */
   #wakeAt(at: number): void {
     if (this.#stop.signal.aborted) return;
-    if (this.#timer !== undefined && this.#timer.at <= at) return;
+    if (this.#due.length < maxDueTimes) heapPush(this.#due, at);
+    this.#arm();
+  }
+
+  #arm(): void {
+    const next = this.#due[0];
+    if (next === undefined || (this.#timer !== undefined && this.#timer.at <= next)) return;
     if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer.handle);
-    const delay = Math.max(0, at - this.#o.clock.now());
     const handle = this.#o.clock.setTimeout(() => {
       this.#timer = undefined;
+      const now = this.#o.clock.now();
+      while (this.#due.length > 0 && this.#due[0]! <= now) heapPop(this.#due);
       this.wake();
-    }, delay);
-    this.#timer = { at, handle };
+      this.#arm();
+    }, Math.max(0, next - this.#o.clock.now()));
+    this.#timer = { at: next, handle };
+  }
+
+  /** The fallback poll while idle: one timer, re-armed each time it fires and the loop goes idle again. */
+  #armPoll(): void {
+    if (this.#poll !== undefined || this.#stop.signal.aborted) return;
+    this.#poll = this.#o.clock.setTimeout(() => {
+      this.#poll = undefined;
+      this.wake();
+    }, this.#o.pollIntervalMs);
   }
 
   async #leaseLoop(): Promise<void> {
@@ -174,7 +226,7 @@ export class Dispatcher {
       }
       for (const lease of leases) this.#start(lease);
       if (leases.length === max || this.#wakeFlag) continue;
-      this.#wakeAt(this.#o.clock.now() + this.#o.pollIntervalMs);
+      this.#armPoll();
       await this.#idle();
     }
   }
@@ -388,6 +440,7 @@ export class Dispatcher {
       this.#stop.abort();
       this.wake();
       if (this.#timer) this.#o.clock.clearTimeout(this.#timer.handle);
+      if (this.#poll !== undefined) this.#o.clock.clearTimeout(this.#poll);
       if (this.#upkeep !== undefined) this.#o.clock.clearTimeout(this.#upkeep);
     }
     await this.#loop;

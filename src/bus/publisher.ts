@@ -34,8 +34,16 @@ interface Waiting {
   reject(err: unknown): void;
 }
 
+/**
+ * The publisher dedupe key: bus, source and id; a replay or a bus-to-bus hop makes a new key (the same event
+ * may come back to a bus through a replay or a routing chain), while a retried forward of one hop dedupes.
+ */
 export function dedupeKey(bus: string, event: CloudEvent, replay?: string): string {
-  return replay === undefined ? `${bus}\n${event.source}\n${event.id}` : `${bus}\n${event.source}\n${event.id}\nreplay:${replay}`;
+  const hops = hopsOf(event);
+  let key = `${bus}\n${event.source}\n${event.id}`;
+  if (hops > 0) key += `\nhops:${hops}`;
+  if (replay !== undefined) key += `\nreplay:${replay}`;
+  return key;
 }
 
 export function partitionKeyOf(event: CloudEvent): string | undefined {

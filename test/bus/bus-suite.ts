@@ -131,6 +131,31 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.deepEqual(rec.ok().map((c) => c.event.type).sort(), ["ok.one", "ok.two"]);
   });
 
+  busTest("an input transformer reshapes the delivered event's data per target", {}, async ({ broker, rec, changes }) => {
+    await broker.putRule({
+      name: "t",
+      pattern: { type: ["order.created"] },
+      targets: [
+        { id: "shaped", function: "shaped", inputTransformer: { inputPaths: { id: "$.data.orderId" }, inputTemplate: '{"order": <id>, "rule": "<sluice.rule-name>"}' } },
+        { id: "text", function: "text", inputTransformer: { inputPaths: { id: "$.data.orderId" }, inputTemplate: "order <id> created" } },
+        { id: "plain", function: "plain" },
+      ],
+    });
+    await broker.publish("default", ev("order.created", { orderId: "o-1", total: 5 }));
+    await changes.until(() => rec.ok().length === 3, "three deliveries");
+    const by = (fn: string) => rec.ok(fn)[0]!.event;
+    assert.deepEqual(by("shaped").data, { order: "o-1", rule: "t" });
+    assert.equal(by("shaped").datacontenttype, "application/json");
+    assert.equal(by("shaped").type, "order.created", "the envelope stays");
+    assert.equal(by("text").data, "order o-1 created");
+    assert.equal(by("text").datacontenttype, "text/plain");
+    assert.deepEqual(by("plain").data, { orderId: "o-1", total: 5 });
+    await rejectsWith(
+      broker.putRule({ name: "bad", pattern: { type: ["x"] }, targets: [{ id: "a", function: "f", inputTransformer: { inputTemplate: "<missing>" } }] }),
+      "E_TRANSFORM_INVALID",
+    );
+  });
+
   busTest("bad input fails with typed errors naming what and where", {}, async ({ broker }) => {
     await rejectsWith(broker.publish("nope", ev("x", 1)), "E_BUS_NOT_FOUND");
     await rejectsWith(broker.publish("default", Array.from({ length: 101 }, (_, i) => ev("x", i))), "E_BAD_REQUEST", "$");
@@ -615,7 +640,7 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.equal((res.entries[0] as { errorCode: string }).errorCode, "E_RECURSIVE_LOOP");
   });
 
-  busTest("publish fails with a retryable E_BACKPRESSURE when pending deliveries pass the limit", { limits: { maxPendingDeliveries: 20, pollIntervalMs: 200 } }, async ({ broker, rec, changes }) => {
+  busTest("publish fails with a retryable E_BACKPRESSURE when pending deliveries pass the limit", { limits: { maxPendingDeliveries: 20, pollIntervalMs: 200 } }, async ({ broker, rec, changes, seen }) => {
     await broker.putRule({ name: "r", pattern: { type: ["x"] }, targets: [{ id: "a", function: "fa" }] });
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
@@ -630,7 +655,7 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.ok(isSluiceError(err, "E_BACKPRESSURE"), String(err));
     assert.equal(err.retryable, true);
     release();
-    await changes.until(() => rec.ok().length === 20, "the backlog to drain");
+    await changes.until(() => seen.delivered.length === 20, "the backlog to drain (acked)");
     // Acks lower the estimate: publishing works again.
     const res = await broker.publish("default", ev("x", 100));
     assert.equal(res.failedEntryCount, 0);
