@@ -34,3 +34,32 @@ export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
 export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
 export { RuleIndex } from "./pattern/rule-index.ts";
+export { createBroker } from "./bus/broker.ts";
+export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
+export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
+export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
+export { defaultRetryPolicy } from "./bus/retry.ts";
+export type { Clock, Logger } from "./bus/clock.ts";
+export type {
+  Bus,
+  BusInput,
+  BusTarget,
+  DeadLetterInfo,
+  DeliveryContext,
+  DeliveryEvents,
+  FunctionHandler,
+  FunctionTarget,
+  InputTransformer,
+  PublishEntryResult,
+  PublishResult,
+  Replay,
+  ReplayInput,
+  ReplayState,
+  RetryPolicy,
+  Rule,
+  RuleInput,
+  Target,
+  TargetRef,
+  WebhookTarget,
+  WebhookTargetSpec,
+} from "./bus/types.ts";
