@@ -47,7 +47,7 @@ export type {
   DeadLetterInfo,
   DeliveryContext,
   DeliveryEvents,
-  FunctionHandler,
+  FunctionHandler as FunctionTargetHandler,
   FunctionTarget,
   InputTransformer,
   PublishEntryResult,
@@ -63,3 +63,26 @@ export type {
   WebhookTarget,
   WebhookTargetSpec,
 } from "./bus/types.ts";
+export { defineFunction, parseDuration } from "./runtime/define.ts";
+export type {
+  Duration,
+  EmittedEvent,
+  FunctionConfig,
+  FunctionContext,
+  FunctionDefinition,
+  FunctionDefinitionInput,
+  FunctionHandler,
+  FunctionLogger,
+} from "./runtime/define.ts";
+export { createRuntime } from "./runtime/runtime.ts";
+export type {
+  DeliverOptions,
+  FunctionSource,
+  InstanceChange,
+  InvocationError,
+  Runtime,
+  RuntimeLimits,
+  RuntimeMetrics,
+  RuntimeOptions,
+} from "./runtime/runtime.ts";
+export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";
