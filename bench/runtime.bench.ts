@@ -65,6 +65,22 @@ async function coldStarts(isolation: "worker" | "process", n: number): Promise<n
   return samples;
 }
 
+/** Baseline: a bare worker thread from `new Worker` to its first message (what any worker-based cold start pays). */
+async function bareSpawns(n: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = now();
+    const worker = new Worker(`require("node:worker_threads").parentPort.postMessage(performance.timeOrigin + performance.now())`, {
+      eval: true,
+      execArgv: [],
+    });
+    const [startedAt] = (await once(worker, "message")) as [number];
+    samples.push(startedAt - start);
+    await worker.terminate();
+  }
+  return samples;
+}
+
 async function closedLoop(concurrency: number, call: () => Promise<unknown>): Promise<number> {
   // Warm-up, then measure.
   await Promise.all(Array.from({ length: concurrency }, () => call()));
@@ -161,6 +177,7 @@ async function idleMemory(isolation: "worker" | "process", n: number): Promise<n
 const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
 const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
 
+const bare = await bareSpawns(30);
 const coldWorker = await coldStarts("worker", 30);
 const coldProcess = await coldStarts("process", 10);
 
@@ -176,6 +193,47 @@ for (const c of [1, 8, 64]) {
 }
 await runtime.close();
 
+// End to end through the bus (SQLite store): publish N events in batches of 100 to a rule whose target is the
+// function, until the last delivery is acked. The baseline is the same bus with an in-process no-op handler.
+async function throughBus(concurrency: number | undefined, n: number): Promise<number> {
+  const { createBroker } = await import("../src/bus/broker.ts");
+  const { createSqliteStore } = await import("../src/store/sqlite/index.ts");
+  const store = await createSqliteStore({ path: join(mkdtempSync(join(tmpdir(), "sluice-bench-rt-bus-")), "bus.db") });
+  const broker = await createBroker({ store, limits: { concurrency: concurrency ?? 64 } });
+  const name = `bus-${concurrency ?? "inline"}`;
+  const runtime =
+    concurrency === undefined
+      ? undefined
+      : await createRuntime({ functions: [{ file: writeFn(name, `concurrency: 1, instanceConcurrency: ${concurrency},`) }], emit });
+  broker.setFunctionHandler(runtime ?? { deliver: async () => undefined });
+  await broker.putRule({ name: "bench", pattern: { type: ["bench.noop"] }, targets: [{ id: "fn", function: name }] });
+  if (runtime) await runtime.invoke(name, ev()); // warm
+  let acked = 0;
+  let done: (() => void) | undefined;
+  broker.on("delivered", () => {
+    if (++acked === n) done?.();
+  });
+  const all = new Promise<void>((r) => (done = r));
+  const start = performance.now();
+  for (let i = 0; i < n; i += 100) {
+    const res = await broker.publish("default", Array.from({ length: Math.min(100, n - i) }, ev));
+    if (res.failedEntryCount > 0) throw new Error("publish failed");
+  }
+  await all;
+  const rate = (n / (performance.now() - start)) * 1000;
+  await broker.close();
+  await runtime?.close();
+  await store.close();
+  return rate;
+}
+
+const busN = Number(process.env.SLUICE_BENCH_BUS_N ?? 20_000);
+const busBaseline = await throughBus(undefined, busN);
+for (const c of [1, 8, 64]) {
+  const ours = await throughBus(c, busN);
+  rows.push(`| end to end through the bus (SQLite), function instanceConcurrency ${c} | ${fmt(ours)} | bus + in-process no-op: ${fmt(busBaseline)} | ${(ours / busBaseline).toFixed(2)} |`);
+}
+
 const memWorker = await idleMemory("worker", 8);
 const memProcess = await idleMemory("process", 4);
 
@@ -186,6 +244,7 @@ console.log("|---|---:|---:|---:|");
 for (const r of rows) console.log(r);
 console.log("\n| cold start (work arrives → handler starts) | p50 ms | p99 ms | samples |");
 console.log("|---|---:|---:|---:|");
+console.log(`| baseline: bare worker thread, new Worker → first line runs | ${pct(bare, 50).toFixed(1)} | ${pct(bare, 99).toFixed(1)} | ${bare.length} |`);
 console.log(`| worker mode | ${pct(coldWorker, 50).toFixed(1)} | ${pct(coldWorker, 99).toFixed(1)} | ${coldWorker.length} |`);
 console.log(`| process mode (permission model) | ${pct(coldProcess, 50).toFixed(1)} | ${pct(coldProcess, 99).toFixed(1)} | ${coldProcess.length} |`);
 console.log("\n| memory per idle instance (after one invocation) | MB |");
