@@ -1,0 +1,160 @@
+/**
+ * Loads an app from its folder: `sluice.config.ts` (or `.mts`, `.js`, `.mjs`) through tsx (no build step), then
+ * the function files it names, then validates the whole app once, reporting every problem together.
+ */
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { extname, join, relative, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { ConfigError, validateApp, type ConfigProblem, type FunctionInfo, type ValidatedApp } from "./config.ts";
+
+export const configFileNames = ["sluice.config.ts", "sluice.config.mts", "sluice.config.js", "sluice.config.mjs"];
+const functionExtensions = new Set([".ts", ".mts", ".js", ".mjs"]);
+
+/** A function file and what its default export declared. */
+export interface LoadedFunction {
+  name: string;
+  /** Absolute path of the file. */
+  file: string;
+  /** The `defineFunction` result (has `handler`, `on`, `timeout`, …). */
+  definition: Record<string, unknown>;
+}
+
+export interface LoadedApp {
+  app: ValidatedApp;
+  functions: LoadedFunction[];
+  configFile: string;
+}
+
+export interface LoadAppOptions {
+  /** Validates an event pattern (compilePattern); its errors carry the JSON path. */
+  compilePattern?: (pattern: unknown) => unknown;
+}
+
+/** Imports a TypeScript or JavaScript module afresh (a new tsx namespace per call, so edits are picked up). */
+export async function importFresh(file: string): Promise<Record<string, unknown>> {
+  const { tsImport } = await import("tsx/esm/api");
+  return (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
+}
+
+export function findConfigFile(appDir: string): string | undefined {
+  for (const name of configFileNames) {
+    const file = join(appDir, name);
+    if (existsSync(file)) return file;
+  }
+  return undefined;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The default export, unwrapping a CommonJS-style `{ default: { default } }` double wrap. */
+function defaultExport(mod: Record<string, unknown>): unknown {
+  const d = mod.default;
+  if (isObject(d) && "default" in d && Object.keys(d).length === 1) return d.default;
+  return d;
+}
+
+/** Function files of a folder (recursively), skipping tests, declarations and names starting with `_` or `.`. */
+export function listFunctionFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    if (name.startsWith(".") || name.startsWith("_") || name === "node_modules") continue;
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...listFunctionFiles(path));
+    else if (functionExtensions.has(extname(name)) && !/\.(test|spec|d)\.[mc]?[tj]s$/.test(name)) out.push(path);
+  }
+  return out;
+}
+
+/** Loads one function file; returns its function or a problem. */
+export async function loadFunctionFile(file: string, appDir: string): Promise<LoadedFunction | ConfigProblem> {
+  const rel = relative(appDir, file) || file;
+  let mod: Record<string, unknown>;
+  try {
+    mod = await importFresh(file);
+  } catch (err) {
+    return {
+      key: `functions (${rel})`,
+      message: `could not be loaded: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`,
+      fix: "fix the error in that file",
+    };
+  }
+  const def = defaultExport(mod);
+  if (!isObject(def) || typeof def.name !== "string" || typeof def.handler !== "function") {
+    return {
+      key: `functions (${rel})`,
+      message: "has no default export of defineFunction(…)",
+      fix: 'end the file with export default defineFunction({ name: "…", handler(event, ctx) { … } }), or move it out of the functions folder',
+    };
+  }
+  return { name: def.name, file, definition: def };
+}
+
+/** Loads and validates the app in `appDir`. Throws `ConfigError` listing every problem. */
+export async function loadApp(appDir: string, options: LoadAppOptions = {}): Promise<LoadedApp> {
+  const dir = resolve(appDir);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new ConfigError(dir, [{ key: "app folder", message: "does not exist", fix: `create it with: sluice init ${appDir}` }]);
+  }
+  const configFile = findConfigFile(dir);
+  if (configFile === undefined) {
+    throw new ConfigError(join(dir, "sluice.config.ts"), [
+      { key: "file", message: `no ${configFileNames.join(", ")} in ${dir}`, fix: `create one with: sluice init ${appDir}` },
+    ]);
+  }
+  let exported: unknown;
+  try {
+    exported = defaultExport(await importFresh(configFile));
+  } catch (err) {
+    throw new ConfigError(configFile, [
+      { key: "file", message: `could not be loaded: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`, fix: "fix the error in that file" },
+    ]);
+  }
+
+  // Function files, resolved leniently: a bad `functions` key is reported by validateApp.
+  const problems: ConfigProblem[] = [];
+  const functions: LoadedFunction[] = [];
+  const spec = isObject(exported) ? (exported.functions ?? "./functions") : undefined;
+  let files: string[] = [];
+  if (typeof spec === "string" && spec) {
+    const folder = resolve(dir, spec);
+    if (!existsSync(folder)) {
+      if (isObject(exported) && exported.functions !== undefined) {
+        problems.push({ key: "functions", message: `folder ${spec} does not exist`, fix: "create it or point functions at the right folder" });
+      }
+    } else if (statSync(folder).isDirectory()) files = listFunctionFiles(folder);
+    else files = [folder];
+  } else if (Array.isArray(spec)) {
+    spec.forEach((f, i) => {
+      if (typeof f !== "string" || !f) return;
+      const file = resolve(dir, f);
+      if (existsSync(file)) files.push(file);
+      else problems.push({ key: `functions[${i}]`, message: `file ${f} does not exist`, fix: "fix the path (relative to the config file)" });
+    });
+  }
+  for (const file of files) {
+    const loaded = await loadFunctionFile(file, dir);
+    if ("key" in loaded) problems.push(loaded);
+    else functions.push(loaded);
+  }
+
+  const infos: FunctionInfo[] = functions.map((f) => ({
+    name: f.name,
+    file: relative(dir, f.file),
+    ...(f.definition.on === undefined ? {} : { on: f.definition.on }),
+  }));
+  let app: ValidatedApp | undefined;
+  try {
+    app = validateApp(exported, {
+      file: configFile,
+      functions: infos,
+      ...(options.compilePattern ? { compilePattern: options.compilePattern } : {}),
+    });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  if (problems.length > 0 || app === undefined) throw new ConfigError(configFile, problems);
+  return { app, functions, configFile };
+}
