@@ -3,3 +3,29 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export { createSqliteStore } from "./store/sqlite/index.ts";
+export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+export type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "./store/contract.ts";
+export type { CloudEvent } from "./event/types.ts";
+export { SluiceExtension } from "./event/types.ts";
+export { EventRule, EventValidationError, validateCloudEvent } from "./event/validate.ts";
+export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.ts";
+export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
+export { decodeEvent, encodeEvent } from "./event/codec.ts";
+export { newEventId } from "./event/ids.ts";
+export { defineApp, ConfigError } from "./server/config.ts";
+export type { AppConfig, AppDefinition, RouteConfig, ScheduleConfig, RuleConfig, TargetConfig, EmitConfig, BusConfig, ServerConfig, ConfigProblem } from "./server/config.ts";
