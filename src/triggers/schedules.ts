@@ -183,9 +183,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     try {
       claimed = await state.putIfAbsent(SCHEDULE_NAMESPACE, key, nodeId, ttlMs === undefined ? { now } : { now, ttlMs });
     } catch (err) {
-      entry.failures++;
       log.error({ schedule: spec.name, scheduledAt, err }, "schedule claim failed");
       scheduleRetry(entry, scheduledAt, catchUp, ticks, attempt);
+      entry.failures++;
       return;
     }
     if (!claimed) {
@@ -196,10 +196,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     try {
       await options.fire(spec, tick);
     } catch (err) {
-      entry.failures++;
       log.error({ schedule: spec.name, scheduledAt, attempt: attempt + 1, err }, "schedule action failed");
       await state.delete(SCHEDULE_NAMESPACE, key).catch(() => undefined);
       scheduleRetry(entry, scheduledAt, catchUp, ticks, attempt);
+      entry.failures++;
       return;
     }
     entry.fired++;
