@@ -43,6 +43,9 @@ export const EventRule = {
 } as const;
 export type EventRule = (typeof EventRule)[keyof typeof EventRule];
 
+/** The codes an {@link EventValidationError} carries. */
+export type EventErrorCode = typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge;
+
 /**
  * An event broke a CloudEvents 1.0 rule or a Sluice limit. `attribute` names the attribute (empty for the whole
  * event), `rule` the rule it broke, `path` its JSON path (`$.time`, `$["Bad-Name"]`).
@@ -61,7 +64,7 @@ export class EventValidationError extends SluiceError {
     readonly attribute: string,
     readonly rule: EventRule,
     message: string,
-    options: { code?: typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge; cause?: unknown; path?: string } = {},
+    options: { code?: EventErrorCode; cause?: unknown; path?: string } = {},
   ) {
     const path = options.path ?? attributePath(attribute);
     super(options.code ?? ErrorCode.EventInvalid, message, {
