@@ -29,3 +29,27 @@ export { decodeEvent, encodeEvent } from "./event/codec.ts";
 export { newEventId } from "./event/ids.ts";
 export { defineApp, ConfigError } from "./server/config.ts";
 export type { AppConfig, AppDefinition, RouteConfig, ScheduleConfig, RuleConfig, TargetConfig, EmitConfig, BusConfig, ServerConfig, ConfigProblem } from "./server/config.ts";
+export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
+export { defineFunction, parseDuration } from "./runtime/define.ts";
+export type {
+  Duration,
+  EmittedEvent,
+  FunctionConfig,
+  FunctionContext,
+  FunctionDefinition,
+  FunctionDefinitionInput,
+  FunctionHandler,
+  FunctionLogger,
+} from "./runtime/define.ts";
+export { createRuntime } from "./runtime/runtime.ts";
+export type {
+  DeliverOptions,
+  FunctionSource,
+  InvocationError,
+  Logger,
+  Runtime,
+  RuntimeLimits,
+  RuntimeMetrics,
+  RuntimeOptions,
+} from "./runtime/runtime.ts";
+export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";

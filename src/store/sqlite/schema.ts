@@ -34,7 +34,7 @@ export const migrations: readonly string[] = [
     stored_at  INTEGER NOT NULL,
     PRIMARY KEY (bus, dedupe_key)
   ) WITHOUT ROWID;
-  CREATE INDEX dedupe_stored ON dedupe (stored_at);
+  CREATE INDEX dedupe_stored ON dedupe (bus, stored_at);
 
   CREATE TABLE deliveries (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -173,7 +173,7 @@ function prepareStatements(db: Database.Database) {
     dedupePut: db.prepare<[string, string, number, number]>(
       "INSERT OR REPLACE INTO dedupe (bus, dedupe_key, seq, stored_at) VALUES (?, ?, ?, ?)",
     ),
-    dedupeSweep: db.prepare<[number]>("DELETE FROM dedupe WHERE stored_at <= ?"),
+    dedupeSweep: db.prepare<[string, number]>("DELETE FROM dedupe WHERE bus = ? AND stored_at <= ?"),
     eventInsert: db.prepare<[string, string, string, number]>(
       "INSERT INTO events (bus, event_id, encoded, stored_at) VALUES (?, ?, ?, ?)",
     ),
@@ -304,7 +304,8 @@ export class SqliteStore implements StorageBackend {
   #workCreated = false;
   #closing: Promise<void> | undefined;
   #closed = false;
-  #lastDedupeSweepAt = Number.NEGATIVE_INFINITY;
+  /** Per bus: buses may use different dedupe windows, so each is swept with its own. */
+  readonly #lastDedupeSweepAt = new Map<string, number>();
   #lastStateSweepAt = Number.NEGATIVE_INFINITY;
 
   constructor(db: Database.Database, path: string) {
@@ -428,15 +429,19 @@ export class SqliteStore implements StorageBackend {
     if (this.#sql.promoteNext.run(queue, partitionKey).changes > 0) this.#workCreated = true;
   }
 
+  /** Lazily deletes a bus's dedupe keys older than its window, at most once per min(window, 60 s) of `now`. */
+  #sweepDedupe(bus: string, now: number, dedupeWindowMs: number): void {
+    const last = this.#lastDedupeSweepAt.get(bus);
+    if (last !== undefined && now >= last && now - last < Math.min(dedupeWindowMs, SWEEP_EVERY_MS)) return;
+    this.#sql.dedupeSweep.run(bus, now - dedupeWindowMs);
+    this.#lastDedupeSweepAt.set(bus, now);
+  }
+
   #appendEntries(entries: AppendEntry[], now: number, dedupeWindowMs: number): AppendResult[] {
     const sql = this.#sql;
     const dedupe = dedupeWindowMs > 0;
     if (dedupe) {
-      if (now < this.#lastDedupeSweepAt) this.#lastDedupeSweepAt = now;
-      if (now - this.#lastDedupeSweepAt >= Math.min(dedupeWindowMs, SWEEP_EVERY_MS)) {
-        sql.dedupeSweep.run(now - dedupeWindowMs);
-        this.#lastDedupeSweepAt = now;
-      }
+      for (const bus of new Set(entries.map((e) => e.bus))) this.#sweepDedupe(bus, now, dedupeWindowMs);
     }
     const results: AppendResult[] = [];
     for (const entry of entries) {
