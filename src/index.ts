@@ -53,3 +53,6 @@ export type {
   RuntimeOptions,
 } from "./runtime/runtime.ts";
 export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";
+export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
+export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
+export { RuleIndex } from "./pattern/rule-index.ts";
