@@ -56,3 +56,33 @@ export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts"
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
 export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
 export { RuleIndex } from "./pattern/rule-index.ts";
+export { createPostgresStore } from "./store/postgres/index.ts";
+export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
+export { createBroker } from "./bus/broker.ts";
+export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
+export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
+export { defaultRetryPolicy } from "./bus/retry.ts";
+export type { Clock } from "./bus/clock.ts";
+export type {
+  Bus,
+  BusInput,
+  BusTarget,
+  DeadLetterInfo,
+  DeliveryContext,
+  DeliveryEvents,
+  FunctionHandler as FunctionDeliveryHandler,
+  FunctionTarget,
+  InputTransformer,
+  PublishEntryResult,
+  PublishResult,
+  Replay,
+  ReplayInput,
+  ReplayState,
+  RetryPolicy,
+  Rule,
+  RuleInput,
+  Target,
+  TargetRef,
+  WebhookTarget,
+  WebhookTargetSpec,
+} from "./bus/types.ts";

@@ -91,6 +91,84 @@ export async function loadFunctionFile(file: string, appDir: string): Promise<Lo
   return { name: def.name, file, definition: def };
 }
 
+/** The config module's default export, the config file and the function files it names (not yet loaded). */
+export interface AppModule {
+  exported: unknown;
+  configFile: string;
+  functionFiles: string[];
+}
+
+/**
+ * Imports `sluice.config.*` and lists the function files it names. Problems with the file itself or with missing
+ * function files throw a `ConfigError`; the content is validated later (`validateApp`), once functions are known.
+ */
+export async function loadAppModule(appDir: string): Promise<AppModule> {
+  const dir = resolve(appDir);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new ConfigError(dir, [{ key: "app folder", message: "does not exist", fix: `create it with: sluice init ${appDir}` }]);
+  }
+  const configFile = findConfigFile(dir);
+  if (configFile === undefined) {
+    throw new ConfigError(join(dir, "sluice.config.ts"), [
+      { key: "file", message: `no ${configFileNames.join(", ")} in ${dir}`, fix: `create one with: sluice init ${appDir}` },
+    ]);
+  }
+  await registerSluiceResolver();
+  let exported: unknown;
+  try {
+    exported = defaultExport(await importFresh(configFile));
+  } catch (err) {
+    throw new ConfigError(configFile, [
+      { key: "file", message: `could not be loaded: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`, fix: "fix the error in that file" },
+    ]);
+  }
+  const { files, problems } = functionFilesOf(dir, exported);
+  if (problems.length > 0) throw new ConfigError(configFile, problems);
+  return { exported, configFile, functionFiles: files };
+}
+
+function functionFilesOf(dir: string, exported: unknown): { files: string[]; problems: ConfigProblem[] } {
+  const problems: ConfigProblem[] = [];
+  const spec = isObject(exported) ? (exported.functions ?? "./functions") : undefined;
+  let files: string[] = [];
+  if (typeof spec === "string" && spec) {
+    const folder = resolve(dir, spec);
+    if (!existsSync(folder)) {
+      if (isObject(exported) && exported.functions !== undefined) {
+        problems.push({ key: "functions", message: `folder ${spec} does not exist`, fix: "create it or point functions at the right folder" });
+      }
+    } else if (statSync(folder).isDirectory()) files = listFunctionFiles(folder);
+    else files = [folder];
+  } else if (Array.isArray(spec)) {
+    spec.forEach((f, i) => {
+      if (typeof f !== "string" || !f) return;
+      const file = resolve(dir, f);
+      if (existsSync(file)) files.push(file);
+      else problems.push({ key: `functions[${i}]`, message: `file ${f} does not exist`, fix: "fix the path (relative to the config file)" });
+    });
+  }
+  return { files, problems };
+}
+
+let resolverRegistered: Promise<void> | undefined;
+
+/**
+ * Lets an app outside this package `import { defineApp } from "sluice"` without installing it: when Node cannot
+ * resolve the bare specifier "sluice", it resolves to the running Sluice's own entry point.
+ */
+export function registerSluiceResolver(): Promise<void> {
+  resolverRegistered ??= (async () => {
+    const { register } = await import("node:module");
+    const self = import.meta.url.endsWith(".ts") ? new URL("../index.ts", import.meta.url) : new URL("../index.js", import.meta.url);
+    const hook = `export async function resolve(specifier, context, next) {
+  if (specifier !== "sluice") return next(specifier, context);
+  try { return await next(specifier, context); } catch { return { url: ${JSON.stringify(self.href)}, shortCircuit: true }; }
+}`;
+    register(`data:text/javascript,${encodeURIComponent(hook)}`);
+  })();
+  return resolverRegistered;
+}
+
 /** Loads and validates the app in `appDir`. Throws `ConfigError` listing every problem. */
 export async function loadApp(appDir: string, options: LoadAppOptions = {}): Promise<LoadedApp> {
   const dir = resolve(appDir);
@@ -113,26 +191,8 @@ export async function loadApp(appDir: string, options: LoadAppOptions = {}): Pro
   }
 
   // Function files, resolved leniently: a bad `functions` key is reported by validateApp.
-  const problems: ConfigProblem[] = [];
+  const { files, problems } = functionFilesOf(dir, exported);
   const functions: LoadedFunction[] = [];
-  const spec = isObject(exported) ? (exported.functions ?? "./functions") : undefined;
-  let files: string[] = [];
-  if (typeof spec === "string" && spec) {
-    const folder = resolve(dir, spec);
-    if (!existsSync(folder)) {
-      if (isObject(exported) && exported.functions !== undefined) {
-        problems.push({ key: "functions", message: `folder ${spec} does not exist`, fix: "create it or point functions at the right folder" });
-      }
-    } else if (statSync(folder).isDirectory()) files = listFunctionFiles(folder);
-    else files = [folder];
-  } else if (Array.isArray(spec)) {
-    spec.forEach((f, i) => {
-      if (typeof f !== "string" || !f) return;
-      const file = resolve(dir, f);
-      if (existsSync(file)) files.push(file);
-      else problems.push({ key: `functions[${i}]`, message: `file ${f} does not exist`, fix: "fix the path (relative to the config file)" });
-    });
-  }
   for (const file of files) {
     const loaded = await loadFunctionFile(file, dir);
     if ("key" in loaded) problems.push(loaded);
