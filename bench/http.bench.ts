@@ -16,16 +16,6 @@ const root = new URL("..", import.meta.url).pathname;
 const seconds = Number(process.env.SLUICE_BENCH_SECONDS ?? 10);
 const connections = Number(process.env.SLUICE_BENCH_CONNECTIONS ?? 32);
 
-const echoServer = `
-import Fastify from "fastify";
-const app = Fastify({ bodyLimit: 4 * 1024 * 1024 });
-for (const t of ["application/cloudevents+json", "application/cloudevents-batch+json"]) {
-  app.addContentTypeParser(t, { parseAs: "string" }, (_r, body, done) => { try { done(null, JSON.parse(body)); } catch (e) { done(e); } });
-}
-app.post("/events", async (req, reply) => reply.code(202).send({ received: Array.isArray(req.body) ? req.body.length : 1 }));
-await app.listen({ port: 0, host: "127.0.0.1" });
-console.log("echo ready at http://127.0.0.1:" + app.server.address().port);
-`;
 
 function startChild(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ proc: ChildProcess; url: string }> {
   return new Promise((resolve, reject) => {
@@ -68,13 +58,12 @@ const dir = mkdtempSync(join(tmpdir(), "sluice-bench-http-"));
 const children: ChildProcess[] = [];
 try {
   writeFileSync(join(dir, "sluice.config.mjs"), `export default { name: "bench" };\n`);
-  writeFileSync(join(dir, "echo.mjs"), echoServer);
   const sluice = await startChild(
     [join(root, "bin/sluice.mjs"), "start", dir, "--port", "0", "--host", "127.0.0.1", "--store", `sqlite:${join(dir, "store.db")}`],
     /sluice ready at (http:\/\/[0-9.:]+)/,
   );
   children.push(sluice.proc);
-  const echo = await startChild([join(dir, "echo.mjs")], /echo ready at (http:\/\/[0-9.:]+)/, { NODE_PATH: join(root, "node_modules") });
+  const echo = await startChild([join(root, "bench/http-echo-server.mjs")], /echo ready at (http:\/\/[0-9.:]+)/);
   children.push(echo.proc);
 
   const single = JSON.stringify(event(1));
