@@ -98,7 +98,7 @@ function prettyStream(destination: NodeJS.WritableStream): NodeJS.WritableStream
     destination,
     sync: true,
     colorize: (destination as { isTTY?: boolean }).isTTY === true,
-    ignore: "pid,hostname,component,invocationId,correlationId,attempt,function,functionName",
+    ignore: "pid,hostname,component,invocationId,correlationId,function,functionName",
     translateTime: "HH:MM:ss.l",
     singleLine: true,
     messageFormat: "{if function}[{function}] {end}{if functionName}[{functionName}] {end}{msg}",

@@ -213,3 +213,12 @@ test("shop - sluice invoke and publish go through the admin API", async () => {
   assert.equal(pub.code, 0, pub.stderr);
   assert.match(pub.stdout.trim(), /^[0-9a-f-]{36}$/);
 });
+
+test("shop - sluice replay republishes archived events matching a pattern and reports completion", async () => {
+  const r = sluiceCli(["replay", "--bus", "default", "--from", "-10m", "--pattern", '{"type":["shop.ping"]}', "--json", "--url", url]);
+  assert.equal(r.code, 0, r.stderr);
+  const replay = JSON.parse(r.stdout) as { state: string; eventsReplayed: number; eventsRead: number };
+  assert.equal(replay.state, "completed");
+  assert.ok(replay.eventsReplayed >= 6, `replayed ${replay.eventsReplayed}`);
+  assert.ok(replay.eventsRead > replay.eventsReplayed, "the pattern filtered the other events out");
+});

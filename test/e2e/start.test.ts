@@ -4,7 +4,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
@@ -127,6 +127,12 @@ test("init - scaffolds an app that sluice dev runs", async () => {
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { message: "hello, Ada" });
     assert.equal(sluiceCli(["init", app]).code, 2, "init refuses a folder that is not empty");
+    // hot reload: an edited function file serves the next invocation
+    const file = join(app, "functions", "hello.ts");
+    writeFileSync(file, readFileSync(file, "utf8").replace("`hello, ${who}`", "`hi again, ${who}`"));
+    await s.waitForLine(/function reloaded/);
+    const again = await fetch(`${s.url}/hello`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"name":"Ada"}' });
+    assert.deepEqual(await again.json(), { message: "hi again, Ada" });
   } finally {
     await s.stop("SIGKILL");
   }

@@ -28,7 +28,7 @@ export interface SluiceProcess {
 
 const readyLine = /sluice ready at (http:\/\/[0-9.:]+)/;
 
-export async function startSluice(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<SluiceProcess> {
+export async function startSluice(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<SluiceProcess> {
   const proc = spawn(process.execPath, [join(root, "bin/sluice.mjs"), ...args], {
     cwd: root,
     env: { ...process.env, NODE_NO_WARNINGS: "1", ...env },
@@ -50,7 +50,7 @@ export async function startSluice(args: string[], env: Record<string, string> = 
   proc.stderr?.on("data", onData);
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
 
-  const waitForLine = (re: RegExp, ms = 10_000) =>
+  const waitForLine = (re: RegExp, ms = 20_000) =>
     new Promise<string>((resolve, reject) => {
       const line = out.split("\n").find((l) => re.test(l));
       if (line !== undefined) return resolve(line);
@@ -101,7 +101,7 @@ export function sluiceCli(args: string[], env: Record<string, string> = {}): { c
 }
 
 /** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
