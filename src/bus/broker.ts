@@ -203,7 +203,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
             retryable: true,
           });
         }
-        await handler.deliver(target.how.functionName, delivered, { attempt: lease.attempt, deliveryId: lease.deliveryId, signal });
+        await handler.deliver(target.how.functionName, delivered, {
+          attempt: lease.attempt,
+          deliveryId: lease.deliveryId,
+          get signal() {
+            return signal();
+          },
+        });
         return;
       }
       case "bus": {
@@ -221,7 +227,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return;
       }
       case "webhook":
-        await deliverWebhook(target.how.webhook, delivered === event ? lease.payload : encodeEvent(delivered), signal);
+        await deliverWebhook(target.how.webhook, delivered === event ? lease.payload : encodeEvent(delivered), signal());
         return;
     }
   };

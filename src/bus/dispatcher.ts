@@ -34,7 +34,7 @@ export interface DispatcherOptions {
 }
 
 /** Runs one delivery; resolves on success, throws to fail the attempt. Thrown `DeadNow` dead-letters with its reason. */
-export type RunTarget = (target: CompiledTarget, event: CloudEvent, lease: Lease, signal: AbortSignal) => Promise<void>;
+export type RunTarget = (target: CompiledTarget, event: CloudEvent, lease: Lease, signal: () => AbortSignal) => Promise<void>;
 
 /** Thrown by a target runner to dead-letter at once with a specific reason (e.g. `recursive-loop`). */
 export class DeadNow extends Error {
@@ -81,11 +81,27 @@ function heapPop(heap: number[]): number | undefined {
 
 interface Running {
   lease: Lease;
-  controller: AbortController;
+  /** Created on first use of the handler's signal (most deliveries never look at it). */
+  controller: AbortController | undefined;
+  /** Why the delivery should stop, when that happened before anyone asked for the signal. */
+  abortReason?: unknown;
   /** Set when close() released the lease: the outcome of the run is then ignored. */
   released: boolean;
   /** Resolves the ack wait once the batch holding this delivery is acked. */
   done?: () => void;
+}
+
+function signalOf(r: Running): AbortSignal {
+  if (r.controller === undefined) {
+    r.controller = new AbortController();
+    if ("abortReason" in r) r.controller.abort(r.abortReason);
+  }
+  return r.controller.signal;
+}
+
+function abortRun(r: Running, reason: unknown): void {
+  if (r.controller !== undefined) r.controller.abort(reason);
+  else r.abortReason = reason;
 }
 
 export type Emit = <K extends keyof DeliveryEvents>(name: K, payload: DeliveryEvents[K]) => void;
@@ -207,6 +223,8 @@ export class Dispatcher {
     while (!signal.aborted) {
       const free = this.#o.concurrency - this.#running.size;
       if (free <= 0) {
+        // Full: wait for a slot. A finishing delivery calls wake(); the lease after it also finds any new work.
+        this.#wakeFlag = false;
         await this.#idle();
         continue;
       }
@@ -221,7 +239,7 @@ export class Dispatcher {
         continue;
       }
       if (signal.aborted) {
-        await this.#release(leases.map((lease) => ({ lease, controller: new AbortController(), released: false })));
+        await this.#release(leases.map((lease): Running => ({ lease, controller: undefined, released: false })));
         break;
       }
       for (const lease of leases) this.#start(lease);
@@ -253,7 +271,7 @@ export class Dispatcher {
   }
 
   #launch(lease: Lease, key: string | undefined): void {
-    const running: Running = { lease, controller: new AbortController(), released: false };
+    const running: Running = { lease, controller: undefined, released: false };
     this.#running.set(lease.deliveryId, running);
     void this.#deliver(running).finally(() => {
       if (this.#running.get(lease.deliveryId) === running) this.#running.delete(lease.deliveryId);
@@ -283,7 +301,7 @@ export class Dispatcher {
   async #deliver(r: Running): Promise<void> {
     const { lease } = r;
     const started = this.#o.clock.now();
-    const target = await this.#target(lease.queue);
+    const target = this.#defs.target(lease.queue) ?? (await this.#target(lease.queue));
     if (target === undefined) {
       await this.#dead(r, "target-removed", "the rule or target of this queue no longer exists");
       return;
@@ -300,7 +318,7 @@ export class Dispatcher {
       return;
     }
     try {
-      await this.#run(target, event, lease, r.controller.signal);
+      await this.#run(target, event, lease, () => signalOf(r));
     } catch (err) {
       if (r.released) return;
       if (err instanceof DeadNow) {
@@ -409,7 +427,7 @@ export class Dispatcher {
       } catch (err) {
         if (err instanceof SluiceError && err.code === ErrorCode.LeaseLost) {
           this.#o.logger.warn({ deliveryId: r.lease.deliveryId, queue: r.lease.queue }, "lease lost while running");
-          r.controller.abort(err);
+          abortRun(r, err);
         } else this.#o.logger.error({ err: describeError(err), deliveryId: r.lease.deliveryId }, "extending a lease failed");
       }
     }
@@ -460,8 +478,8 @@ export class Dispatcher {
     }
     const left = [...this.#running.values()];
     const queued = [...this.#keys.values()].flat();
-    for (const r of left) r.controller.abort(new SluiceError(ErrorCode.Closed, "the broker is shutting down"));
-    await this.#release([...left, ...queued.map((lease) => ({ lease, controller: new AbortController(), released: false }))]);
+    for (const r of left) abortRun(r, new SluiceError(ErrorCode.Closed, "the broker is shutting down"));
+    await this.#release([...left, ...queued.map((lease): Running => ({ lease, controller: undefined, released: false }))]);
     while (this.#ackFlushing) await new Promise((r) => setImmediate(r));
   }
 }

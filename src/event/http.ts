@@ -8,7 +8,7 @@ import { ErrorCode, SluiceError } from "../errors.ts";
 import { encodeEvent } from "./codec.ts";
 import { isJsonMediaType, mediaTypeEssence } from "./grammar.ts";
 import { type NormalizeOptions, normalizeEvent } from "./normalize.ts";
-import type { CloudEvent } from "./types.ts";
+import { type CloudEvent, SluiceExtension } from "./types.ts";
 import { type EventErrorCode, EventRule, EventValidationError } from "./validate.ts";
 
 /** Request headers as Node gives them (`IncomingHttpHeaders`) or as a plain record. Names are case-insensitive. */
@@ -147,6 +147,9 @@ function percentDecode(attribute: string, raw: string): string {
   }
 }
 
+// Headers carry no types: every extension arrives as a string. Sluice's own Integer extension is typed back.
+const CANONICAL_INT = /^(0|-?[1-9][0-9]{0,9})$/;
+
 function parseBinary(req: HttpEventsRequest, contentType: string | undefined): Record<string, unknown> {
   const event: Record<string, unknown> = {};
   let headerContentType: string | undefined;
@@ -161,6 +164,7 @@ function parseBinary(req: HttpEventsRequest, contentType: string | undefined): R
     }
     const value = percentDecode(name, typeof raw === "string" ? raw : raw.join(","));
     if (name === "datacontenttype") headerContentType = value;
+    else if (name === SluiceExtension.Hops && CANONICAL_INT.test(value)) event[name] = Number(value);
     else Object.defineProperty(event, name, { value, enumerable: true, writable: true, configurable: true });
   }
   // Section 3.1.1: datacontenttype travels as Content-Type.

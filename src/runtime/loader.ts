@@ -9,8 +9,8 @@
  */
 import { build, type Plugin } from "esbuild";
 import { existsSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, extname, join, resolve, sep } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ErrorCode, SluiceError } from "../errors.ts";
 
@@ -35,6 +35,17 @@ function externalPackages(found: Set<string>): Plugin {
   return {
     name: "sluice-external-packages",
     setup(b) {
+      // import.meta of a function's own files keeps pointing at them, not at the bundle in the cache folder.
+      b.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async (args) => {
+        if (args.path.includes(`${sep}node_modules${sep}`)) return undefined;
+        const url = pathToFileURL(args.path).href;
+        const contents = (await readFile(args.path, "utf8"))
+          .replaceAll("import.meta.url", JSON.stringify(url))
+          .replaceAll("import.meta.filename", JSON.stringify(args.path))
+          .replaceAll("import.meta.dirname", JSON.stringify(dirname(args.path)));
+        const ext = extname(args.path).replace(/^\.[cm]?/, "");
+        return { contents, loader: ext === "ts" || ext === "tsx" || ext === "jsx" ? ext : "js", resolveDir: dirname(args.path) };
+      });
       // "sluice" itself: the small function-side API, bundled in (not the host's index with esbuild and drivers).
       b.onResolve({ filter: /^sluice$/ }, () => ({ path: functionApi() }));
       b.onResolve({ filter: /^[^./]/ }, async (args) => {

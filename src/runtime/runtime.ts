@@ -96,11 +96,23 @@ export interface Runtime {
   /** Names and normalized configurations of the loaded functions. */
   functions(): FunctionConfig[];
   metrics(): RuntimeMetrics;
+  /** One record per invocation (metering). Returns a function that removes the listener. */
   on(event: "invocation", listener: (record: InvocationRecord) => void): () => void;
+  /** Instance lifecycle: `ready` when one can take work, `stopped` when it is gone (with why). */
+  on(event: "instance", listener: (change: InstanceChange) => void): () => void;
   /** Loads a new version of a function file: new invocations get it, in-flight ones finish on the old. */
   reload(file: string): Promise<void>;
   /** Refuses new work, waits for in-flight invocations, stops every instance. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface InstanceChange {
+  functionName: string;
+  instanceId: number;
+  version: number;
+  state: "ready" | "stopped";
+  /** For `stopped`: `terminated` (idle, reload, timeout, close), `crashed` or `out-of-memory`. */
+  exit?: ExitKind;
 }
 
 /** A failed invocation: a SluiceError (or NonRetriableError / RetryAfterError) with the reason recorded. */
@@ -349,6 +361,17 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     return true;
   }
 
+  /** True when `fn` holds more than its fair share of the shared pool while another function starves for it. */
+  function overShare(fn: FunctionEntry): boolean {
+    if (isReserved(fn)) return false;
+    const poolSize = limits.maxInstances - reservedTotal;
+    if (sharedPoolCount() < poolSize) return false;
+    const waiting = [...fns.values()].filter((f) => !isReserved(f) && f !== fn && f.queue.length > 0 && liveCount(f) < fnCap(f));
+    if (waiting.length === 0) return false;
+    const share = Math.max(1, Math.floor(poolSize / (waiting.length + 1)));
+    return liveCount(fn) > share && waiting.some((f) => liveCount(f) < share);
+  }
+
   function canStart(fn: FunctionEntry): boolean {
     if (closed) return false;
     if (liveCount(fn) >= fnCap(fn)) return false;
@@ -464,6 +487,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       if (inst.inflight.size === 0) stopInstance(inst);
       return;
     }
+    if (inst.inflight.size === 0 && overShare(fn)) {
+      // Another function of the shared pool waits for capacity and has less than its share: give this slot up.
+      stopInstance(inst);
+      pumpAll();
+      return;
+    }
     if (fn.queue.length > 0) pump(fn);
     if (inst.inflight.size > 0) return;
     if ([...fns.values()].some((f) => f.queue.length > 0)) pumpAll();
@@ -484,6 +513,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         if (inst.state !== "starting") return;
         clearTimeout(inst.startTimer);
         inst.state = "ready";
+        notify("instance", { functionName: inst.fn.name, instanceId: inst.id, version: inst.version, state: "ready" } satisfies InstanceChange);
         afterWork(inst);
         return;
       }
@@ -541,6 +571,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }
     if (wasStarting && kind !== "terminated") failQueued(fn, detail);
     if (kind !== "terminated") logger.warn({ functionName: fn.name, kind, detail }, "function instance stopped");
+    notify("instance", { functionName: fn.name, instanceId: inst.id, version: inst.version, state: "stopped", exit: kind } satisfies InstanceChange);
     if (closed) return;
     ensureMinInstances(fn);
     pump(fn);
@@ -647,12 +678,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       };
       options.emit([event], undefined).catch((err: unknown) => logger.error({ err, functionName: fn.name }, "budget event not published"));
     }
-    if (events.listenerCount("invocation") > 0) {
-      try {
-        events.emit("invocation", record);
-      } catch (err) {
-        logger.error({ err, functionName: fn.name }, "invocation listener threw");
-      }
+    notify("invocation", record);
+  }
+
+  function notify(name: "invocation" | "instance", payload: InvocationRecord | InstanceChange): void {
+    if (events.listenerCount(name) === 0) return;
+    try {
+      events.emit(name, payload);
+    } catch (err) {
+      logger.error({ err, listener: name }, "runtime listener threw");
     }
   }
 
@@ -772,50 +806,70 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }
     const key = String(raw);
     const ns = `idempotency:${fn.name}`;
+    const skipped = (value: unknown): unknown => {
+      meter(fn, {
+        functionName: fn.name,
+        invocationId: randomUUID(),
+        eventId: event.id,
+        attempt,
+        arrivedAt: Date.now(),
+        startLatencyMs: 0,
+        durationMs: 0,
+        memoryMb: fn.config.memoryMb,
+        gbSeconds: 0,
+        cold: false,
+        outcome: "skipped",
+        version: fn.version,
+      });
+      return value;
+    };
     for (;;) {
+      // A duplicate on this node waits for the first and takes its result (or tries again if it failed).
       const local = fn.claims.get(key);
       if (local) {
-        await local.catch(() => undefined);
+        const outcome = await local.then((value) => ({ value }), () => undefined);
+        if (outcome) return skipped(outcome.value);
         continue;
       }
-      const claimTtlMs = fn.config.timeoutMs + 60_000;
-      const claimed = await state.putIfAbsent(ns, key, JSON.stringify({ status: "running", at: clock.now() }), { now: clock.now(), ttlMs: claimTtlMs });
-      if (claimed) {
-        const run = enqueue(fn, event, attempt, signal);
-        fn.claims.set(key, run);
-        try {
-          const value = await run;
-          await state.put(ns, key, JSON.stringify(value === undefined ? { status: "done" } : { status: "done", value }), { now: clock.now(), ttlMs: idem.ttlMs });
-          return value;
-        } catch (err) {
-          await state.delete(ns, key).catch((e: unknown) => logger.error({ err: e, functionName: fn.name }, "idempotency claim not released"));
-          throw err;
-        } finally {
-          fn.claims.delete(key);
-        }
-      }
-      const current = await state.get(ns, key, { now: clock.now() });
-      if (current === undefined) continue;
-      const parsed = JSON.parse(current) as { status: string; value?: unknown };
-      if (parsed.status === "done") {
-        meter(fn, {
-          functionName: fn.name,
-          invocationId: randomUUID(),
-          eventId: event.id,
-          attempt,
-          arrivedAt: Date.now(),
-          startLatencyMs: 0,
-          durationMs: 0,
-          memoryMb: fn.config.memoryMb,
-          gbSeconds: 0,
-          cold: false,
-          outcome: "skipped",
-          version: fn.version,
+      let done!: (value: unknown) => void;
+      let fail!: (err: unknown) => void;
+      const mine = new Promise<unknown>((res, rej) => {
+        done = res;
+        fail = rej;
+      });
+      mine.catch(() => undefined);
+      fn.claims.set(key, mine);
+      let claimed = false;
+      try {
+        claimed = await state.putIfAbsent(ns, key, JSON.stringify({ status: "running", at: clock.now() }), {
+          now: clock.now(),
+          ttlMs: fn.config.timeoutMs + 60_000,
         });
-        return parsed.value;
+        if (claimed) {
+          const value = await enqueue(fn, event, attempt, signal);
+          await state.put(ns, key, JSON.stringify(value === undefined ? { status: "done" } : { status: "done", value }), { now: clock.now(), ttlMs: idem.ttlMs });
+          done(value);
+          return value;
+        }
+        const current = await state.get(ns, key, { now: clock.now() });
+        if (current === undefined) {
+          fail(new Error("claim expired"));
+          continue; // expired between the two calls: claim again
+        }
+        const parsed = JSON.parse(current) as { status: string; value?: unknown };
+        if (parsed.status === "done") {
+          done(parsed.value);
+          return skipped(parsed.value);
+        }
+        // Another node runs this key: fail the attempt so it is retried after that one finished or let go.
+        throw new SluiceError(ErrorCode.Throttled, `throttled: an invocation with idempotency key ${key} is running elsewhere`, { retryable: true });
+      } catch (err) {
+        if (claimed) await state.delete(ns, key).catch((e: unknown) => logger.error({ err: e, functionName: fn.name }, "idempotency claim not released"));
+        fail(err);
+        throw err;
+      } finally {
+        if (fn.claims.get(key) === mine) fn.claims.delete(key);
       }
-      // Another node runs this key: fail the attempt so it is retried after that one finished or let go.
-      throw new SluiceError(ErrorCode.Throttled, `throttled: an invocation with idempotency key ${key} is running elsewhere`, { retryable: true });
     }
   }
 
@@ -920,9 +974,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       }
       return { instances: totals, functions };
     },
-    on(_event, listener) {
-      events.on("invocation", listener);
-      return () => events.off("invocation", listener);
+    on(name: "invocation" | "instance", listener: (payload: never) => void) {
+      const l = listener as (payload: unknown) => void;
+      events.on(name, l);
+      return () => events.off(name, l);
     },
     reload,
     close() {

@@ -275,3 +275,17 @@ test("http binding - the size limit applies per entry", () => {
   assert.equal(!results[0]?.ok && results[0]?.error.path, "$[0]");
   assert.equal(results[1]?.ok, true);
 });
+
+test("http binding - binary mode keeps extensions as strings except Sluice's integer hop count", () => {
+  const { results } = parseHttpEvents({
+    headers: { "ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-sluicehops": "3", "ce-count": "7" },
+    body: Buffer.alloc(0),
+  });
+  assert.equal(results[0]?.ok && results[0].event.sluicehops, 3);
+  assert.equal(results[0]?.ok && results[0].event.count, "7");
+  const big = parseHttpEvents({
+    headers: { "ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-sluicehops": "99999999999" },
+    body: Buffer.alloc(0),
+  });
+  assert.equal(big.results[0]?.ok && big.results[0].event.sluicehops, "99999999999");
+});

@@ -176,6 +176,8 @@ export async function consumerCrash(
 
   const acked = new Set<string>();
   let inFlightAtKill = 0;
+  /** Leased and not printed as acked when the child died: its ack may have committed just before the kill. */
+  const unconfirmed = new Set<string>();
   for (let i = 0; i < (options.iterations ?? 3); i++) {
     const lines = await runChildUntilKilled(["consume", target.kind, target.location], randomBetween(minMs, maxMs));
     const leased = new Set<string>();
@@ -186,7 +188,9 @@ export async function consumerCrash(
       else if (word === "ack") acked.add(key);
       else assert.equal(word, "lost", `unexpected child output: ${line}`);
     }
-    inFlightAtKill += [...leased].filter((key) => !acked.has(key)).length;
+    const inFlight = [...leased].filter((key) => !acked.has(key));
+    inFlightAtKill += inFlight.length;
+    for (const key of inFlight) unconfirmed.add(key);
   }
   assert.ok(acked.size > 0, "the consumers acked nothing before their kill");
 
@@ -195,9 +199,14 @@ export async function consumerCrash(
     const drained = await drain(store);
     const comeBack = drained.filter((key) => acked.has(key));
     assert.deepEqual(comeBack, [], "acknowledged deliveries came back after the restart");
+    assert.equal(new Set(drained).size, drained.length, "a delivery exists twice");
+    // Every delivery was either acked (printed), or is leasable again, or was in the hands of a killed child
+    // whose ack may have committed before the kill cut its output (a real store cannot tell the two apart).
     const all = new Set([...drained, ...acked]);
-    assert.equal(drained.length + acked.size, total * crashQueues.length, "deliveries were lost or duplicated");
-    assert.equal(all.size, total * crashQueues.length);
+    const missing = Array.from({ length: total }, (_, i) => crashQueues.map((q) => `${q} c${i}`))
+      .flat()
+      .filter((key) => !all.has(key));
+    assert.deepEqual(missing.filter((key) => !unconfirmed.has(key)), [], "deliveries were lost");
     const stats = await store.queues.stats([...crashQueues], { now: Date.now() + 3_600_000 });
     for (const s of stats) assert.deepEqual([s.ready, s.delayed, s.leased, s.dead], [0, 0, 0, 0], `queue ${s.queue}`);
     return { acked: acked.size, inFlightAtKill, drained: drained.length };
