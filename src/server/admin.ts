@@ -111,7 +111,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
   });
   app.get<{ Params: { id: string } }>("/dlq/messages/:id", async (req) => {
     const dl = await broker.getDeadLetter(req.params.id);
-    if (!dl) throw new SluiceError(ErrorCode.BadRequest, `no dead letter ${req.params.id}; list them with sluice dlq list`, { path: "$.id" });
+    if (!dl) throw new SluiceError(ErrorCode.NotFound, `no dead letter ${req.params.id}; list them with sluice dlq list`, { path: "$.id" });
     return dl;
   });
   type RefParams = { bus: string; rule: string; target: string };

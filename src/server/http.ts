@@ -76,6 +76,7 @@ export function statusForCode(code: string): number {
     case ErrorCode.BusNotFound:
     case ErrorCode.RuleNotFound:
     case ErrorCode.FunctionNotFound:
+    case ErrorCode.NotFound:
       return 404;
     case ErrorCode.AlreadyExists:
       return 409;

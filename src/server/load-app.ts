@@ -1,34 +1,14 @@
 /**
- * Loads an app from its folder: `sluice.config.ts` (or `.mts`, `.js`, `.mjs`) through tsx (no build step), then
- * the function files it names, then validates the whole app once, reporting every problem together.
+ * Loads an app's `sluice.config.ts` (or `.mts`, `.js`, `.mjs`) through tsx (no build step) and lists the function
+ * files it names. The runtime loads those files in isolation; the server then validates the whole app once.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { extname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ConfigError, validateApp, type ConfigProblem, type FunctionInfo, type ValidatedApp } from "./config.ts";
+import { ConfigError, type ConfigProblem } from "./config.ts";
 
 export const configFileNames = ["sluice.config.ts", "sluice.config.mts", "sluice.config.js", "sluice.config.mjs"];
 const functionExtensions = new Set([".ts", ".mts", ".js", ".mjs"]);
-
-/** A function file and what its default export declared. */
-export interface LoadedFunction {
-  name: string;
-  /** Absolute path of the file. */
-  file: string;
-  /** The `defineFunction` result (has `handler`, `on`, `timeout`, …). */
-  definition: Record<string, unknown>;
-}
-
-export interface LoadedApp {
-  app: ValidatedApp;
-  functions: LoadedFunction[];
-  configFile: string;
-}
-
-export interface LoadAppOptions {
-  /** Validates an event pattern (compilePattern); its errors carry the JSON path. */
-  compilePattern?: (pattern: unknown) => unknown;
-}
 
 /** Imports a TypeScript or JavaScript module afresh (a new tsx namespace per call, so edits are picked up). */
 export async function importFresh(file: string): Promise<Record<string, unknown>> {
@@ -65,30 +45,6 @@ export function listFunctionFiles(dir: string): string[] {
     else if (functionExtensions.has(extname(name)) && !/\.(test|spec|d)\.[mc]?[tj]s$/.test(name)) out.push(path);
   }
   return out;
-}
-
-/** Loads one function file; returns its function or a problem. */
-export async function loadFunctionFile(file: string, appDir: string): Promise<LoadedFunction | ConfigProblem> {
-  const rel = relative(appDir, file) || file;
-  let mod: Record<string, unknown>;
-  try {
-    mod = await importFresh(file);
-  } catch (err) {
-    return {
-      key: `functions (${rel})`,
-      message: `could not be loaded: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`,
-      fix: "fix the error in that file",
-    };
-  }
-  const def = defaultExport(mod);
-  if (!isObject(def) || typeof def.name !== "string" || typeof def.handler !== "function") {
-    return {
-      key: `functions (${rel})`,
-      message: "has no default export of defineFunction(…)",
-      fix: 'end the file with export default defineFunction({ name: "…", handler(event, ctx) { … } }), or move it out of the functions folder',
-    };
-  }
-  return { name: def.name, file, definition: def };
 }
 
 /** The config module's default export, the config file and the function files it names (not yet loaded). */
@@ -167,54 +123,4 @@ export function registerSluiceResolver(): Promise<void> {
     register(`data:text/javascript,${encodeURIComponent(hook)}`);
   })();
   return resolverRegistered;
-}
-
-/** Loads and validates the app in `appDir`. Throws `ConfigError` listing every problem. */
-export async function loadApp(appDir: string, options: LoadAppOptions = {}): Promise<LoadedApp> {
-  const dir = resolve(appDir);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new ConfigError(dir, [{ key: "app folder", message: "does not exist", fix: `create it with: sluice init ${appDir}` }]);
-  }
-  const configFile = findConfigFile(dir);
-  if (configFile === undefined) {
-    throw new ConfigError(join(dir, "sluice.config.ts"), [
-      { key: "file", message: `no ${configFileNames.join(", ")} in ${dir}`, fix: `create one with: sluice init ${appDir}` },
-    ]);
-  }
-  let exported: unknown;
-  try {
-    exported = defaultExport(await importFresh(configFile));
-  } catch (err) {
-    throw new ConfigError(configFile, [
-      { key: "file", message: `could not be loaded: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`, fix: "fix the error in that file" },
-    ]);
-  }
-
-  // Function files, resolved leniently: a bad `functions` key is reported by validateApp.
-  const { files, problems } = functionFilesOf(dir, exported);
-  const functions: LoadedFunction[] = [];
-  for (const file of files) {
-    const loaded = await loadFunctionFile(file, dir);
-    if ("key" in loaded) problems.push(loaded);
-    else functions.push(loaded);
-  }
-
-  const infos: FunctionInfo[] = functions.map((f) => ({
-    name: f.name,
-    file: relative(dir, f.file),
-    ...(f.definition.on === undefined ? {} : { on: f.definition.on }),
-  }));
-  let app: ValidatedApp | undefined;
-  try {
-    app = validateApp(exported, {
-      file: configFile,
-      functions: infos,
-      ...(options.compilePattern ? { compilePattern: options.compilePattern } : {}),
-    });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    problems.push(...err.problems);
-  }
-  if (problems.length > 0 || app === undefined) throw new ConfigError(configFile, problems);
-  return { app, functions, configFile };
 }

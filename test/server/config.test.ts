@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, defineApp, validateApp } from "../../src/server/config.ts";
-import { loadApp } from "../../src/server/load-app.ts";
+import { loadAppModule } from "../../src/server/load-app.ts";
 import { resolveSettings, DEFAULT_PORT } from "../../src/server/settings.ts";
 
 const fns = [
@@ -138,41 +138,34 @@ test("settings - defaults < config file < SLUICE_* environment < flags, with eve
   );
 });
 
-test("config - loadApp reads sluice.config.ts and the functions folder through tsx", async () => {
+test("config - loadAppModule reads sluice.config.ts through tsx and lists the function files", async () => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-config-"));
   try {
-    mkdirSync(join(dir, "functions"));
-    const brand = 'Symbol.for("sluice.function")';
-    writeFileSync(
-      join(dir, "sluice.config.ts"),
-      `const name: string = "demo";\nexport default { name, routes: { "POST /hello": "hello" } };\n`,
-    );
-    writeFileSync(
-      join(dir, "functions", "hello.ts"),
-      `export default { [${brand}]: true, name: "hello", on: { type: ["x"] }, handler: (e: unknown) => ({ ok: true }) };\n`,
-    );
-    writeFileSync(join(dir, "functions", "hello.test.ts"), `throw new Error("tests are not functions");\n`);
-    const loaded = await loadApp(dir);
-    assert.equal(loaded.app.name, "demo");
-    assert.deepEqual(loaded.functions.map((f) => f.name), ["hello"]);
+    mkdirSync(join(dir, "functions", "nested"), { recursive: true });
+    writeFileSync(join(dir, "sluice.config.ts"), `const name: string = "demo";\nexport default { name, routes: { "POST /hello": "hello" } };\n`);
+    for (const f of ["hello.ts", "nested/other.mjs", "hello.test.ts", "_shared.ts", "types.d.ts"]) writeFileSync(join(dir, "functions", f), "export {};\n");
+    const mod = await loadAppModule(dir);
+    assert.deepEqual((mod.exported as { name: string }).name, "demo");
+    assert.ok(mod.configFile.endsWith("sluice.config.ts"));
+    assert.deepEqual(mod.functionFiles.map((f) => f.slice(dir.length + 1)), ["functions/hello.ts", "functions/nested/other.mjs"]);
 
-    writeFileSync(join(dir, "functions", "broken.ts"), `export const x = 1;\n`);
-    writeFileSync(join(dir, "sluice.config.ts"), `export default { name: "demo", routes: { "POST /hello": "helo" } };\n`);
-    await assert.rejects(loadApp(dir), (err: unknown) => {
+    writeFileSync(join(dir, "sluice.config.ts"), `export default { name: "demo", functions: ["./functions/hello.ts", "./gone.ts"] };\n`);
+    await assert.rejects(loadAppModule(dir), (err: unknown) => {
       assert.ok(err instanceof ConfigError);
-      assert.ok(err.file.endsWith("sluice.config.ts"));
-      assert.deepEqual(err.problems.map((p) => p.key).sort(), ['functions (functions/broken.ts)', 'routes["POST /hello"]']);
+      assert.deepEqual(err.problems.map((p) => p.key), ["functions[1]"]);
       return true;
     });
+    writeFileSync(join(dir, "sluice.config.ts"), `export default { name: "demo", oops };\n`);
+    await assert.rejects(loadAppModule(dir), /could not be loaded: .*oops/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test("config - loadApp names a missing config file and how to create one", async () => {
+test("config - loadAppModule names a missing config file and how to create one", async () => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-config-"));
   try {
-    await assert.rejects(loadApp(dir), /sluice init/);
+    await assert.rejects(loadAppModule(dir), /sluice init/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
