@@ -61,12 +61,25 @@ interface DeliveryRow {
   id: number;
   queue: string;
   partition_key: string | null;
-  payload: string;
+  /** The event's body when `payload` is NULL (see schema.ts). */
+  event_seq: number | null;
+  payload: string | null;
   enqueued_at: number;
   available_at: number;
   visible_at: number | null;
   lease_until: number | null;
   token: string | null;
+  attempt: number;
+  last_error: string | null;
+}
+
+/** A leasable delivery with its payload resolved (its own, or its archived event's). */
+interface ReadyRow {
+  id: number;
+  queue: string;
+  partition_key: string | null;
+  payload: string;
+  enqueued_at: number;
   attempt: number;
   last_error: string | null;
 }
@@ -126,7 +139,7 @@ function rowId(deliveryId: string): number {
   return /^[1-9][0-9]{0,15}$/.test(deliveryId) ? Number(deliveryId) : -1;
 }
 
-function toLease(row: DeliveryRow, token: string, leaseUntil: number): Lease {
+function toLease(row: ReadyRow, token: string, leaseUntil: number): Lease {
   return {
     deliveryId: String(row.id),
     queue: row.queue,
@@ -164,6 +177,9 @@ interface PendingWrite {
   reject(err: unknown): void;
 }
 
+const readyColumns =
+  "d.id, d.queue, d.partition_key, coalesce(d.payload, e.encoded) AS payload, d.enqueued_at, d.attempt, d.last_error";
+
 function prepareStatements(db: Database.Database) {
   return {
     // event log
@@ -189,21 +205,29 @@ function prepareStatements(db: Database.Database) {
        WHERE bus = ? AND stored_at >= ? AND stored_at < ? AND seq > ? ORDER BY stored_at, seq LIMIT ?`,
     ),
     eventTrim: db.prepare<[string, number]>("DELETE FROM events WHERE bus = ? AND stored_at < ?"),
+    anyBefore: db.prepare<[string, number], { seq: number }>("SELECT seq FROM events WHERE bus = ? AND stored_at < ? LIMIT 1"),
+    eventBody: db.prepare<[number], { encoded: string }>("SELECT encoded FROM events WHERE seq = ?"),
+    // Before a trim: pending deliveries of the events it deletes keep their body. Scans the (pending) deliveries.
+    keepBodies: db.prepare<[string, number]>(
+      `UPDATE deliveries SET payload = (SELECT encoded FROM events WHERE seq = deliveries.event_seq)
+       WHERE payload IS NULL AND event_seq IN (SELECT seq FROM events WHERE bus = ? AND stored_at < ?)`,
+    ),
 
     // deliveries
     keyHasPending: db.prepare<[string, string], { id: number }>(
       "SELECT id FROM deliveries WHERE queue = ? AND partition_key = ? LIMIT 1",
     ),
-    deliveryInsert: db.prepare<[string, string | null, string, number, number, number | null]>(
-      `INSERT INTO deliveries (queue, partition_key, payload, enqueued_at, available_at, visible_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
+    deliveryInsert: db.prepare<[string, string | null, number | null, string | null, number, number, number | null]>(
+      `INSERT INTO deliveries (queue, partition_key, event_seq, payload, enqueued_at, available_at, visible_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
-    readyAll: db.prepare<[number, number], DeliveryRow>(
-      "SELECT * FROM deliveries WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+    readyAll: db.prepare<[number, number], ReadyRow>(
+      `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+       WHERE d.visible_at <= ? ORDER BY d.visible_at, d.id LIMIT ?`,
     ),
-    readyInQueues: db.prepare<[number, string, number], DeliveryRow>(
-      `SELECT * FROM deliveries WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?))
-       ORDER BY visible_at, id LIMIT ?`,
+    readyInQueues: db.prepare<[number, string, number], ReadyRow>(
+      `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+       WHERE d.visible_at <= ? AND d.queue IN (SELECT value FROM json_each(?)) ORDER BY d.visible_at, d.id LIMIT ?`,
     ),
     markLeased: db.prepare<[string, number, number, string]>(
       `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
@@ -438,11 +462,19 @@ export class SqliteStore implements StorageBackend {
 
   // ---- writes run inside the group-commit transaction ----
 
-  #insertDelivery(queue: string, partitionKey: string | undefined, payload: string, availableAt: number, now: number): void {
+  /** A delivery carries `payload`, or refers to the archived event `eventSeq` when `payload` is null. */
+  #insertDelivery(
+    queue: string,
+    partitionKey: string | undefined,
+    eventSeq: number | null,
+    payload: string | null,
+    availableAt: number,
+    now: number,
+  ): void {
     const key = partitionKey ?? null;
     // Only the oldest delivery of a (queue, key) is visible; later ones wait (visible_at NULL) until promoted.
     const blocked = key !== null && this.#sql.keyHasPending.get(queue, key) !== undefined;
-    this.#sql.deliveryInsert.run(queue, key, payload, now, availableAt, blocked ? null : availableAt);
+    this.#sql.deliveryInsert.run(queue, key, eventSeq, payload, now, availableAt, blocked ? null : availableAt);
     this.#workCreated = true;
   }
 
@@ -481,7 +513,8 @@ export class SqliteStore implements StorageBackend {
       seq++;
       sql.eventInsert.run(seq, entry.bus, entry.eventId, entry.encoded, storedAt);
       for (const d of entry.deliveries) {
-        this.#insertDelivery(d.queue, d.partitionKey, d.payload ?? entry.encoded, d.availableAt ?? now, now);
+        const own = d.payload === undefined || d.payload === entry.encoded ? null : d.payload;
+        this.#insertDelivery(d.queue, d.partitionKey, own === null ? seq : null, own, d.availableAt ?? now, now);
       }
       results.push({ status: "stored", seq });
     }
@@ -491,7 +524,7 @@ export class SqliteStore implements StorageBackend {
   #leaseNow(request: LeaseRequest): Lease[] {
     const { max, leaseMs, now } = request;
     if (!(max > 0)) return [];
-    let rows: DeliveryRow[];
+    let rows: ReadyRow[];
     if (request.queues === undefined) {
       rows = this.#sql.readyAll.all(now, max);
     } else {
@@ -529,7 +562,12 @@ export class SqliteStore implements StorageBackend {
             (r): StoredEvent => ({ bus: r.bus, seq: r.seq, eventId: r.event_id, encoded: r.encoded, storedAt: r.stored_at }),
           );
         }),
-      trim: (bus, beforeAt) => this.#write(() => sql.eventTrim.run(bus, beforeAt).changes),
+      trim: (bus, beforeAt) =>
+        this.#write(() => {
+          if (sql.anyBefore.get(bus, beforeAt) === undefined) return 0;
+          sql.keepBodies.run(bus, beforeAt);
+          return sql.eventTrim.run(bus, beforeAt).changes;
+        }),
     };
   }
 
@@ -539,7 +577,7 @@ export class SqliteStore implements StorageBackend {
       enqueue: (deliveries: (NewDelivery & { payload: string })[], { now }) => {
         if (deliveries.length === 0) return Promise.resolve();
         return this.#write(() => {
-          for (const d of deliveries) this.#insertDelivery(d.queue, d.partitionKey, d.payload, d.availableAt ?? now, now);
+          for (const d of deliveries) this.#insertDelivery(d.queue, d.partitionKey, null, d.payload, d.availableAt ?? now, now);
         });
       },
       lease: (request) => this.#write(() => this.#leaseNow(request)),
@@ -580,7 +618,7 @@ export class SqliteStore implements StorageBackend {
             row.id,
             row.queue,
             row.partition_key,
-            row.payload,
+            row.payload ?? (sql.eventBody.get(row.event_seq as number) as { encoded: string }).encoded,
             reason,
             row.attempt,
             error ?? row.last_error,
@@ -637,7 +675,7 @@ export class SqliteStore implements StorageBackend {
                   .sort((a, b) => a.delivery_id - b.delivery_id);
           for (const row of rows) {
             sql.deadDelete.run(row.delivery_id, queue);
-            this.#insertDelivery(queue, row.partition_key ?? undefined, row.payload, now, now);
+            this.#insertDelivery(queue, row.partition_key ?? undefined, null, row.payload, now, now);
           }
           return rows.length;
         }),
