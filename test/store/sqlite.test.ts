@@ -124,3 +124,42 @@ test("sqlite store - deliveries refer to their archived event, keep its body thr
   const redriven = await store.queues.lease({ queues: [queue], max: 10, leaseMs: 1000, now: 5000 });
   assert.deepEqual(redriven.map((l) => l.payload), [body("e1"), "transformed", body("e1"), body("e2"), body("e3")]);
 });
+
+test("sqlite store - a large append (several multi-row statements) keeps dedupe, order and per-key heads across chunks", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const store = await createSqliteStore({ path });
+  t.after(() => store.close());
+  const bus = `b-${randomUUID()}`;
+  const queue = `q-${randomUUID()}`;
+  // 301 entries: entry i + 150 repeats entry i's dedupe key (so duplicates fall in later chunks than their
+  // originals); deliveries alternate over three partition keys and keyless ones.
+  const entries = Array.from({ length: 301 }, (_, i) => {
+    const n = i % 150;
+    const key = i % 4 === 3 ? undefined : `k${i % 4}`;
+    return {
+      bus,
+      eventId: `e${i}`,
+      dedupeKey: `src\ne${n}`,
+      encoded: `{"i":${i}}`,
+      deliveries: [{ queue, ...(key === undefined ? {} : { partitionKey: key }) }],
+    };
+  });
+  const results = await store.events.append(entries, { now: 1000, dedupeWindowMs: 60_000 });
+  const stored = results.slice(0, 150);
+  assert.ok(stored.every((r) => r.status === "stored"));
+  assert.ok(stored.every((r, i) => i === 0 || r.seq > (stored[i - 1]?.seq as number)), "seqs increase in entry order");
+  assert.deepEqual(
+    results.slice(150),
+    [...stored, stored[0]].map((r) => ({ status: "duplicate", seq: r?.seq })),
+  );
+  assert.deepEqual((await store.events.read(bus, { limit: 1000 })).map((e) => e.eventId), entries.slice(0, 150).map((e) => e.eventId));
+  // Leasable: the head of each key (entries 0, 1, 2) and every keyless delivery, oldest first.
+  const leases = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: 1000 });
+  const expected = entries.slice(0, 150).filter((_, i) => i < 3 || i % 4 === 3).map((e) => e.encoded);
+  assert.deepEqual(leases.map((l) => l.payload), expected);
+  // Acking a key's head promotes the key's next delivery, in order.
+  await store.queues.ack(leases.filter((l) => l.partitionKey === "k1"));
+  const next = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: 1000 });
+  assert.deepEqual(next.map((l) => l.payload), ['{"i":5}']);
+});
