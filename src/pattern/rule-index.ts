@@ -1,0 +1,404 @@
+/**
+ * RuleIndex: many event patterns compiled into one shared structure, so that `match` costs far less than
+ * evaluating every rule.
+ *
+ * How it works (an "access predicate" index, as content-based pub/sub systems use):
+ * - Each rule's pattern is expanded into alternatives (one per combination of `$or` branches); an alternative
+ *   is a flat list of leaf conditions that must all hold.
+ * - Every alternative is filed under ONE of its required leaves, its anchor: the leaf whose index slot is
+ *   currently the smallest. Exact values (and numeric `=`) go into a hash map per field path, equals-ignore-case
+ *   into a map of lower-cased values, prefixes and suffixes (and wildcards with a literal head or tail) into
+ *   maps probed once per distinct affix length; leaves no map can serve (anything-but, numeric ranges,
+ *   exists:true, cidr) go into a per-path list that is taken whenever the path holds a value.
+ * - The field paths form a trie; `match` walks the event along the trie only (not the whole event), probes the
+ *   maps with the leaf values found, and collects the rules whose anchor was hit. Those candidates, and the
+ *   rules with an alternative that has no required leaf (e.g. only `exists: false`), are then checked with the
+ *   rule's own compiled pattern. The answer is therefore exactly what evaluating each pattern alone gives: the
+ *   index only decides which rules are worth evaluating, and an anchor is a necessary condition of its
+ *   alternative.
+ * - The anchor is the leaf with the lowest expected number of candidates per event (see `cost`); as the index
+ *   grows, every anchor is chosen again each time the rule count doubles.
+ */
+import { compilePattern, expandAlternatives, matchRoot, patternRoot, type Leaf, type Matcher, type PatternNode } from "./compile.ts";
+
+/**
+ * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
+ * compiled tree in two hops; alternatives are not kept, they are expanded again when anchors are re-chosen.
+ */
+interface Rule {
+  readonly id: string;
+  readonly root: PatternNode;
+  /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
+  anchors: readonly Leaf[];
+  /** Last `match` call that made this rule a candidate. */
+  stamp: number;
+}
+
+type Scalar = string | number | boolean | null;
+type AffixKind = "prefix" | "prefixCi" | "suffix" | "suffixCi";
+type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { kind: AffixKind; key: string };
+
+/** Maps probed by affix: one lookup per distinct affix length that fits the value. */
+class AffixIndex {
+  readonly map = new Map<string, Rule[]>();
+  /** Distinct key lengths, ascending, with the number of keys of each length. */
+  lengths: number[] = [];
+  private readonly lengthCount = new Map<number, number>();
+
+  slot(key: string, create: boolean): Rule[] | undefined {
+    let s = this.map.get(key);
+    if (s === undefined && create) {
+      s = [];
+      this.map.set(key, s);
+      const n = this.lengthCount.get(key.length) ?? 0;
+      this.lengthCount.set(key.length, n + 1);
+      if (n === 0) this.lengths = [...this.lengths, key.length].sort((a, b) => a - b);
+    }
+    return s;
+  }
+
+  drop(key: string): void {
+    this.map.delete(key);
+    const n = (this.lengthCount.get(key.length) ?? 1) - 1;
+    if (n === 0) {
+      this.lengthCount.delete(key.length);
+      this.lengths = this.lengths.filter((l) => l !== key.length);
+    } else {
+      this.lengthCount.set(key.length, n);
+    }
+  }
+}
+
+/** Everything filed under one field path. */
+class FieldIndex {
+  exact: Map<Scalar, Rule[]> | null = null;
+  ci: Map<string, Rule[]> | null = null;
+  prefix: AffixIndex | null = null;
+  prefixCi: AffixIndex | null = null;
+  suffix: AffixIndex | null = null;
+  suffixCi: AffixIndex | null = null;
+  broad: Rule[] | null = null;
+}
+
+class PathNode {
+  children: Map<string, PathNode> | null = null;
+  /** For the walk: children as an array (faster to iterate than the map). */
+  childList: [string, PathNode][] = [];
+  index: FieldIndex | null = null;
+}
+
+const BROAD_PENALTY = 32;
+const AFFIX_PENALTY = 1.5;
+/** Re-anchoring starts once this many rules were added since the last time (and the count has doubled). */
+const REANCHOR_FROM = 64;
+
+/** The index slot a positive matcher can be filed under, or null when no map can serve it. */
+function slotRef(m: Matcher): SlotRef | null {
+  switch (m.k) {
+    case "eq":
+      return { kind: "exact", key: m.v };
+    case "eqci":
+      return { kind: "ci", key: m.v };
+    case "prefix":
+      return { kind: m.ci ? "prefixCi" : "prefix", key: m.v };
+    case "suffix":
+      return { kind: m.ci ? "suffixCi" : "suffix", key: m.v };
+    case "wild": {
+      const head = m.parts[0] as string;
+      const tail = m.parts[m.parts.length - 1] as string;
+      if (head.length > 0) return { kind: "prefix", key: head };
+      if (tail.length > 0) return { kind: "suffix", key: tail };
+      return null;
+    }
+    case "num":
+      return m.lo === m.hi ? { kind: "exact", key: m.lo } : null;
+    default:
+      return null;
+  }
+}
+
+/**
+ * A set of rules (id → event pattern) that answers "which rules match this event" without evaluating every rule.
+ * Results are exactly those of evaluating each rule's compiled pattern on its own.
+ *
+ * @example
+ * ```ts
+ * const index = new RuleIndex();
+ * index.add("big-orders", { type: ["order.created"], data: { total: [{ numeric: [">", 100] }] } });
+ * index.match({ type: "order.created", data: { total: 250 } }); // ["big-orders"]
+ * ```
+ */
+export class RuleIndex {
+  private readonly rules = new Map<string, Rule>();
+  private readonly root = new PathNode();
+  private readonly alwaysRules = new Set<Rule>();
+  private epoch = 0;
+  private addedSinceReanchor = 0;
+  /** Diagnostics: how many rules the last `match` evaluated (candidates from the index plus always-checked rules). */
+  lastCandidates = 0;
+
+  /** Number of rules. */
+  get size(): number {
+    return this.rules.size;
+  }
+
+  has(ruleId: string): boolean {
+    return this.rules.has(ruleId);
+  }
+
+  /**
+   * Adds a rule, or replaces the rule with the same id.
+   * @throws {PatternError} when the pattern is invalid; the index is then unchanged.
+   */
+  add(ruleId: string, pattern: unknown): void {
+    const root = patternRoot(compilePattern(pattern));
+    this.remove(ruleId);
+    const rule: Rule = { id: ruleId, root, anchors: [], stamp: 0 };
+    this.rules.set(ruleId, rule);
+    this.anchorRule(rule);
+    if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
+      this.addedSinceReanchor = 0;
+      this.reanchorAll();
+    }
+  }
+
+  /** Removes a rule; returns false when there was none with that id. */
+  remove(ruleId: string): boolean {
+    const rule = this.rules.get(ruleId);
+    if (rule === undefined) return false;
+    this.rules.delete(ruleId);
+    this.unanchorRule(rule);
+    return true;
+  }
+
+  /** Ids of all rules whose pattern matches the event, each once, in no particular order. Never throws. */
+  match(event: unknown): string[] {
+    const epoch = ++this.epoch;
+    const candidates: Rule[] = [];
+    const hit = (slot: Rule[] | undefined) => {
+      if (slot === undefined) return;
+      for (let i = 0; i < slot.length; i++) {
+        const rule = slot[i] as Rule;
+        if (rule.stamp !== epoch) {
+          rule.stamp = epoch;
+          candidates.push(rule);
+        }
+      }
+    };
+    this.walk(event, this.root, hit);
+    for (const rule of this.alwaysRules) {
+      if (rule.stamp !== epoch) {
+        rule.stamp = epoch;
+        candidates.push(rule);
+      }
+    }
+    this.lastCandidates = candidates.length;
+    const out: string[] = [];
+    for (const rule of candidates) if (matchRoot(rule.root, event)) out.push(rule.id);
+    return out;
+  }
+
+  // ---- matching ----
+
+  private walk(v: unknown, node: PathNode, hit: (slot: Rule[] | undefined) => void): void {
+    if (Array.isArray(v)) {
+      for (const e of v) this.walk(e, node, hit);
+      return;
+    }
+    if (v === undefined) return;
+    if (typeof v === "object" && v !== null) {
+      const obj = v as Record<string, unknown>;
+      for (const [key, child] of node.childList) {
+        if (Object.hasOwn(obj, key)) this.walk(obj[key], child, hit);
+      }
+      return;
+    }
+    const fi = node.index;
+    if (fi === null) return;
+    if (fi.broad !== null) hit(fi.broad);
+    if (fi.exact !== null) hit(fi.exact.get(v as Scalar));
+    if (typeof v !== "string") return;
+    if (fi.prefix !== null) probePrefix(fi.prefix, v, hit);
+    if (fi.suffix !== null) probeSuffix(fi.suffix, v, hit);
+    if (fi.ci !== null || fi.prefixCi !== null || fi.suffixCi !== null) {
+      const lower = v.toLowerCase();
+      if (fi.ci !== null) hit(fi.ci.get(lower));
+      if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hit);
+      if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hit);
+    }
+  }
+
+  // ---- anchoring ----
+
+  private node(segs: readonly string[], create: true): PathNode;
+  private node(segs: readonly string[], create: false): PathNode | undefined;
+  private node(segs: readonly string[], create: boolean): PathNode | undefined {
+    let n = this.root;
+    for (const s of segs) {
+      let next = n.children?.get(s);
+      if (next === undefined) {
+        if (!create) return undefined;
+        next = new PathNode();
+        n.children ??= new Map();
+        n.children.set(s, next);
+        n.childList.push([s, next]);
+      }
+      n = next;
+    }
+    return n;
+  }
+
+  /**
+   * Expected number of candidates an anchor on `leaf` adds per event (lower is better); Infinity if unusable.
+   * Assuming event values spread over a field like the rules' values do, a slot in a map of k keys is hit by
+   * about 1/k of the events that carry the field, so joining a slot of n costs about (n + 1) / k: a field with
+   * thousands of distinct values (a tenant id) beats one with forty (the event type) even when its slots are
+   * fuller. Affix maps are probed once per key length; lists that no map can serve are taken on every event.
+   */
+  private cost(leaf: Leaf): number {
+    if (leaf.absent || leaf.matchers.length === 0) return Infinity;
+    const fi = this.node(leaf.segs, false)?.index ?? null;
+    let total = 0;
+    for (const m of leaf.matchers) {
+      const ref = slotRef(m);
+      if (ref === null) return (fi?.broad?.length ?? 0) + 1 + BROAD_PENALTY;
+      if (fi === null) {
+        total += 1;
+        continue;
+      }
+      if (ref.kind === "exact" || ref.kind === "ci") {
+        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Rule[]> | null);
+        const n = map?.get(ref.key)?.length;
+        total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
+      } else {
+        const affix = fi[ref.kind];
+        const n = affix?.map.get(ref.key)?.length;
+        const lengths = (affix?.lengths.length ?? 0) + (affix?.lengths.includes(ref.key.length) ? 0 : 1);
+        total += (AFFIX_PENALTY * ((n ?? 0) + 1) * lengths) / ((affix?.map.size ?? 0) + (n === undefined ? 1 : 0));
+      }
+    }
+    return total;
+  }
+
+  private bestLeaf(leaves: readonly Leaf[]): Leaf | null {
+    let best: Leaf | null = null;
+    let bestCost = Infinity;
+    for (const leaf of leaves) {
+      const c = this.cost(leaf);
+      if (c < bestCost) {
+        best = leaf;
+        bestCost = c;
+      }
+    }
+    return best;
+  }
+
+  /** Files every alternative of the rule under its best leaf, or the rule in the always-checked set. */
+  private anchorRule(rule: Rule): void {
+    const alts = expandAlternatives(rule.root);
+    const anchors: Leaf[] = [];
+    for (const leaves of alts) {
+      const best = this.bestLeaf(leaves);
+      if (best === null) {
+        // an alternative without a required leaf (e.g. only exists:false): check the rule on every event
+        for (const leaf of anchors) this.unanchor(rule, leaf);
+        rule.anchors = [];
+        this.alwaysRules.add(rule);
+        return;
+      }
+      this.anchor(rule, best);
+      anchors.push(best);
+    }
+    rule.anchors = anchors.slice();
+  }
+
+  private unanchorRule(rule: Rule): void {
+    this.alwaysRules.delete(rule);
+    for (const leaf of rule.anchors) this.unanchor(rule, leaf);
+    rule.anchors = [];
+  }
+
+  private anchor(rule: Rule, leaf: Leaf): void {
+    const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
+    const refs = leaf.matchers.map(slotRef);
+    if (refs.some((r) => r === null)) {
+      (fi.broad ??= []).push(rule);
+      return;
+    }
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule);
+  }
+
+  private unanchor(rule: Rule, leaf: Leaf): void {
+    const fi = this.node(leaf.segs, false)?.index;
+    if (fi === undefined || fi === null) return;
+    const refs = leaf.matchers.map(slotRef);
+    if (refs.some((r) => r === null)) {
+      if (fi.broad !== null) {
+        removeOne(fi.broad, rule);
+        if (fi.broad.length === 0) fi.broad = null;
+      }
+      return;
+    }
+    for (const ref of refs as SlotRef[]) {
+      const slot = this.slot(fi, ref, false);
+      if (slot === undefined) continue;
+      removeOne(slot, rule);
+      if (slot.length === 0) this.dropSlot(fi, ref);
+    }
+  }
+
+  private slot(fi: FieldIndex, ref: SlotRef, create: true): Rule[];
+  private slot(fi: FieldIndex, ref: SlotRef, create: false): Rule[] | undefined;
+  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Rule[] | undefined {
+    if (ref.kind === "exact" || ref.kind === "ci") {
+      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Rule[]>);
+      let s = map.get(ref.key);
+      if (s === undefined && create) {
+        s = [];
+        map.set(ref.key, s);
+      }
+      return s;
+    }
+    const affix = (fi[ref.kind] ??= new AffixIndex());
+    return affix.slot(ref.key, create);
+  }
+
+  private dropSlot(fi: FieldIndex, ref: SlotRef): void {
+    if (ref.kind === "exact") fi.exact?.delete(ref.key);
+    else if (ref.kind === "ci") fi.ci?.delete(ref.key);
+    else fi[ref.kind]?.drop(ref.key);
+  }
+
+  /**
+   * Re-chooses every anchor. Anchors chosen while the index was small can be poor once it has grown (the
+   * tenant field had few keys then); running this each time the rule count doubles keeps the cost amortised O(1).
+   */
+  private reanchorAll(): void {
+    for (const rule of this.rules.values()) {
+      if (this.alwaysRules.has(rule)) continue;
+      this.unanchorRule(rule);
+      this.anchorRule(rule);
+    }
+  }
+}
+
+function removeOne(list: Rule[], rule: Rule): void {
+  const i = list.indexOf(rule);
+  if (i < 0) return;
+  list[i] = list[list.length - 1] as Rule;
+  list.pop();
+}
+
+function probePrefix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+  for (const len of affix.lengths) {
+    if (len > s.length) break;
+    hit(affix.map.get(len === s.length ? s : s.slice(0, len)));
+  }
+}
+
+function probeSuffix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+  for (const len of affix.lengths) {
+    if (len > s.length) break;
+    hit(affix.map.get(len === s.length ? s : s.slice(s.length - len)));
+  }
+}
