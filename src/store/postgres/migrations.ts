@@ -136,9 +136,20 @@ BEGIN
       -- Identity values are drawn in row order, so the n-th smallest new seq belongs to the n-th fresh entry.
       SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
       FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
-    ), dd AS (
+    ), dd_new AS (
+      -- Keys the lookup did not find: a plain insert (cheaper than ON CONFLICT). Under the append lock nobody
+      -- else inserts dedupe keys; the prune only deletes.
+      INSERT INTO $schema.dedupe (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
+      RETURNING 1
+    ), dd_old AS (
+      -- Keys whose window expired (or with dedupe off): overwrite, or insert if the prune deleted them meanwhile.
       INSERT INTO $schema.dedupe AS d (bus, dedupe_key, seq, stored_at)
-      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored ORDER BY bus, dedupe_key, ord DESC
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
       ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
       RETURNING 1
     ), dv AS (
