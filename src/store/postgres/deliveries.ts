@@ -181,6 +181,8 @@ export class PgDeliveryQueues implements DeliveryQueues {
       if (request.max <= 0 || (request.queues !== undefined && request.queues.length === 0)) return [];
       const s = this.#db.s;
       const byQueue = request.queues !== undefined;
+      // The picked rows are updated through a TID scan (`ctid = ANY(ARRAY(…))`); a join on ctid would be planned
+      // as a hash join over the whole table.
       const rows = await this.#db.query<LeaseRow>(
         `WITH picked AS (
            SELECT ctid FROM ${s}.deliveries
@@ -190,7 +192,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
          )
          UPDATE ${s}.deliveries d
          SET attempt = d.attempt + 1, lease_token = ${leaseTokenSql}, visible_at = $3
-         FROM picked WHERE d.ctid = picked.ctid
+         WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM picked))
          RETURNING d.id, d.queue, d.lease_token, d.payload, d.attempt, d.partition_key, d.enqueued_at, d.visible_at, d.last_error`,
         byQueue
           ? [request.now, request.max, request.now + request.leaseMs, request.queues]

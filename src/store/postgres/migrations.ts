@@ -194,14 +194,16 @@ BEGIN
   DELETE FROM $schema.partitions p USING unnest($1, $2) AS r(q, k)
   WHERE p.queue = r.q AND p.partition_key = r.k AND p.pending <= 0;
   WITH unblocked AS (
+    -- A TID scan of each key's next delivery (a join on ctid would hash the whole table).
     UPDATE $schema.deliveries d SET blocked = false
-    FROM unnest($3, $4) AS r(q, k)
-    CROSS JOIN LATERAL (
-      SELECT x.ctid FROM $schema.deliveries x
-      WHERE x.queue = r.q AND x.partition_key = r.k AND x.blocked
-      ORDER BY x.id LIMIT 1
-    ) nxt
-    WHERE d.ctid = nxt.ctid
+    WHERE d.ctid = ANY(ARRAY(
+      SELECT nxt.ctid FROM unnest($3, $4) AS r(q, k)
+      CROSS JOIN LATERAL (
+        SELECT x.ctid FROM $schema.deliveries x
+        WHERE x.queue = r.q AND x.partition_key = r.k AND x.blocked
+        ORDER BY x.id LIMIT 1
+      ) nxt
+    ))
     RETURNING d.id
   ) SELECT count(*) INTO v_unblocked FROM unblocked;
   IF v_unblocked > 0 THEN PERFORM pg_notify($5, ''); END IF;
