@@ -74,16 +74,13 @@ export class Db {
     }
   }
 
-  /**
-   * Runs `fn` in a READ COMMITTED transaction on one pooled connection; reruns it after a deadlock.
-   * `beginSql` may add parameterless statements to the BEGIN round trip (e.g. taking a lock).
-   */
-  async tx<T>(fn: (client: PoolClient) => Promise<T>, beginSql = "BEGIN"): Promise<T> {
+  /** Runs `fn` in a READ COMMITTED transaction on one pooled connection; reruns it after a deadlock. */
+  async tx<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken = false;
       try {
-        await client.query(beginSql);
+        await client.query("BEGIN");
         const result = await fn(client);
         await client.query("COMMIT");
         return result;

@@ -1,11 +1,12 @@
 /**
  * The event log on PostgreSQL, with group commit.
  *
- * append() calls that arrive while a transaction is committing queue up and go into the next transaction
- * together: one commit (one WAL flush) for many callers, each of which still gets its own results. A combined
- * transaction holds a transaction-scoped advisory lock, so appends from all processes commit one at a time:
- * `seq` then increases in commit order (a reader paging with `afterSeq` never skips a late commit) and
- * dedupe needs no further locking. Each append is a handful of multi-row statements (unnest), whatever its size.
+ * append() calls that arrive while a combined call is committing queue up and go into the next one together:
+ * one commit (one WAL flush) for many callers, each of which still gets its own results. A combined call is one
+ * round trip to `append_entries` (migration 2), which takes a transaction-scoped advisory lock, so appends from
+ * all processes commit one at a time: `seq` then increases in commit order (a reader paging with `afterSeq`
+ * never skips a late commit) and dedupe needs no further locking. One combined call per store is in flight at a
+ * time, so calls made in order by one process commit in that order.
  */
 import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
 import { isWallClock, type Db } from "./db.ts";
@@ -28,6 +29,7 @@ interface PendingAppend {
 function dedupeId(entry: AppendEntry): string {
   return `${entry.bus}\u0000${entry.dedupeKey}`;
 }
+
 /** Expired dedupe keys are pruned at most this often (per store). */
 const dedupePruneEveryMs = 30_000;
 
@@ -38,7 +40,6 @@ export class PgEventLog implements EventLog {
   #queue: PendingAppend[] = [];
   #flushing = false;
   #lastPruneAt = 0;
-
 
   constructor(db: Db, listener: WorkListener, maxGroupEntries: number) {
     this.#db = db;
