@@ -27,7 +27,8 @@ test("postgres store crash - every acknowledged append survives SIGKILL of the p
 });
 
 test("postgres store crash - SIGKILLed consumers leave every delivery acked or leasable again", { skip }, async (t) => {
-  const result = await consumerCrash(await postgresTarget(t), { iterations: 3 });
+  // Kills no earlier than 300 ms after `ready`: under load a consumer needs a while for its first ack.
+  const result = await consumerCrash(await postgresTarget(t), { iterations: 3, killAfterMs: [300, 900] });
   t.diagnostic(`acked ${result.acked}, in flight at the kills ${result.inFlightAtKill}, leasable after ${result.drained}`);
 });
 
