@@ -22,7 +22,16 @@
  * - The anchor is the leaf with the lowest expected number of candidates per event (see `cost`); as the index
  *   grows, every anchor is chosen again each time the rule count doubles.
  */
-import { compilePattern, expandAlternatives, matchRoot, patternRoot, type Leaf, type Matcher, type PatternNode } from "./compile.ts";
+import {
+  compilePattern,
+  expandAlternatives,
+  leafHoldsSomewhere,
+  matchRoot,
+  patternRoot,
+  type Leaf,
+  type Matcher,
+  type PatternNode,
+} from "./compile.ts";
 
 /**
  * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
@@ -33,6 +42,11 @@ interface Rule {
   readonly root: PatternNode;
   /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
   anchors: readonly Leaf[];
+  /**
+   * For a rule with one alternative: its required leaves that neither the anchor nor the signature covers,
+   * checked (each on its own, a necessary condition) before the full match, which touches far more memory.
+   */
+  precheck: readonly Leaf[];
   /** Last `match` call that made this rule a candidate. */
   stamp: number;
 }
@@ -129,6 +143,7 @@ class PathNode {
   index: FieldIndex | null = null;
 }
 
+const NO_LEAVES: readonly Leaf[] = Object.freeze([]);
 const BROAD_PENALTY = 32;
 const AFFIX_PENALTY = 1.5;
 /** Re-anchoring starts once this many rules were added since the last time (and the count has doubled). */
@@ -199,7 +214,7 @@ export class RuleIndex {
   add(ruleId: string, pattern: unknown): void {
     const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
-    const rule: Rule = { id: ruleId, root, anchors: [], stamp: 0 };
+    const rule: Rule = { id: ruleId, root, anchors: [], precheck: NO_LEAVES, stamp: 0 };
     this.rules.set(ruleId, rule);
     this.anchorRule(rule);
     if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
@@ -246,7 +261,10 @@ export class RuleIndex {
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
-    for (const rule of candidates) if (matchRoot(rule.root, event)) out.push(rule.id);
+    next: for (const rule of candidates) {
+      for (const leaf of rule.precheck) if (!leafHoldsSomewhere(leaf, event)) continue next;
+      if (matchRoot(rule.root, event)) out.push(rule.id);
+    }
     return out;
   }
 
@@ -376,12 +394,16 @@ export class RuleIndex {
       anchors.push(best);
     }
     rule.anchors = anchors.slice();
+    const only = alts.length === 1 ? (alts[0] as Leaf[]) : [];
+    const precheck = only.filter((l) => l !== anchors[0] && !l.absent && l.matchers.length > 0 && !signable(l));
+    rule.precheck = precheck.length === 0 ? NO_LEAVES : precheck;
   }
 
   private unanchorRule(rule: Rule): void {
     this.alwaysRules.delete(rule);
     for (const leaf of rule.anchors) this.unanchor(rule, leaf);
-    rule.anchors = [];
+    rule.anchors = NO_LEAVES;
+    rule.precheck = NO_LEAVES;
   }
 
   /**
@@ -391,11 +413,10 @@ export class RuleIndex {
   private signature(leaves: readonly Leaf[], anchor: Leaf): number {
     let sig = 0;
     for (const leaf of leaves) {
-      if (leaf === anchor || leaf.absent || leaf.matchers.length === 0) continue;
+      if (leaf === anchor || leaf.absent || !signable(leaf)) continue;
       const first = leaf.matchers[0] as Matcher;
-      if (first.k === "prefix" && !first.ci) {
+      if (first.k === "prefix") {
         const prefix = first.v;
-        if (!leaf.matchers.every((m) => m.k === "prefix" && !m.ci && m.v === prefix)) continue;
         const node = this.node(leaf.segs, true);
         const lens = (node.signedPrefixes ??= []);
         if (!lens.includes(prefix.length)) {
@@ -405,9 +426,7 @@ export class RuleIndex {
         sig |= sigBit(-1 - node.id, prefix);
         continue;
       }
-      const value = first.k === "eq" ? first.v : first.k === "num" && first.lo === first.hi ? first.lo : undefined;
-      if (value === undefined) continue;
-      if (!leaf.matchers.every((m) => (m.k === "eq" && m.v === value) || (m.k === "num" && m.lo === value && m.hi === value))) continue;
+      const value = exactValue(first) as Scalar;
       const node = this.node(leaf.segs, true);
       node.signed = true;
       sig |= sigBit(node.id, value);
@@ -477,6 +496,18 @@ export class RuleIndex {
       this.anchorRule(rule);
     }
   }
+}
+
+/** The single exact value, or the single case-sensitive prefix, a leaf requires (what a signature can hold). */
+function exactValue(m: Matcher): Scalar | undefined {
+  return m.k === "eq" ? m.v : m.k === "num" && m.lo === m.hi ? m.lo : undefined;
+}
+function signable(leaf: Leaf): boolean {
+  if (leaf.matchers.length === 0) return false;
+  const first = leaf.matchers[0] as Matcher;
+  if (first.k === "prefix" && !first.ci) return leaf.matchers.every((m) => m.k === "prefix" && !m.ci && m.v === first.v);
+  const value = exactValue(first);
+  return value !== undefined && leaf.matchers.every((m) => exactValue(m) === value);
 }
 
 /**
