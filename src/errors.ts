@@ -45,6 +45,12 @@ export const ErrorCode = {
   Throttled: "E_THROTTLED",
   /** A webhook target answered with a failure or did not answer. */
   WebhookFailed: "E_WEBHOOK_FAILED",
+  /** A handler asked not to retry this delivery (`NonRetriableError`): it is dead-lettered at once. */
+  NonRetriable: "E_NON_RETRIABLE",
+  /** A handler asked to retry after a given delay (`RetryAfterError`). */
+  RetryAfter: "E_RETRY_AFTER",
+  /** A replay with that name does not exist. */
+  ReplayNotFound: "E_REPLAY_NOT_FOUND",
   /** The object was closed; no more work is accepted. */
   Closed: "E_CLOSED",
   /** A request was malformed (HTTP, CLI). */

@@ -3,6 +3,86 @@
  */
 export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
+export type { CloudEvent } from "./event/types.ts";
+export { SluiceExtension } from "./event/types.ts";
+export { EventRule, EventValidationError, validateCloudEvent } from "./event/validate.ts";
+export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.ts";
+export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
+export { decodeEvent, encodeEvent } from "./event/codec.ts";
+export { newEventId } from "./event/ids.ts";
+export { TransformError, compileTransformer } from "./pattern/transform.ts";
+export type { CompiledTransformer, TransformContext, TransformerDefinition } from "./pattern/transform.ts";
+export { createSqliteStore } from "./store/sqlite/index.ts";
+export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+export type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "./store/contract.ts";
+export { createPostgresStore } from "./store/postgres/index.ts";
+export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
 export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
 export { RuleIndex } from "./pattern/rule-index.ts";
+export { createBroker } from "./bus/broker.ts";
+export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
+export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
+export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
+export { defaultRetryPolicy } from "./bus/retry.ts";
+export type { Clock, Logger } from "./bus/clock.ts";
+export type {
+  Bus,
+  BusInput,
+  BusTarget,
+  DeadLetterInfo,
+  DeliveryContext,
+  DeliveryEvents,
+  FunctionHandler as FunctionTargetHandler,
+  FunctionTarget,
+  InputTransformer,
+  PublishEntryResult,
+  PublishResult,
+  Replay,
+  ReplayInput,
+  ReplayState,
+  RetryPolicy,
+  Rule,
+  RuleInput,
+  Target,
+  TargetRef,
+  WebhookTarget,
+  WebhookTargetSpec,
+} from "./bus/types.ts";
+export { defineFunction, parseDuration } from "./runtime/define.ts";
+export type {
+  Duration,
+  EmittedEvent,
+  FunctionConfig,
+  FunctionContext,
+  FunctionDefinition,
+  FunctionDefinitionInput,
+  FunctionHandler,
+  FunctionLogger,
+} from "./runtime/define.ts";
+export { createRuntime } from "./runtime/runtime.ts";
+export type {
+  DeliverOptions,
+  FunctionSource,
+  InstanceChange,
+  InvocationError,
+  Runtime,
+  RuntimeLimits,
+  RuntimeMetrics,
+  RuntimeOptions,
+} from "./runtime/runtime.ts";
+export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";

@@ -42,6 +42,7 @@ export interface StoredEvent {
   seq: number;
   eventId: string;
   encoded: string;
+  /** The append's `now`; a backend may raise it to the previous event's storedAt so that it never decreases along seq. */
   storedAt: number;
 }
 
@@ -60,7 +61,10 @@ export interface EventLog {
   /**
    * Appends events with their deliveries. Resolves only when every entry is durable: an acknowledged
    * append survives `kill -9` of the process. Each entry's event and deliveries commit together (all or none).
-   * An entry whose `dedupeKey` was appended within `dedupeWindowMs` is reported `duplicate` and changes nothing.
+   * An entry whose `dedupeKey` was appended to the same bus within `dedupeWindowMs` (strictly less than the window
+   * before `now`, measured from the first accepted append) is reported `duplicate` with the original `seq` and
+   * changes nothing; a duplicate does not extend the window. Dedupe is per bus (cross-bus routing re-appends the
+   * same event to another bus) and applies within one call too. `dedupeWindowMs <= 0` disables dedupe.
    * Results are in entry order.
    */
   append(entries: AppendEntry[], options: { now: number; dedupeWindowMs: number }): Promise<AppendResult[]>;
@@ -74,7 +78,10 @@ export interface EventLog {
 export interface Lease {
   deliveryId: string;
   queue: string;
-  /** Proves ownership of this lease; a stale token makes ack/retry/deadLetter fail with E_LEASE_LOST. */
+  /**
+   * Proves ownership of this lease; a stale token makes ack/retry/deadLetter fail with E_LEASE_LOST. Unique per
+   * lease of a delivery (a re-lease gets a new one); the leases returned by one `lease` call may share it.
+   */
   token: string;
   /** The encoded event to deliver. */
   payload: string;
@@ -113,7 +120,7 @@ export interface QueueStats {
   queue: string;
   /** Leasable now. */
   ready: number;
-  /** Not yet leasable (backoff or delayed). */
+  /** Pending but not leasable now: backoff, delayed, or waiting behind an older delivery of its partition key. */
   delayed: number;
   /** Currently leased. */
   leased: number;
@@ -131,7 +138,10 @@ export interface DeliveryQueues {
    * acked or dead-lettered. Deliveries without a key have no ordering and full parallelism.
    */
   lease(request: LeaseRequest): Promise<Lease[]>;
-  /** Removes leased deliveries. A lost lease (expired and re-leased) is skipped and reported in the result. */
+  /**
+   * Removes leased deliveries. A lost lease (re-leased by someone else, or already settled) is skipped and
+   * reported in the result; an expired lease that nobody re-leased can still be acked with its token.
+   */
   ack(leases: Pick<Lease, "deliveryId" | "token">[]): Promise<{ lost: string[] }>;
   /** Releases a lease and makes the delivery leasable again at `availableAt`, recording the error. */
   retry(lease: Pick<Lease, "deliveryId" | "token">, options: { availableAt: number; error: string }): Promise<void>;
@@ -139,12 +149,20 @@ export interface DeliveryQueues {
   deadLetter(lease: Pick<Lease, "deliveryId" | "token">, options: { reason: string; error?: string; now: number }): Promise<void>;
   /** Extends a lease still held (long-running handlers). */
   extend(lease: Pick<Lease, "deliveryId" | "token">, options: { leaseUntil: number }): Promise<void>;
+  /**
+   * Counts per queue. With `queues`, one entry per named queue in that order (zeros for unknown queues);
+   * without, every queue holding deliveries or dead letters, sorted by name. `now` defaults to the wall clock.
+   */
   stats(queues?: string[], options?: { now: number }): Promise<QueueStats[]>;
 
   /** Dead letters of one queue, oldest first, paged by `afterId`. */
   listDead(queue: string, options: { limit: number; afterId?: string }): Promise<DeadLetter[]>;
   getDead(deliveryId: string): Promise<DeadLetter | undefined>;
-  /** Moves dead letters back to their queue as fresh deliveries (attempt 0). All of a queue when `ids` is absent. */
+  /**
+   * Moves dead letters back to their queue as fresh deliveries (attempt 0, no last error, enqueued and available
+   * at `now`, behind any pending delivery of the same partition key). All of a queue when `ids` is absent;
+   * ids of other queues or unknown ids are ignored. Returns how many were moved.
+   */
   redrive(queue: string, options: { ids?: string[]; now: number }): Promise<number>;
   purgeDead(queue: string, options?: { ids?: string[] }): Promise<number>;
 

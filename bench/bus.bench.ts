@@ -1,0 +1,318 @@
+/**
+ * Event bus benchmark: W1 throughput, W2 latency, W3 fan-out, on the SQLite backend (and PostgreSQL when it runs),
+ * with the peers of /work/shared/bench/peers measured in the same run (BullMQ, pg-boss, bare SQLite).
+ *
+ *   npm run bench -- bus
+ *
+ * Knobs (environment): BUS_N (events for W1/W3, default 100000), BUS_PEER_N (peers' N for bullmq/pgboss, default 30000;
+ * bare SQLite always runs BUS_N), BUS_W2_SECONDS (10), BUS_BACKENDS (sqlite,postgres), BUS_PEERS (bullmq,pgboss,sqlite),
+ * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4).
+ *
+ * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run.
+ */
+import { spawnSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { connect } from "node:net";
+
+const here = fileURLToPath(import.meta.url);
+const root = join(here, "..", "..");
+const peersSource = "/work/shared/bench/peers";
+
+interface Result {
+  name: string;
+  workload: string;
+  N: number;
+  eventsPerSec?: number;
+  deliveriesPerSec?: number;
+  p50?: number;
+  p95?: number;
+  p99?: number;
+  max?: number;
+  peakRssMb?: number;
+  seconds?: number;
+  error?: string;
+}
+
+// ---------------------------------------------------------------- child: one measurement of Sluice
+async function child(backend: string, workload: string, n: number): Promise<void> {
+  const { createBroker } = await import("../src/bus/broker.ts");
+  let store;
+  let cleanup: () => Promise<void> = async () => {};
+  if (backend === "sqlite") {
+    const { createSqliteStore } = await import("../src/store/sqlite/index.ts");
+    const dir = mkdtempSync(join(tmpdir(), "sluice-bus-bench-"));
+    store = await createSqliteStore({ path: join(dir, "bench.db") });
+    cleanup = async () => rmSync(dir, { recursive: true, force: true });
+  } else {
+    const { createPostgresStore } = await import("../src/store/postgres/index.ts");
+    const schema = `bench_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    const url = process.env.SLUICE_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+    store = await createPostgresStore({ url, schema });
+    cleanup = async () => {
+      const { default: pg } = await import("pg");
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.end();
+    };
+  }
+  const broker = await createBroker({ store });
+  const targets = workload === "w3" ? 3 : 1;
+  await broker.putRule({
+    name: "bench",
+    pattern: { type: ["order.created"] },
+    targets: Array.from({ length: targets }, (_, i) => ({ id: `t${i}`, function: "noop" })),
+  });
+  const latencies: number[] = [];
+  const recordLatency = workload === "w2";
+  broker.setFunctionHandler({
+    async deliver(_fn, event) {
+      if (recordLatency) latencies.push(performance.now() - (event.data as { ts: number }).ts);
+    },
+  });
+  let acked = 0;
+  let target = 0;
+  let onDone: (() => void) | undefined;
+  broker.on("delivered", () => {
+    acked++;
+    if (acked >= target && onDone) {
+      const f = onDone;
+      onDone = undefined;
+      f();
+    }
+  });
+  const allAcked = () => new Promise<void>((r) => (acked >= target ? r() : (onDone = r)));
+  let peak = process.memoryUsage.rss();
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 200);
+  const tag = `${process.pid}${Date.now().toString(36)}`;
+  const makeEvent = (i: number) => ({
+    specversion: "1.0",
+    id: `${tag}-${i.toString().padStart(9, "0")}`,
+    type: "order.created",
+    source: "/shop/checkout",
+    time: "2026-01-01T12:00:00.000Z",
+    data: {
+      orderId: `ord_${(1000000 + i).toString(36)}`,
+      customerId: `cus_${(i % 9973).toString(36)}`,
+      currency: "EUR",
+      total: 12345 + (i % 1000),
+      items: [
+        { sku: "SKU-000123", qty: 2, price: 2500 },
+        { sku: "SKU-004567", qty: 1, price: 7345 },
+      ],
+      ts: 0,
+    },
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  let out: Record<string, unknown>;
+  if (workload === "w1" || workload === "w3") {
+    target = n * targets;
+    const inflight = Number(process.env.BUS_INFLIGHT ?? 4);
+    const t0 = performance.now();
+    const done = allAcked();
+    let next = 0;
+    const producer = async () => {
+      while (next < n) {
+        const start = next;
+        next = Math.min(n, next + 100);
+        const batch = [];
+        for (let i = start; i < next; i++) batch.push(makeEvent(i));
+        for (;;) {
+          try {
+            const res = await broker.publish("default", batch);
+            if (res.failedEntryCount > 0) throw new Error(JSON.stringify(res.entries.find((e) => "errorCode" in e)));
+            break;
+          } catch (err) {
+            if ((err as { code?: string }).code !== "E_BACKPRESSURE") throw err;
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: inflight }, producer));
+    const tPublished = performance.now();
+    await done;
+    const secs = (performance.now() - t0) / 1000;
+    out = {
+      seconds: +secs.toFixed(3),
+      publishSeconds: +((tPublished - t0) / 1000).toFixed(3),
+      eventsPerSec: Math.round(n / secs),
+      deliveriesPerSec: Math.round((n * targets) / secs),
+    };
+  } else {
+    const rate = 1000;
+    const seconds = Number(process.env.BUS_W2_SECONDS ?? 10);
+    const total = rate * seconds;
+    target = total;
+    const evs = Array.from({ length: total }, (_, i) => makeEvent(i));
+    const t0 = performance.now();
+    const done = allAcked();
+    let i = 0;
+    let pubErrors = 0;
+    while (i < total) {
+      const due = Math.min(total, Math.floor((performance.now() - t0) / (1000 / rate)) + 1);
+      while (i < due) {
+        const e = evs[i++]!;
+        e.data.ts = performance.now();
+        broker.publish("default", e).catch(() => pubErrors++);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await done;
+    const s = latencies.slice().sort((a, b) => a - b);
+    const pct = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+    out = { p50: +pct(50).toFixed(2), p95: +pct(95).toFixed(2), p99: +pct(99).toFixed(2), max: +s[s.length - 1]!.toFixed(2), pubErrors };
+    n = total;
+  }
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage.rss());
+  await broker.close();
+  await store.close();
+  await cleanup();
+  console.log(`RESULT ${JSON.stringify({ name: `sluice-${backend}`, workload, N: n, ...out, peakRssMb: +(peak / 1048576).toFixed(1) })}`);
+}
+
+// ---------------------------------------------------------------- parent: orchestration and tables
+function reachable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1000, () => done(false));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
+}
+
+function parse(stdout: string, name: string, workload: string, N: number): Result {
+  const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+  if (!line) return { name, workload, N, error: "no RESULT line" };
+  const r = JSON.parse(line.slice(7)) as Record<string, unknown>;
+  return {
+    name,
+    workload,
+    N: Number(r.N ?? N),
+    ...(typeof r.eventsPerSec === "number" ? { eventsPerSec: r.eventsPerSec } : {}),
+    ...(typeof r.deliveriesPerSec === "number" ? { deliveriesPerSec: r.deliveriesPerSec } : {}),
+    ...(typeof r.p50 === "number" ? { p50: r.p50, p95: r.p95 as number, p99: r.p99 as number, max: r.max as number } : {}),
+    ...(typeof r.peakRssMb === "number" ? { peakRssMb: r.peakRssMb } : {}),
+    ...(typeof r.clientPeakRssMB === "number" ? { peakRssMb: r.clientPeakRssMB } : {}),
+    ...(typeof r.error === "string" ? { error: r.error } : {}),
+  };
+}
+
+function runSluice(backend: string, workload: string, n: number): Result {
+  const p = spawnSync(process.execPath, ["--expose-gc", "--import", "tsx", here, "child", backend, workload, String(n)], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 600_000,
+    env: { ...process.env, NODE_NO_WARNINGS: "1" },
+  });
+  if (p.status !== 0) return { name: `sluice-${backend}`, workload, N: n, error: (p.stderr || p.stdout).slice(-500) };
+  return parse(p.stdout, `sluice-${backend}`, workload, n);
+}
+
+function preparePeers(): string {
+  const dir = join(tmpdir(), "sluice-peer-bench");
+  if (!existsSync(join(dir, "node_modules"))) {
+    mkdirSync(dir, { recursive: true });
+    cpSync(peersSource, dir, { recursive: true, filter: (src) => !src.includes("node_modules") });
+    const r = spawnSync("npm", ["ci", "--no-audit", "--no-fund"], { cwd: dir, stdio: "inherit" });
+    if (r.status !== 0) throw new Error("npm ci failed in the peers cache");
+  }
+  return dir;
+}
+
+function runPeer(dir: string, peer: string, workload: string, n: number): Result {
+  const p = spawnSync(process.execPath, ["bench.mjs", peer, workload, String(n)], {
+    cwd: dir,
+    encoding: "utf8",
+    timeout: 600_000,
+    env: { ...process.env, W2_SECONDS: process.env.BUS_W2_SECONDS ?? "10" },
+  });
+  return parse(p.stdout, peer, workload, n);
+}
+
+const fmt = (x: number | undefined, d = 0) => (x === undefined ? "-" : x.toLocaleString("en-US", { maximumFractionDigits: d }));
+const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? "-" : `${(a / b).toFixed(2)}×`);
+
+async function parent(): Promise<void> {
+  const N = Number(process.env.BUS_N ?? 100_000);
+  const peerN = Number(process.env.BUS_PEER_N ?? 30_000);
+  const pgUp = await reachable(5432);
+  const backends = (process.env.BUS_BACKENDS ?? "sqlite,postgres").split(",").filter((b) => b !== "postgres" || pgUp);
+  const peers = (process.env.BUS_PEERS ?? "bullmq,pgboss,sqlite").split(",");
+  const results: Result[] = [];
+  let peerDir: string | undefined;
+  try {
+    peerDir = preparePeers();
+  } catch (err) {
+    console.log(`peers unavailable: ${(err as Error).message}`);
+  }
+  for (const w of ["w1", "w2", "w3"]) {
+    for (const b of backends) {
+      const r = runSluice(b, w, N);
+      console.error(`# ${r.name} ${w}: ${JSON.stringify(r)}`);
+      results.push(r);
+    }
+    if (peerDir) {
+      for (const p of peers) {
+        if (w === "w3" && p === "pgboss") continue; // not in the peers' W3 set
+        const r = runPeer(peerDir, p, w, p === "sqlite" ? N : peerN);
+        console.error(`# ${p} ${w}: ${JSON.stringify(r)}`);
+        results.push(r);
+      }
+    }
+  }
+  const of = (name: string, w: string) => results.find((r) => r.name === name && r.workload === w);
+  const base = (w: string) => of("sqlite", w);
+
+  console.log(`\n### W1 throughput (publish ${N.toLocaleString("en-US")} events of ~300 B in batches of 100, one rule, one no-op function target, until the last ack)\n`);
+  console.log("| system | N | events/s | peak RSS MB | vs bare SQLite | vs BullMQ | vs pg-boss |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const r of results.filter((x) => x.workload === "w1")) {
+    console.log(
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.eventsPerSec)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.eventsPerSec, base("w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("bullmq", "w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("pgboss", "w1")?.eventsPerSec)} |`,
+    );
+  }
+  console.log(`\n### W2 latency (1 000 events/s for ${process.env.BUS_W2_SECONDS ?? 10} s, one publish per event; publish → handler start, ms)\n`);
+  console.log("| system | p50 | p95 | p99 | max | peak RSS MB | p99 vs bare SQLite | p99 vs BullMQ |");
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const r of results.filter((x) => x.workload === "w2")) {
+    console.log(
+      `| ${r.name} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.p50, 2)} | ${fmt(r.p95, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.max, 2)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.p99, base("w2")?.p99)} | ${ratio(r.p99, of("bullmq", "w2")?.p99)} |`,
+    );
+  }
+  console.log(`\n### W3 fan-out (${N.toLocaleString("en-US")} events, one rule with 3 function targets; deliveries/s until the last ack)\n`);
+  console.log("| system | N events | deliveries/s | peak RSS MB | vs bare SQLite | vs BullMQ |");
+  console.log("|---|---|---|---|---|---|");
+  for (const r of results.filter((x) => x.workload === "w3")) {
+    console.log(
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.deliveriesPerSec)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.deliveriesPerSec, base("w3")?.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, of("bullmq", "w3")?.deliveriesPerSec)} |`,
+    );
+  }
+  const s = (w: string) => of("sluice-sqlite", w);
+  const p = (w: string) => of("sluice-postgres", w);
+  const peakSqlite = Math.max(...["w1", "w2", "w3"].map((w) => s(w)?.peakRssMb ?? 0));
+  const goal = (ok: boolean | undefined, text: string) => console.log(`- ${ok === undefined ? "not measured" : ok ? "met" : "NOT met"}: ${text}`);
+  console.log("\n### Goals\n");
+  const w1 = s("w1")?.eventsPerSec, w1b = base("w1")?.eventsPerSec;
+  goal(w1 !== undefined && w1b !== undefined ? w1 >= w1b / 2 : undefined, `SQLite W1 ≥ half of bare SQLite (${fmt(w1)} vs ${fmt(w1b)}/s)`);
+  goal(s("w2")?.p99 !== undefined ? s("w2")!.p99! < 2 : undefined, `SQLite W2 p99 < 2 ms (${fmt(s("w2")?.p99, 2)} ms)`);
+  const w3 = s("w3")?.deliveriesPerSec, w3b = base("w3")?.deliveriesPerSec;
+  goal(w3 !== undefined && w3b !== undefined ? w3 >= (2 * w3b) / 3 : undefined, `SQLite W3 ≥ 2/3 of bare SQLite (${fmt(w3)} vs ${fmt(w3b)} deliveries/s)`);
+  goal(peakSqlite > 0 ? peakSqlite < 200 : undefined, `SQLite peak RSS < 200 MB (${fmt(peakSqlite, 1)} MB)`);
+  const pw1 = p("w1")?.eventsPerSec, pb = of("pgboss", "w1")?.eventsPerSec;
+  goal(pw1 !== undefined && pb !== undefined ? pw1 >= 3 * pb : undefined, `PostgreSQL W1 ≥ 3× pg-boss (${fmt(pw1)} vs ${fmt(pb)}/s)`);
+  goal(p("w2")?.p99 !== undefined ? p("w2")!.p99! < 20 : undefined, `PostgreSQL W2 p99 < 20 ms (${fmt(p("w2")?.p99, 2)} ms)`);
+}
+
+const [mode, backend, workload, n] = process.argv.slice(2);
+if (mode === "child") await child(backend!, workload!, Number(n));
+else await parent();

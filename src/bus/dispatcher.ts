@@ -1,0 +1,485 @@
+/**
+ * The dispatcher: leases deliveries, runs their targets with bounded concurrency, acks successes in batches,
+ * and on failure retries with backoff (full jitter) or dead-letters.
+ *
+ * Wake-ups, never busy polling: a watcher parks on `store.queues.waitForWork` and wakes the lease loop; a timer
+ * on the injectable clock wakes it for the earliest retry this process scheduled, and a slow fallback poll
+ * (`pollIntervalMs`) covers delays set by other processes and expired leases.
+ *
+ * Per-key order: the store leases only the oldest delivery of a (queue, partitionKey) and none while one is
+ * leased; on top of that this process never runs two deliveries of one key at once (a re-lease after an expiry
+ * waits for the local run of the same key), so publish order holds per key and target.
+ */
+import { ErrorCode, SluiceError } from "../errors.ts";
+import type { CloudEvent } from "../event/types.ts";
+import type { Lease, StorageBackend } from "../store/contract.ts";
+import type { Clock, Logger } from "./clock.ts";
+import type { CompiledTarget, Definitions } from "./definitions.ts";
+import { classifyFailure, describeError } from "./handler-errors.ts";
+import { decideAfterFailure } from "./retry.ts";
+import type { DeliveryEvents } from "./types.ts";
+
+export interface DispatcherOptions {
+  clock: Clock;
+  random: () => number;
+  logger: Logger;
+  /** Deliveries running at once in this process. */
+  concurrency: number;
+  /** Most deliveries taken by one lease call. */
+  leaseBatch: number;
+  /** Visibility timeout of a lease; running deliveries are extended before it ends. */
+  leaseMs: number;
+  /** Fallback poll for work this process cannot be told about (other processes' delays, expired leases). */
+  pollIntervalMs: number;
+}
+
+/** Runs one delivery; resolves on success, throws to fail the attempt. Thrown `DeadNow` dead-letters with its reason. */
+export type RunTarget = (target: CompiledTarget, event: CloudEvent, lease: Lease, signal: () => AbortSignal) => Promise<void>;
+
+/** Thrown by a target runner to dead-letter at once with a specific reason (e.g. `recursive-loop`). */
+export class DeadNow extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Retry wake-up times kept at most; beyond that the fallback poll picks retries up (a little later). */
+const maxDueTimes = 10_000;
+
+function heapPush(heap: number[], value: number): void {
+  heap.push(value);
+  let i = heap.length - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent]! <= value) break;
+    heap[i] = heap[parent]!;
+    i = parent;
+  }
+  heap[i] = value;
+}
+
+function heapPop(heap: number[]): number | undefined {
+  const top = heap[0];
+  const last = heap.pop();
+  if (heap.length === 0 || last === undefined) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= heap.length) break;
+    const r = l + 1;
+    const c = r < heap.length && heap[r]! < heap[l]! ? r : l;
+    if (heap[c]! >= last) break;
+    heap[i] = heap[c]!;
+    i = c;
+  }
+  heap[i] = last;
+  return top;
+}
+
+interface Running {
+  lease: Lease;
+  /** Created on first use of the handler's signal (most deliveries never look at it). */
+  controller: AbortController | undefined;
+  /** Why the delivery should stop, when that happened before anyone asked for the signal. */
+  abortReason?: unknown;
+  /** Set when close() released the lease: the outcome of the run is then ignored. */
+  released: boolean;
+  /** Resolves the ack wait once the batch holding this delivery is acked. */
+  done?: () => void;
+}
+
+function signalOf(r: Running): AbortSignal {
+  if (r.controller === undefined) {
+    r.controller = new AbortController();
+    if ("abortReason" in r) r.controller.abort(r.abortReason);
+  }
+  return r.controller.signal;
+}
+
+function abortRun(r: Running, reason: unknown): void {
+  if (r.controller !== undefined) r.controller.abort(reason);
+  else r.abortReason = reason;
+}
+
+export type Emit = <K extends keyof DeliveryEvents>(name: K, payload: DeliveryEvents[K]) => void;
+
+export class Dispatcher {
+  readonly #store: StorageBackend;
+  readonly #defs: Definitions;
+  readonly #run: RunTarget;
+  readonly #o: DispatcherOptions;
+  readonly #emit: Emit;
+  readonly #onSettled: (count: number) => void;
+  readonly #stop = new AbortController();
+  #running = new Map<string, Running>();
+  /** Keys (queue + partitionKey) running here, with leases of the same key waiting for them. */
+  #keys = new Map<string, Lease[]>();
+  #wakeFlag = false;
+  #wakeResolve: (() => void) | undefined;
+  #timer: { at: number; handle: unknown } | undefined;
+  #due: number[] = [];
+  #poll: unknown;
+  #upkeep: unknown;
+  #acks: Running[] = [];
+  #ackFlushing = false;
+  #loop: Promise<void> | undefined;
+  #watcher: Promise<void> | undefined;
+  #idleWaiters: (() => void)[] = [];
+  #lastRefreshAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    store: StorageBackend,
+    defs: Definitions,
+    run: RunTarget,
+    emit: Emit,
+    onSettled: (count: number) => void,
+    options: DispatcherOptions,
+  ) {
+    this.#store = store;
+    this.#defs = defs;
+    this.#run = run;
+    this.#emit = emit;
+    this.#onSettled = onSettled;
+    this.#o = options;
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#watcher = this.#watch();
+    this.#loop = this.#leaseLoop();
+    this.#scheduleUpkeep();
+  }
+
+  /** Asks the lease loop to look for work now (after a local publish, a redrive…). */
+  wake(): void {
+    this.#wakeFlag = true;
+    const r = this.#wakeResolve;
+    this.#wakeResolve = undefined;
+    r?.();
+  }
+
+  get inFlight(): number {
+    return this.#running.size;
+  }
+
+  async #watch(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      try {
+        await this.#store.queues.waitForWork(signal);
+      } catch (err) {
+        this.#o.logger.warn({ err: describeError(err) }, "waiting for work failed");
+        await this.#sleep(this.#o.pollIntervalMs);
+      }
+      this.wake();
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const h = this.#o.clock.setTimeout(resolve, ms);
+      this.#stop.signal.addEventListener("abort", () => {
+        this.#o.clock.clearTimeout(h);
+        resolve();
+      }, { once: true });
+    });
+  }
+
+  /** Wakes the loop at `at` (clock time): retry times are kept in a bounded min-heap behind one timer. */
+  #wakeAt(at: number): void {
+    if (this.#stop.signal.aborted) return;
+    if (this.#due.length < maxDueTimes) heapPush(this.#due, at);
+    this.#arm();
+  }
+
+  #arm(): void {
+    const next = this.#due[0];
+    if (next === undefined || (this.#timer !== undefined && this.#timer.at <= next)) return;
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer.handle);
+    const handle = this.#o.clock.setTimeout(() => {
+      this.#timer = undefined;
+      const now = this.#o.clock.now();
+      while (this.#due.length > 0 && this.#due[0]! <= now) heapPop(this.#due);
+      this.wake();
+      this.#arm();
+    }, Math.max(0, next - this.#o.clock.now()));
+    this.#timer = { at: next, handle };
+  }
+
+  /** The fallback poll while idle: one timer, re-armed each time it fires and the loop goes idle again. */
+  #armPoll(): void {
+    if (this.#poll !== undefined || this.#stop.signal.aborted) return;
+    this.#poll = this.#o.clock.setTimeout(() => {
+      this.#poll = undefined;
+      this.wake();
+    }, this.#o.pollIntervalMs);
+  }
+
+  async #leaseLoop(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      const free = this.#o.concurrency - this.#running.size;
+      if (free <= 0) {
+        // Full: wait for a slot. A finishing delivery calls wake(); the lease after it also finds any new work.
+        this.#wakeFlag = false;
+        await this.#idle();
+        continue;
+      }
+      this.#wakeFlag = false;
+      const max = Math.min(free, this.#o.leaseBatch);
+      let leases: Lease[];
+      try {
+        leases = await this.#store.queues.lease({ max, leaseMs: this.#o.leaseMs, now: this.#o.clock.now() });
+      } catch (err) {
+        this.#o.logger.error({ err: describeError(err) }, "leasing deliveries failed");
+        await this.#sleep(Math.min(this.#o.pollIntervalMs, 1000));
+        continue;
+      }
+      if (signal.aborted) {
+        await this.#release(leases.map((lease): Running => ({ lease, controller: undefined, released: false })));
+        break;
+      }
+      for (const lease of leases) this.#start(lease);
+      if (leases.length === max || this.#wakeFlag) continue;
+      this.#armPoll();
+      await this.#idle();
+    }
+  }
+
+  /** Parks the loop until wake() (work, timer, a freed slot) or stop. */
+  #idle(): Promise<void> {
+    if (this.#wakeFlag || this.#stop.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#wakeResolve = resolve;
+    });
+  }
+
+  #start(lease: Lease): void {
+    const key = lease.partitionKey === undefined ? undefined : `${lease.queue}\u0000${lease.partitionKey}`;
+    if (key !== undefined) {
+      const waiting = this.#keys.get(key);
+      if (waiting !== undefined) {
+        waiting.push(lease); // the same key runs here already (a re-lease after expiry): run after it
+        return;
+      }
+      this.#keys.set(key, []);
+    }
+    this.#launch(lease, key);
+  }
+
+  #launch(lease: Lease, key: string | undefined): void {
+    const running: Running = { lease, controller: undefined, released: false };
+    this.#running.set(lease.deliveryId, running);
+    void this.#deliver(running).finally(() => {
+      if (this.#running.get(lease.deliveryId) === running) this.#running.delete(lease.deliveryId);
+      if (key !== undefined) {
+        const next = this.#keys.get(key)?.shift();
+        if (next !== undefined) {
+          this.#launch(next, key);
+          return;
+        }
+        this.#keys.delete(key);
+      }
+      this.wake();
+      this.#checkIdle();
+    });
+  }
+
+  async #target(queue: string): Promise<CompiledTarget | undefined> {
+    let target = this.#defs.target(queue);
+    if (target === undefined && this.#o.clock.now() - this.#lastRefreshAt > 1000) {
+      this.#lastRefreshAt = this.#o.clock.now();
+      await this.#defs.refreshIfChanged().catch(() => false); // another process may have added it
+      target = this.#defs.target(queue);
+    }
+    return target;
+  }
+
+  async #deliver(r: Running): Promise<void> {
+    const { lease } = r;
+    const started = this.#o.clock.now();
+    const target = this.#defs.target(lease.queue) ?? (await this.#target(lease.queue));
+    if (target === undefined) {
+      await this.#dead(r, "target-removed", "the rule or target of this queue no longer exists");
+      return;
+    }
+    if (started - lease.enqueuedAt >= target.policy.maxEventAgeMs) {
+      await this.#dead(r, "max-age", lease.lastError ?? `older than ${target.policy.maxEventAgeMs} ms`);
+      return;
+    }
+    let event: CloudEvent;
+    try {
+      event = JSON.parse(lease.payload) as CloudEvent;
+    } catch (err) {
+      await this.#dead(r, "undecodable", describeError(err));
+      return;
+    }
+    try {
+      await this.#run(target, event, lease, () => signalOf(r));
+    } catch (err) {
+      if (r.released) return;
+      if (err instanceof DeadNow) {
+        await this.#dead(r, err.reason, err.message);
+        return;
+      }
+      const now = this.#o.clock.now();
+      const decision = decideAfterFailure(classifyFailure(err), lease.attempt, lease.enqueuedAt, now, target.policy, this.#o.random);
+      const error = describeError(err);
+      if (decision.action === "dead") {
+        await this.#dead(r, decision.reason, error);
+        return;
+      }
+      try {
+        await this.#store.queues.retry(lease, { availableAt: decision.availableAt, error });
+      } catch (storeErr) {
+        this.#storeFailed(storeErr, lease, "retry");
+        return;
+      }
+      this.#emit("retry", {
+        deliveryId: lease.deliveryId,
+        queue: lease.queue,
+        attempt: lease.attempt,
+        delayMs: decision.delayMs,
+        availableAt: decision.availableAt,
+        error,
+      });
+      this.#wakeAt(decision.availableAt);
+      return;
+    }
+    if (r.released) return;
+    await this.#ack(r);
+    this.#emit("delivered", {
+      deliveryId: lease.deliveryId,
+      queue: lease.queue,
+      attempt: lease.attempt,
+      durationMs: this.#o.clock.now() - started,
+    });
+  }
+
+  async #dead(r: Running, reason: string, error: string): Promise<void> {
+    const { lease } = r;
+    try {
+      await this.#store.queues.deadLetter(lease, { reason, error, now: this.#o.clock.now() });
+    } catch (err) {
+      this.#storeFailed(err, lease, "deadLetter");
+      return;
+    }
+    this.#onSettled(1);
+    this.#o.logger.warn({ deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error }, "delivery dead-lettered");
+    this.#emit("dead", { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error });
+  }
+
+  #storeFailed(err: unknown, lease: Lease, op: string): void {
+    // A lost lease means another worker owns the delivery now; anything else leaves the lease to expire,
+    // after which the delivery runs again (at least once).
+    const level = err instanceof SluiceError && err.code === ErrorCode.LeaseLost ? "info" : "error";
+    this.#o.logger[level]({ deliveryId: lease.deliveryId, queue: lease.queue, op, err: describeError(err) }, "delivery bookkeeping failed");
+  }
+
+  /** Acks are batched: every ack waiting while one store call runs goes in the next call. */
+  #ack(r: Running): Promise<void> {
+    return new Promise<void>((resolve) => {
+      r.done = resolve;
+      this.#acks.push(r);
+      if (!this.#ackFlushing) void this.#flushAcks();
+    });
+  }
+
+  async #flushAcks(): Promise<void> {
+    this.#ackFlushing = true;
+    try {
+      while (this.#acks.length > 0) {
+        const batch = this.#acks.splice(0, 1000);
+        try {
+          const { lost } = await this.#store.queues.ack(batch.map((r) => r.lease));
+          this.#onSettled(batch.length - lost.length);
+          for (const id of lost) this.#o.logger.info({ deliveryId: id }, "ack after the lease was lost");
+        } catch (err) {
+          this.#o.logger.error({ err: describeError(err), count: batch.length }, "acking deliveries failed");
+        }
+        for (const r of batch) r.done?.();
+      }
+    } finally {
+      this.#ackFlushing = false;
+    }
+  }
+
+  /** Extends leases of long-running deliveries before they expire. */
+  #scheduleUpkeep(): void {
+    if (this.#stop.signal.aborted) return;
+    const every = Math.max(50, Math.floor(this.#o.leaseMs / 3));
+    this.#upkeep = this.#o.clock.setTimeout(() => {
+      void this.#extendLeases().finally(() => this.#scheduleUpkeep());
+    }, every);
+  }
+
+  async #extendLeases(): Promise<void> {
+    const now = this.#o.clock.now();
+    const due = [...this.#running.values()].filter((r) => !r.released && r.lease.leaseUntil - now < this.#o.leaseMs / 2);
+    for (const r of due) {
+      const leaseUntil = now + this.#o.leaseMs;
+      try {
+        await this.#store.queues.extend(r.lease, { leaseUntil });
+        r.lease.leaseUntil = leaseUntil;
+      } catch (err) {
+        if (err instanceof SluiceError && err.code === ErrorCode.LeaseLost) {
+          this.#o.logger.warn({ deliveryId: r.lease.deliveryId, queue: r.lease.queue }, "lease lost while running");
+          abortRun(r, err);
+        } else this.#o.logger.error({ err: describeError(err), deliveryId: r.lease.deliveryId }, "extending a lease failed");
+      }
+    }
+  }
+
+  #checkIdle(): void {
+    if (this.#running.size === 0 && this.#acks.length === 0) for (const f of this.#idleWaiters.splice(0)) f();
+  }
+
+  async #release(runs: Running[]): Promise<void> {
+    const now = this.#o.clock.now();
+    for (const r of runs) {
+      r.released = true;
+      try {
+        await this.#store.queues.retry(r.lease, { availableAt: now, error: "released: the dispatcher shut down" });
+      } catch (err) {
+        this.#storeFailed(err, r.lease, "release");
+      }
+    }
+  }
+
+  /**
+   * Stops leasing, lets running deliveries finish within `graceMs`, then aborts the rest and releases their
+   * leases so another process (or the next start) picks them up at once. Idempotent.
+   */
+  async close(graceMs: number): Promise<void> {
+    if (!this.#stop.signal.aborted) {
+      this.#stop.abort();
+      this.wake();
+      if (this.#timer) this.#o.clock.clearTimeout(this.#timer.handle);
+      if (this.#poll !== undefined) this.#o.clock.clearTimeout(this.#poll);
+      if (this.#upkeep !== undefined) this.#o.clock.clearTimeout(this.#upkeep);
+    }
+    await this.#loop;
+    await this.#watcher;
+    if (this.#running.size > 0) {
+      let timeout: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((r) => {
+          this.#idleWaiters.push(r);
+          this.#checkIdle();
+        }),
+        new Promise<void>((r) => {
+          timeout = setTimeout(r, graceMs);
+        }),
+      ]);
+      clearTimeout(timeout);
+    }
+    const left = [...this.#running.values()];
+    const queued = [...this.#keys.values()].flat();
+    for (const r of left) abortRun(r, new SluiceError(ErrorCode.Closed, "the broker is shutting down"));
+    await this.#release([...left, ...queued.map((lease): Running => ({ lease, controller: undefined, released: false }))]);
+    while (this.#ackFlushing) await new Promise((r) => setImmediate(r));
+  }
+}

@@ -1,0 +1,724 @@
+/**
+ * The embedded SQLite backend (better-sqlite3, WAL): the default store, one file, zero set-up.
+ *
+ * Durability. `journal_mode=WAL` with `synchronous=NORMAL` by default: a transaction is appended to the WAL
+ * file with write(2) before `COMMIT` returns, so once a call resolves its data is in the operating system's
+ * page cache and survives `kill -9` (or any crash) of the process; only a power loss or kernel crash can drop
+ * the last transactions (the database stays consistent). That is the promise the bus makes ("an acknowledged
+ * publish survives kill -9 of the process") and what the bare-SQLite baseline of the benchmarks uses.
+ * `synchronous: "full"` fsyncs the WAL on every commit and extends the promise to power loss, at the cost of
+ * one fsync per group commit.
+ *
+ * Group commit. Every write (append, enqueue, lease, ack, retry, dead-letter, state writes…) is queued and
+ * the queue is flushed on `setImmediate` in ONE transaction: many concurrent publishers, leasers or ackers
+ * cost one commit. Each call runs in its own savepoint, so each call still succeeds or fails on its own, and
+ * its promise settles only after the shared commit. Reads run at once on the same connection and see every
+ * write whose promise has resolved.
+ *
+ * Concurrency. Calls of one store object are serialised by the flush; several store objects (or processes)
+ * on one file take SQLite's write lock with BEGIN IMMEDIATE before reading leasable rows, so two leasers never
+ * lease the same delivery. Wake-ups (`waitForWork`) reach every store object of the same file in this process.
+ */
+import Database from "better-sqlite3";
+import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { ErrorCode, SluiceError } from "../../errors.ts";
+import type {
+  AppendEntry,
+  AppendResult,
+  DeadLetter,
+  DeliveryQueues,
+  EventLog,
+  Lease,
+  LeaseRequest,
+  NewDelivery,
+  QueueStats,
+  ReadRange,
+  StateStore,
+  StorageBackend,
+  StoredEvent,
+} from "../contract.ts";
+import { WorkSignal } from "../work-signal.ts";
+import { migrate } from "./schema.ts";
+
+export interface SqliteStoreOptions {
+  /** Database file; its directory is created when missing. */
+  path: string;
+  /**
+   * `normal` (default): acknowledged writes survive a crash of the process, not a power loss.
+   * `full`: fsync on every (group) commit, acknowledged writes survive a power loss too.
+   */
+  synchronous?: "normal" | "full";
+  /** How long a write waits for another connection's lock before failing with E_STORE_UNAVAILABLE. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+/** Dedupe and state rows past their window/expiry are deleted at most once per this much of the callers' clock. */
+const SWEEP_EVERY_MS = 60_000;
+
+interface DeliveryRow {
+  id: number;
+  queue: string;
+  partition_key: string | null;
+  payload: string;
+  enqueued_at: number;
+  available_at: number;
+  visible_at: number | null;
+  lease_until: number | null;
+  token: string | null;
+  attempt: number;
+  last_error: string | null;
+}
+
+interface DeadRow {
+  delivery_id: number;
+  queue: string;
+  partition_key: string | null;
+  payload: string;
+  reason: string;
+  attempts: number;
+  last_error: string | null;
+  enqueued_at: number;
+  dead_at: number;
+}
+
+type LeaseRef = Pick<Lease, "deliveryId" | "token">;
+
+/** One WorkSignal per database file in this process, so store objects on one file wake each other. */
+const signals = new Map<string, { signal: WorkSignal; refs: number }>();
+
+function acquireSignal(file: string): WorkSignal {
+  let entry = signals.get(file);
+  if (!entry) {
+    entry = { signal: new WorkSignal(), refs: 0 };
+    signals.set(file, entry);
+  }
+  entry.refs++;
+  return entry.signal;
+}
+
+function releaseSignal(file: string): void {
+  const entry = signals.get(file);
+  if (entry && --entry.refs === 0) signals.delete(file);
+}
+
+const retryableSqliteCodes = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|PROTOCOL)/;
+
+/** Maps a driver error to E_STORE_UNAVAILABLE; our own SluiceErrors pass through. */
+function storeError(err: unknown): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const code = (err as { code?: unknown }).code;
+  const retryable = typeof code === "string" && retryableSqliteCodes.test(code);
+  const message = err instanceof Error ? err.message : String(err);
+  return new SluiceError(ErrorCode.StoreUnavailable, `sqlite store: ${message}`, { cause: err, retryable });
+}
+
+function leaseLost(deliveryId: string): SluiceError {
+  return new SluiceError(
+    ErrorCode.LeaseLost,
+    `the lease on delivery ${deliveryId} is no longer held (expired and re-leased, or already settled)`,
+  );
+}
+
+/** Delivery ids are the row ids, exposed as decimal strings. Anything else matches no row. */
+function rowId(deliveryId: string): number {
+  return /^[1-9][0-9]{0,15}$/.test(deliveryId) ? Number(deliveryId) : -1;
+}
+
+function toLease(row: DeliveryRow, token: string, leaseUntil: number): Lease {
+  return {
+    deliveryId: String(row.id),
+    queue: row.queue,
+    token,
+    payload: row.payload,
+    attempt: row.attempt + 1,
+    ...(row.partition_key === null ? {} : { partitionKey: row.partition_key }),
+    enqueuedAt: row.enqueued_at,
+    leaseUntil,
+    ...(row.last_error === null ? {} : { lastError: row.last_error }),
+  };
+}
+
+function toDeadLetter(row: DeadRow): DeadLetter {
+  return {
+    deliveryId: String(row.delivery_id),
+    queue: row.queue,
+    payload: row.payload,
+    ...(row.partition_key === null ? {} : { partitionKey: row.partition_key }),
+    reason: row.reason,
+    attempts: row.attempts,
+    ...(row.last_error === null ? {} : { lastError: row.last_error }),
+    enqueuedAt: row.enqueued_at,
+    deadAt: row.dead_at,
+  };
+}
+
+function expiresAt(now: number, ttlMs: number | undefined): number | null {
+  return ttlMs === undefined ? null : now + ttlMs;
+}
+
+interface PendingWrite {
+  run(): unknown;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+function prepareStatements(db: Database.Database) {
+  return {
+    // event log
+    dedupeGet: db.prepare<[string, string], { seq: number; stored_at: number }>(
+      "SELECT seq, stored_at FROM dedupe WHERE bus = ? AND dedupe_key = ?",
+    ),
+    // Records the key unless it was recorded within the window: one statement in the common (new key) case.
+    dedupeClaim: db.prepare<[string, string, number, number, number, number]>(
+      `INSERT INTO dedupe (bus, dedupe_key, seq, stored_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = excluded.seq, stored_at = excluded.stored_at
+       WHERE ? - dedupe.stored_at >= ?`,
+    ),
+    nextSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+    dedupeSweep: db.prepare<[string, number]>("DELETE FROM dedupe WHERE bus = ? AND stored_at <= ?"),
+    eventInsert: db.prepare<[number, string, string, string, number]>(
+      "INSERT INTO events (seq, bus, event_id, encoded, stored_at) VALUES (?, ?, ?, ?, ?)",
+    ),
+    lastStoredAt: db.prepare<[], { stored_at: number }>("SELECT stored_at FROM events ORDER BY seq DESC LIMIT 1"),
+    storedAtOf: db.prepare<[number], { stored_at: number }>("SELECT stored_at FROM events WHERE seq = ?"),
+    // (bus, stored_at) index order is (stored_at, seq): seq order, since stored_at never decreases along seq.
+    eventRead: db.prepare<[string, number, number, number, number], StoredEventRow>(
+      `SELECT bus, seq, event_id, encoded, stored_at FROM events
+       WHERE bus = ? AND stored_at >= ? AND stored_at < ? AND seq > ? ORDER BY stored_at, seq LIMIT ?`,
+    ),
+    eventTrim: db.prepare<[string, number]>("DELETE FROM events WHERE bus = ? AND stored_at < ?"),
+
+    // deliveries
+    keyHasPending: db.prepare<[string, string], { id: number }>(
+      "SELECT id FROM deliveries WHERE queue = ? AND partition_key = ? LIMIT 1",
+    ),
+    deliveryInsert: db.prepare<[string, string | null, string, number, number, number | null]>(
+      `INSERT INTO deliveries (queue, partition_key, payload, enqueued_at, available_at, visible_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    readyAll: db.prepare<[number, number], DeliveryRow>(
+      "SELECT * FROM deliveries WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+    ),
+    readyInQueues: db.prepare<[number, string, number], DeliveryRow>(
+      `SELECT * FROM deliveries WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?))
+       ORDER BY visible_at, id LIMIT ?`,
+    ),
+    markLeased: db.prepare<[string, number, number, string]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
+       WHERE id IN (SELECT value FROM json_each(?))`,
+    ),
+    removeLeased: db.prepare<[string, string], { id: number; queue: string; partition_key: string | null }>(
+      `DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) AND token = ?
+       RETURNING id, queue, partition_key`,
+    ),
+    removeRow: db.prepare<[number, string], DeliveryRow>("DELETE FROM deliveries WHERE id = ? AND token = ? RETURNING *"),
+    promoteNext: db.prepare<[string, string]>(
+      `UPDATE deliveries SET visible_at = available_at
+       WHERE id = (SELECT id FROM deliveries WHERE queue = ? AND partition_key = ? ORDER BY id LIMIT 1)
+         AND visible_at IS NULL`,
+    ),
+    release: db.prepare<[number, number, string, number, string]>(
+      `UPDATE deliveries SET token = NULL, lease_until = NULL, available_at = ?, visible_at = ?, last_error = ?
+       WHERE id = ? AND token = ?`,
+    ),
+    extend: db.prepare<[number, number, number, string]>(
+      "UPDATE deliveries SET lease_until = ?, visible_at = ? WHERE id = ? AND token = ?",
+    ),
+    statsAll: db.prepare<[number, number], StatsRow>(
+      `SELECT queue, SUM(visible_at <= ?) AS ready, SUM(token IS NOT NULL AND lease_until > ?) AS leased,
+              COUNT(*) AS total
+       FROM deliveries GROUP BY queue`,
+    ),
+    statsQueue: db.prepare<[number, number, string], StatsRow>(
+      `SELECT queue, SUM(visible_at <= ?) AS ready, SUM(token IS NOT NULL AND lease_until > ?) AS leased,
+              COUNT(*) AS total
+       FROM deliveries WHERE queue = ?`,
+    ),
+    deadCountAll: db.prepare<[], { queue: string; dead: number }>(
+      "SELECT queue, COUNT(*) AS dead FROM dead_letters GROUP BY queue",
+    ),
+    deadCountQueue: db.prepare<[string], { dead: number }>("SELECT COUNT(*) AS dead FROM dead_letters WHERE queue = ?"),
+
+    // dead letters
+    deadInsert: db.prepare<[number, string, string | null, string, string, number, string | null, number, number]>(
+      `INSERT INTO dead_letters (delivery_id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    deadList: db.prepare<[string, number, number], DeadRow>(
+      "SELECT * FROM dead_letters WHERE queue = ? AND delivery_id > ? ORDER BY delivery_id LIMIT ?",
+    ),
+    deadGet: db.prepare<[number], DeadRow>("SELECT * FROM dead_letters WHERE delivery_id = ?"),
+    deadOfQueue: db.prepare<[string], DeadRow>("SELECT * FROM dead_letters WHERE queue = ? ORDER BY delivery_id"),
+    deadDelete: db.prepare<[number, string]>("DELETE FROM dead_letters WHERE delivery_id = ? AND queue = ?"),
+    deadDeleteQueue: db.prepare<[string]>("DELETE FROM dead_letters WHERE queue = ?"),
+
+    // state
+    stateGet: db.prepare<[string, string], { value: string; expires_at: number | null }>(
+      "SELECT value, expires_at FROM state WHERE namespace = ? AND key = ?",
+    ),
+    statePut: db.prepare<[string, string, string, number | null]>(
+      "INSERT OR REPLACE INTO state (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)",
+    ),
+    statePutIfAbsent: db.prepare<[string, string, string, number | null, number]>(
+      `INSERT INTO state (namespace, key, value, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+       WHERE state.expires_at IS NOT NULL AND state.expires_at <= ?`,
+    ),
+    stateCas: db.prepare<[string, number | null, string, string, string, number]>(
+      `UPDATE state SET value = ?, expires_at = ?
+       WHERE namespace = ? AND key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)`,
+    ),
+    stateDelete: db.prepare<[string, string]>("DELETE FROM state WHERE namespace = ? AND key = ?"),
+    stateList: db.prepare<[string, number], { key: string; value: string }>(
+      "SELECT key, value FROM state WHERE namespace = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+    ),
+    stateSweep: db.prepare<[number]>("DELETE FROM state WHERE expires_at IS NOT NULL AND expires_at <= ?"),
+  };
+}
+
+interface StoredEventRow {
+  bus: string;
+  seq: number;
+  event_id: string;
+  encoded: string;
+  stored_at: number;
+}
+
+interface StatsRow {
+  queue: string;
+  ready: number | null;
+  leased: number | null;
+  total: number;
+}
+
+/** The SQLite `StorageBackend`. Create it with `createSqliteStore`. */
+export class SqliteStore implements StorageBackend {
+  readonly kind = "sqlite";
+  readonly events: EventLog;
+  readonly queues: DeliveryQueues;
+  readonly state: StateStore;
+  /** Absolute path of the database file. */
+  readonly path: string;
+
+  readonly #db: Database.Database;
+  readonly #sql: ReturnType<typeof prepareStatements>;
+  readonly #signal: WorkSignal;
+  readonly #flushAll: Database.Transaction<(writes: PendingWrite[]) => { ok: boolean; value: unknown }[]>;
+  readonly #inSavepoint: Database.Transaction<(write: PendingWrite) => unknown>;
+  readonly #alone: Database.Transaction<(write: PendingWrite) => unknown>;
+  #pending: PendingWrite[] = [];
+  #flushScheduled = false;
+  #flushed: Promise<void> | undefined;
+  #resolveFlushed: (() => void) | undefined;
+  #workCreated = false;
+  #closing: Promise<void> | undefined;
+  #closed = false;
+  /** Per bus: buses may use different dedupe windows, so each is swept with its own. */
+  readonly #lastDedupeSweepAt = new Map<string, number>();
+  #lastStateSweepAt = Number.NEGATIVE_INFINITY;
+
+  constructor(db: Database.Database, path: string) {
+    this.#db = db;
+    this.path = path;
+    this.#sql = prepareStatements(db);
+    this.#signal = acquireSignal(path);
+    this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
+    // A flush of one write needs no savepoint: its failure rolls back the whole (its own) transaction.
+    this.#alone = db.transaction((write: PendingWrite) => write.run());
+    this.#flushAll = db.transaction((writes: PendingWrite[]) =>
+      writes.map((write) => {
+        try {
+          // Nested better-sqlite3 transactions are savepoints: a failing call rolls back only its own writes.
+          return { ok: true, value: this.#inSavepoint(write) };
+        } catch (err) {
+          return { ok: false, value: err };
+        }
+      }),
+    );
+    this.events = this.#eventLog();
+    this.queues = this.#deliveryQueues();
+    this.state = this.#stateStore();
+  }
+
+  /** Queues a write for the next group commit; settles after that commit. */
+  #write<T>(run: () => T): Promise<T> {
+    if (this.#closed || this.#closing) return Promise.reject(this.#closedError());
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.push({ run, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  /** Runs a read now; reads see every write whose promise has resolved. */
+  #read<T>(run: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    try {
+      return Promise.resolve(run());
+    } catch (err) {
+      return Promise.reject(storeError(err));
+    }
+  }
+
+  #closedError(): SluiceError {
+    return new SluiceError(ErrorCode.Closed, `sqlite store ${this.path} is closed`);
+  }
+
+  #flush(): void {
+    const writes = this.#pending;
+    this.#pending = [];
+    this.#flushScheduled = false;
+    let outcomes: { ok: boolean; value: unknown }[];
+    try {
+      if (writes.length === 1) {
+        try {
+          outcomes = [{ ok: true, value: this.#alone.immediate(writes[0] as PendingWrite) }];
+        } catch (err) {
+          // Rolled back. Our own errors (E_LEASE_LOST…) and constraint failures belong to the call; a failed
+          // BEGIN/COMMIT is reported the same way, so nothing is lost by not telling them apart here.
+          outcomes = [{ ok: false, value: err }];
+        }
+      } else {
+        outcomes = this.#flushAll.immediate(writes);
+      }
+    } catch (err) {
+      // The commit itself failed (lock timeout, disk full, I/O error): nothing of this batch is durable.
+      const error = storeError(err);
+      for (const write of writes) write.reject(error);
+      this.#workCreated = false;
+      this.#settleFlushed();
+      return;
+    }
+    writes.forEach((write, i) => {
+      const outcome = outcomes[i] as { ok: boolean; value: unknown };
+      if (outcome.ok) write.resolve(outcome.value);
+      else write.reject(storeError(outcome.value));
+    });
+    if (this.#workCreated) {
+      this.#workCreated = false;
+      // Deferred one turn so that a worker whose lease() just resolved empty is parked in waitForWork() by then.
+      setImmediate(() => this.#signal.notify());
+    }
+    this.#settleFlushed();
+  }
+
+  #settleFlushed(): void {
+    if (this.#pending.length > 0) return;
+    const resolve = this.#resolveFlushed;
+    this.#flushed = undefined;
+    this.#resolveFlushed = undefined;
+    resolve?.();
+  }
+
+  /** Resolves when every queued write has been committed (or failed). */
+  #idle(): Promise<void> {
+    if (this.#pending.length === 0 && !this.#flushScheduled) return Promise.resolve();
+    this.#flushed ??= new Promise<void>((resolve) => {
+      this.#resolveFlushed = resolve;
+    });
+    return this.#flushed;
+  }
+
+  /** Waits for queued writes, then closes the database. Idempotent; later calls fail with E_CLOSED. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#idle();
+      this.#closed = true;
+      this.#db.close();
+      releaseSignal(this.path);
+      // Wake parked workers so their loops see the store is closed.
+      this.#signal.notify();
+    })();
+    return this.#closing;
+  }
+
+  // ---- writes run inside the group-commit transaction ----
+
+  #insertDelivery(queue: string, partitionKey: string | undefined, payload: string, availableAt: number, now: number): void {
+    const key = partitionKey ?? null;
+    // Only the oldest delivery of a (queue, key) is visible; later ones wait (visible_at NULL) until promoted.
+    const blocked = key !== null && this.#sql.keyHasPending.get(queue, key) !== undefined;
+    this.#sql.deliveryInsert.run(queue, key, payload, now, availableAt, blocked ? null : availableAt);
+    this.#workCreated = true;
+  }
+
+  /** After a key's head left the queue (ack, dead letter), makes the key's next delivery visible. */
+  #promoteNext(queue: string, partitionKey: string | null): void {
+    if (partitionKey === null) return;
+    if (this.#sql.promoteNext.run(queue, partitionKey).changes > 0) this.#workCreated = true;
+  }
+
+  /** Lazily deletes a bus's dedupe keys older than its window, at most once per min(window, 60 s) of `now`. */
+  #sweepDedupe(bus: string, now: number, dedupeWindowMs: number): void {
+    const last = this.#lastDedupeSweepAt.get(bus);
+    if (last !== undefined && now >= last && now - last < Math.min(dedupeWindowMs, SWEEP_EVERY_MS)) return;
+    this.#sql.dedupeSweep.run(bus, now - dedupeWindowMs);
+    this.#lastDedupeSweepAt.set(bus, now);
+  }
+
+  #appendEntries(entries: AppendEntry[], now: number, dedupeWindowMs: number): AppendResult[] {
+    const sql = this.#sql;
+    const dedupe = dedupeWindowMs > 0;
+    if (dedupe) {
+      for (const bus of new Set(entries.map((e) => e.bus))) this.#sweepDedupe(bus, now, dedupeWindowMs);
+    }
+    const results: AppendResult[] = [];
+    // Seqs are assigned here, under the write lock, so that the dedupe claim can record the seq in one statement.
+    let seq = sql.nextSeq.get()?.seq ?? 0;
+    // storedAt never decreases along seq (a caller's clock stepping back, or two processes' clocks disagreeing,
+    // stores at the latest storedAt so far), so time-ordered reads are seq-ordered without a second index.
+    const storedAt = Math.max(now, sql.lastStoredAt.get()?.stored_at ?? Number.NEGATIVE_INFINITY);
+    for (const entry of entries) {
+      if (dedupe && sql.dedupeClaim.run(entry.bus, entry.dedupeKey, seq + 1, now, now, dedupeWindowMs).changes === 0) {
+        const seen = sql.dedupeGet.get(entry.bus, entry.dedupeKey) as { seq: number };
+        results.push({ status: "duplicate", seq: seen.seq });
+        continue;
+      }
+      seq++;
+      sql.eventInsert.run(seq, entry.bus, entry.eventId, entry.encoded, storedAt);
+      for (const d of entry.deliveries) {
+        this.#insertDelivery(d.queue, d.partitionKey, d.payload ?? entry.encoded, d.availableAt ?? now, now);
+      }
+      results.push({ status: "stored", seq });
+    }
+    return results;
+  }
+
+  #leaseNow(request: LeaseRequest): Lease[] {
+    const { max, leaseMs, now } = request;
+    if (!(max > 0)) return [];
+    let rows: DeliveryRow[];
+    if (request.queues === undefined) {
+      rows = this.#sql.readyAll.all(now, max);
+    } else {
+      rows = request.queues.length === 0 ? [] : this.#sql.readyInQueues.all(now, JSON.stringify(request.queues), max);
+    }
+    if (rows.length === 0) return [];
+    const leaseUntil = now + leaseMs;
+    // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
+    const token = randomUUID();
+    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row.id)));
+    return rows.map((row) => toLease(row, token, leaseUntil));
+  }
+
+  #eventLog(): EventLog {
+    const sql = this.#sql;
+    return {
+      append: (entries, { now, dedupeWindowMs }) => {
+        if (entries.length === 0) return Promise.resolve([]);
+        return this.#write(() => this.#appendEntries(entries, now, dedupeWindowMs));
+      },
+      read: (bus: string, range: ReadRange) =>
+        this.#read(() => {
+          if (!(range.limit > 0)) return [];
+          const afterSeq = range.afterSeq ?? 0;
+          // Start the index range at the cursor's storedAt, so paging never rescans earlier rows.
+          const cursorAt = afterSeq > 0 ? (sql.storedAtOf.get(afterSeq)?.stored_at ?? Number.MIN_SAFE_INTEGER) : Number.MIN_SAFE_INTEGER;
+          const rows = sql.eventRead.all(
+            bus,
+            Math.max(range.fromAt ?? Number.MIN_SAFE_INTEGER, cursorAt),
+            range.toAt ?? Number.MAX_SAFE_INTEGER,
+            afterSeq,
+            range.limit,
+          );
+          return rows.map(
+            (r): StoredEvent => ({ bus: r.bus, seq: r.seq, eventId: r.event_id, encoded: r.encoded, storedAt: r.stored_at }),
+          );
+        }),
+      trim: (bus, beforeAt) => this.#write(() => sql.eventTrim.run(bus, beforeAt).changes),
+    };
+  }
+
+  #deliveryQueues(): DeliveryQueues {
+    const sql = this.#sql;
+    return {
+      enqueue: (deliveries: (NewDelivery & { payload: string })[], { now }) => {
+        if (deliveries.length === 0) return Promise.resolve();
+        return this.#write(() => {
+          for (const d of deliveries) this.#insertDelivery(d.queue, d.partitionKey, d.payload, d.availableAt ?? now, now);
+        });
+      },
+      lease: (request) => this.#write(() => this.#leaseNow(request)),
+      ack: (leases) => {
+        if (leases.length === 0) return Promise.resolve({ lost: [] });
+        return this.#write(() => {
+          // Leases of one lease call share a token: one DELETE per token settles the batch.
+          const byToken = new Map<string, string[]>();
+          for (const { deliveryId, token } of leases) {
+            const ids = byToken.get(token);
+            if (ids === undefined) byToken.set(token, [deliveryId]);
+            else ids.push(deliveryId);
+          }
+          const settled = new Set<string>();
+          for (const [token, ids] of byToken) {
+            const numeric = ids.map(rowId).filter((id) => id > 0);
+            for (const row of sql.removeLeased.all(JSON.stringify(numeric), token)) {
+              settled.add(String(row.id));
+              this.#promoteNext(row.queue, row.partition_key);
+            }
+          }
+          const lost = leases.filter((l) => !settled.has(l.deliveryId)).map((l) => l.deliveryId);
+          return { lost };
+        });
+      },
+      retry: ({ deliveryId, token }: LeaseRef, { availableAt, error }) =>
+        this.#write(() => {
+          if (sql.release.run(availableAt, availableAt, error, rowId(deliveryId), token).changes === 0) {
+            throw leaseLost(deliveryId);
+          }
+          this.#workCreated = true;
+        }),
+      deadLetter: ({ deliveryId, token }: LeaseRef, { reason, error, now }) =>
+        this.#write(() => {
+          const row = sql.removeRow.get(rowId(deliveryId), token);
+          if (row === undefined) throw leaseLost(deliveryId);
+          sql.deadInsert.run(
+            row.id,
+            row.queue,
+            row.partition_key,
+            row.payload,
+            reason,
+            row.attempt,
+            error ?? row.last_error,
+            row.enqueued_at,
+            now,
+          );
+          this.#promoteNext(row.queue, row.partition_key);
+        }),
+      extend: ({ deliveryId, token }: LeaseRef, { leaseUntil }) =>
+        this.#write(() => {
+          if (sql.extend.run(leaseUntil, leaseUntil, rowId(deliveryId), token).changes === 0) throw leaseLost(deliveryId);
+        }),
+      stats: (queues?: string[], options?: { now: number }) =>
+        this.#read(() => {
+          const now = options?.now ?? Date.now();
+          const toStats = (queue: string, row: StatsRow | undefined, dead: number): QueueStats => {
+            const ready = row?.ready ?? 0;
+            const leased = row?.leased ?? 0;
+            return { queue, ready, delayed: (row?.total ?? 0) - ready - leased, leased, dead };
+          };
+          if (queues !== undefined) {
+            return [...new Set(queues)].map((queue) => {
+              const row = sql.statsQueue.get(now, now, queue);
+              return toStats(queue, row?.total ? row : undefined, sql.deadCountQueue.get(queue)?.dead ?? 0);
+            });
+          }
+          const byQueue = new Map<string, StatsRow>();
+          for (const row of sql.statsAll.all(now, now)) byQueue.set(row.queue, row);
+          const dead = new Map<string, number>();
+          for (const row of sql.deadCountAll.all()) dead.set(row.queue, row.dead);
+          return [...new Set([...byQueue.keys(), ...dead.keys()])]
+            .sort()
+            .map((queue) => toStats(queue, byQueue.get(queue), dead.get(queue) ?? 0));
+        }),
+      listDead: (queue, { limit, afterId }) =>
+        this.#read(() => {
+          if (!(limit > 0)) return [];
+          const after = afterId === undefined ? 0 : rowId(afterId);
+          return sql.deadList.all(queue, after < 0 ? Number.MAX_SAFE_INTEGER : after, limit).map(toDeadLetter);
+        }),
+      getDead: (deliveryId) =>
+        this.#read(() => {
+          const row = sql.deadGet.get(rowId(deliveryId));
+          return row === undefined ? undefined : toDeadLetter(row);
+        }),
+      redrive: (queue, { ids, now }) =>
+        this.#write(() => {
+          const rows =
+            ids === undefined
+              ? sql.deadOfQueue.all(queue)
+              : ids
+                  .map((id) => sql.deadGet.get(rowId(id)))
+                  .filter((row): row is DeadRow => row !== undefined && row.queue === queue)
+                  .sort((a, b) => a.delivery_id - b.delivery_id);
+          for (const row of rows) {
+            sql.deadDelete.run(row.delivery_id, queue);
+            this.#insertDelivery(queue, row.partition_key ?? undefined, row.payload, now, now);
+          }
+          return rows.length;
+        }),
+      purgeDead: (queue, options) =>
+        this.#write(() => {
+          if (options?.ids === undefined) return sql.deadDeleteQueue.run(queue).changes;
+          let count = 0;
+          for (const id of new Set(options.ids)) count += sql.deadDelete.run(rowId(id), queue).changes;
+          return count;
+        }),
+      waitForWork: (signal) => (this.#closed ? Promise.resolve() : this.#signal.wait(signal)),
+    };
+  }
+
+  #sweepState(now: number): void {
+    if (now < this.#lastStateSweepAt) this.#lastStateSweepAt = now;
+    if (now - this.#lastStateSweepAt < SWEEP_EVERY_MS) return;
+    this.#sql.stateSweep.run(now);
+    this.#lastStateSweepAt = now;
+  }
+
+  #stateStore(): StateStore {
+    const sql = this.#sql;
+    return {
+      get: (namespace, key, { now }) =>
+        this.#read(() => {
+          const row = sql.stateGet.get(namespace, key);
+          if (row === undefined || (row.expires_at !== null && row.expires_at <= now)) return undefined;
+          return row.value;
+        }),
+      put: (namespace, key, value, { now, ttlMs }) =>
+        this.#write(() => {
+          this.#sweepState(now);
+          sql.statePut.run(namespace, key, value, expiresAt(now, ttlMs));
+        }),
+      putIfAbsent: (namespace, key, value, { now, ttlMs }) =>
+        this.#write(() => {
+          this.#sweepState(now);
+          return sql.statePutIfAbsent.run(namespace, key, value, expiresAt(now, ttlMs), now).changes > 0;
+        }),
+      compareAndSet: (namespace, key, expected, value, { now, ttlMs }) =>
+        this.#write(() => sql.stateCas.run(value, expiresAt(now, ttlMs), namespace, key, expected, now).changes > 0),
+      delete: (namespace, key) =>
+        this.#write(() => {
+          sql.stateDelete.run(namespace, key);
+        }),
+      list: (namespace, { now }) => this.#read(() => sql.stateList.all(namespace, now)),
+    };
+  }
+}
+
+/**
+ * Opens (creating and migrating when needed) a SQLite store.
+ *
+ * @example
+ * ```ts
+ * const store = await createSqliteStore({ path: ".sluice/data.db" });
+ * const [result] = await store.events.append(
+ *   [{ bus: "default", eventId: "e1", dedupeKey: "src\ne1", encoded, deliveries: [{ queue: "rule:a/t0" }] }],
+ *   { now: Date.now(), dedupeWindowMs: 300_000 },
+ * );
+ * await store.close();
+ * ```
+ */
+export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
+  const path = resolve(options.path);
+  let db: Database.Database | undefined;
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    db = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
+    db.pragma("journal_mode = WAL");
+    db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
+    db.pragma("temp_store = MEMORY");
+    db.pragma("cache_size = -16000");
+    // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
+    // pages rewritten between two checkpoints are copied back once.
+    db.pragma("wal_autocheckpoint = 10000");
+    migrate(db);
+    return new SqliteStore(db, path);
+  } catch (err) {
+    db?.close();
+    throw storeError(err);
+  }
+}
