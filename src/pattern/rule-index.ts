@@ -28,6 +28,7 @@ import {
   expandAlternatives,
   leafHoldsSomewhere,
   matchRoot,
+  MAX_ARRAY_NESTING,
   patternRoot,
   type Leaf,
   type Matcher,
@@ -197,6 +198,7 @@ export class RuleIndex {
   private hits: Slot[] = [];
   private eventSig = 0;
   private eventSigB = 0;
+  private candidates: Rule[] = [];
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
   private addedSinceReanchor = 0;
@@ -247,7 +249,8 @@ export class RuleIndex {
     this.walk(event, this.root);
     const sig = this.eventSig;
     const sigB = this.eventSigB;
-    const candidates: Rule[] = [];
+    const candidates = this.candidates;
+    candidates.length = 0;
     for (const slot of hits) {
       const e = slot.e;
       for (let i = 0; i < e.length; i += 4) {
@@ -274,14 +277,17 @@ export class RuleIndex {
       for (const leaf of rule.precheck) if (!leafHoldsSomewhere(leaf, event)) continue next;
       if (matchRoot(rule.root, event)) out.push(rule.id);
     }
+    candidates.length = 0;
     return out;
   }
 
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode): void {
+  private walk(v: unknown, node: PathNode, nest = 0): void {
     if (Array.isArray(v)) {
-      for (const e of v) this.walk(e, node);
+      // as deep as the compiled patterns look, no deeper (see MAX_ARRAY_NESTING)
+      if (nest === MAX_ARRAY_NESTING) return;
+      for (const e of v) this.walk(e, node, nest + 1);
       return;
     }
     if (v === undefined) return;
@@ -293,12 +299,7 @@ export class RuleIndex {
       return;
     }
     if (node.signed) this.addToSig(sigHash(node.id, v as Scalar));
-    if (node.signedPrefixes !== null && typeof v === "string") {
-      for (const len of node.signedPrefixes) {
-        if (len > v.length) break;
-        this.addToSig(sigHash(-1 - node.id, len === v.length ? v : v.slice(0, len)));
-      }
-    }
+    if (node.signedPrefixes !== null && typeof v === "string") this.addPrefixesToSig(node, v);
     const fi = node.index;
     if (fi === null) return;
     const hits = this.hits;
@@ -318,6 +319,19 @@ export class RuleIndex {
       }
       if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hits);
       if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hits);
+    }
+  }
+
+  /** Adds sigHash(-1 - node.id, v.slice(0, len)) for each signed prefix length, in one pass and no slices. */
+  private addPrefixesToSig(node: PathNode, v: string): void {
+    const lens = node.signedPrefixes as number[];
+    let h = Math.imul(-1 - node.id + 1, 0x9e3779b1);
+    let i = 0;
+    for (const len of lens) {
+      if (len > v.length) break;
+      const upto = Math.min(len, 64);
+      for (; i < upto; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+      this.addToSig(finish(h ^ len));
     }
   }
 
@@ -577,6 +591,10 @@ function sigHash(pathId: number, v: Scalar): number {
   } else {
     h ^= v === true ? 0x165667b1 : v === false ? 0x27d4eb2f : 0x61c88647;
   }
+  return finish(h);
+}
+
+function finish(h: number): number {
   h ^= h >>> 15;
   h = Math.imul(h, 0x2c1b3c6d);
   h ^= h >>> 13;
