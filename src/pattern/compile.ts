@@ -31,7 +31,8 @@
  *
  * Limits (a {@link PatternError} past any of them): nesting depth {@link PATTERN_LIMITS.maxDepth}, total values
  * and operators {@link PATTERN_LIMITS.maxValues}, approximate encoded size {@link PATTERN_LIMITS.maxSizeChars}
- * characters, and {@link PATTERN_LIMITS.maxAlternatives} alternatives once every `$or` is expanded.
+ * characters, and {@link PATTERN_LIMITS.maxAlternatives} alternatives once every `$or` is expanded. In events,
+ * arrays nested deeper than {@link MAX_ARRAY_NESTING} inside one field are not looked into.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 
