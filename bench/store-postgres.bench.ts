@@ -81,6 +81,7 @@ function storeSubject(store: StorageBackend): Subject {
 async function bareSubject(url: string): Promise<Subject> {
   const { default: pg } = await import("pg");
   const pool = new pg.Pool({ connectionString: url, max: 4 });
+  pool.on("error", () => undefined); // an idle connection killed from outside is dropped by the pool
   await pool.query("CREATE TABLE bare_queue (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, queue text NOT NULL, payload text NOT NULL)");
   const listener = new pg.Client({ connectionString: url });
   await listener.connect();

@@ -106,51 +106,6 @@ export async function insertDeliveries(client: PoolClient, s: string, rows: read
   return rows.length;
 }
 
-/**
- * Releases the keys whose head left the queue (acked or dead-lettered) inside the same transaction: the
- * next pending delivery of each key becomes its head, and a drained key's row is deleted.
- */
-async function releaseKeys(client: PoolClient, db: Db, heads: readonly { queue: string; key: string }[]): Promise<void> {
-  if (heads.length === 0) return;
-  const groups = new Map<string, KeyGroup>();
-  for (const h of heads) {
-    const id = groupKey(h.queue, h.key);
-    const g = groups.get(id);
-    if (g) g.n++;
-    else groups.set(id, { queue: h.queue, key: h.key, n: 1 });
-  }
-  const sorted = [...groups.values()].sort(compareGroups);
-  const { rows } = await client.query<{ queue: string; partition_key: string; pending: string }>(
-    `UPDATE ${db.s}.partitions p SET pending = p.pending - r.n
-     FROM unnest($1::text[], $2::text[], $3::int8[]) AS r(q, k, n)
-     WHERE p.queue = r.q AND p.partition_key = r.k
-     RETURNING p.queue, p.partition_key, p.pending`,
-    [sorted.map((g) => g.queue), sorted.map((g) => g.key), sorted.map((g) => g.n)],
-  );
-  const drained = rows.filter((r) => Number(r.pending) <= 0);
-  const live = rows.filter((r) => Number(r.pending) > 0);
-  await client.query(
-    `WITH drained AS (
-       DELETE FROM ${db.s}.partitions p USING unnest($1::text[], $2::text[]) AS r(q, k)
-       WHERE p.queue = r.q AND p.partition_key = r.k AND p.pending <= 0
-       RETURNING 1
-     ), unblocked AS (
-       UPDATE ${db.s}.deliveries d SET blocked = false
-       FROM unnest($3::text[], $4::text[]) AS r(q, k)
-       CROSS JOIN LATERAL (
-         SELECT x.id FROM ${db.s}.deliveries x
-         WHERE x.queue = r.q AND x.partition_key = r.k AND x.blocked
-         ORDER BY x.id LIMIT 1
-       ) nxt
-       WHERE d.id = nxt.id
-       RETURNING d.id
-     )
-     SELECT (SELECT count(*) FROM drained) AS drained,
-            (SELECT count(*) FROM (SELECT pg_notify($5, '') FROM unblocked LIMIT 1) n) AS notified`,
-    [drained.map((r) => r.queue), drained.map((r) => r.partition_key), live.map((r) => r.queue), live.map((r) => r.partition_key), db.channel],
-  );
-}
-
 interface LeaseRow {
   id: string;
   queue: string;
@@ -226,16 +181,18 @@ export class PgDeliveryQueues implements DeliveryQueues {
       if (request.max <= 0 || (request.queues !== undefined && request.queues.length === 0)) return [];
       const s = this.#db.s;
       const byQueue = request.queues !== undefined;
+      // The picked rows are updated through a TID scan (`ctid = ANY(ARRAY(…))`); a join on ctid would be planned
+      // as a hash join over the whole table.
       const rows = await this.#db.query<LeaseRow>(
         `WITH picked AS (
-           SELECT id FROM ${s}.deliveries
+           SELECT ctid FROM ${s}.deliveries
            WHERE NOT blocked AND visible_at <= $1 ${byQueue ? "AND queue = ANY($4::text[])" : ""}
            ORDER BY id LIMIT $2
            FOR UPDATE SKIP LOCKED
          )
          UPDATE ${s}.deliveries d
          SET attempt = d.attempt + 1, lease_token = ${leaseTokenSql}, visible_at = $3
-         FROM picked WHERE d.id = picked.id
+         WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM picked))
          RETURNING d.id, d.queue, d.lease_token, d.payload, d.attempt, d.partition_key, d.enqueued_at, d.visible_at, d.last_error`,
         byQueue
           ? [request.now, request.max, request.now + request.leaseMs, request.queues]
@@ -262,27 +219,28 @@ export class PgDeliveryQueues implements DeliveryQueues {
   ack(leases: Pick<Lease, "deliveryId" | "token">[]): Promise<{ lost: string[] }> {
     return this.#db.run("ack", async () => {
       const valid = leases.filter((l) => idPattern.test(l.deliveryId));
-      let removed: { id: string; queue: string; partition_key: string | null }[] = [];
+      let removed: string[] = [];
       if (valid.length > 0) {
         // `id = ANY` makes the plan an index lookup whatever the table statistics say (a join on unnest alone
         // can be planned as a hash join over a sequential scan of the whole queue table).
         const deleteSql = `DELETE FROM ${this.#db.s}.deliveries d USING unnest($1::int8[], $2::text[]) AS a(id, token)
-           WHERE d.id = ANY($1::int8[]) AND d.id = a.id AND d.lease_token = a.token
+           WHERE d.id = ANY($1::int8[]) AND NOT d.blocked AND d.id = a.id AND d.lease_token = a.token
            RETURNING d.id, d.queue, d.partition_key`;
         const params = [valid.map((l) => l.deliveryId), valid.map((l) => l.token)];
         if (valid.some((l) => l.token.startsWith("k"))) {
-          removed = await this.#db.tx(async (client) => {
-            const { rows } = await client.query<{ id: string; queue: string; partition_key: string | null }>(deleteSql, params);
-            const heads = rows.flatMap((r) => (r.partition_key === null ? [] : [{ queue: r.queue, key: r.partition_key }]));
-            await releaseKeys(client, this.#db, heads);
-            return rows;
-          });
+          // Keyed leases move their keys' heads: `ack_keyed` (migration 2) does it all in one round trip.
+          removed = (
+            await this.#db.retryConflicts(() =>
+              this.#db.query<{ id: string }>(`SELECT id FROM ${this.#db.s}.ack_keyed($1, $2, $3) AS id`, [...params, this.#db.channel], "sluice_ack_keyed"),
+            )
+          ).map((r) => r.id);
         } else {
-          // Unkeyed leases only: one autocommitted statement, no key to move.
-          removed = await this.#db.query(deleteSql, params);
+          // Keyless leases only: one autocommitted statement, no key to move. Not a named statement: its cached
+          // generic plan (used after five runs) is several times slower than a plan for the actual arrays.
+          removed = (await this.#db.query<{ id: string }>(deleteSql, params)).map((r) => r.id);
         }
       }
-      const acked = new Set(removed.map((r) => r.id));
+      const acked = new Set(removed);
       return { lost: leases.filter((l) => !acked.has(l.deliveryId)).map((l) => l.deliveryId) };
     });
   }
@@ -293,7 +251,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
       const rows = await this.#db.query(
         `WITH u AS (
            UPDATE ${this.#db.s}.deliveries SET lease_token = NULL, visible_at = $3, last_error = $4
-           WHERE id = $1 AND lease_token = $2 RETURNING id
+           WHERE id = $1 AND NOT blocked AND lease_token = $2 RETURNING id
          )
          SELECT id, pg_notify($5, '') FROM u`,
         [lease.deliveryId, lease.token, options.availableAt, options.error, this.#db.channel],
@@ -306,21 +264,13 @@ export class PgDeliveryQueues implements DeliveryQueues {
   deadLetter(lease: Pick<Lease, "deliveryId" | "token">, options: { reason: string; error?: string; now: number }): Promise<void> {
     return this.#db.run("deadLetter", async () => {
       if (!idPattern.test(lease.deliveryId)) throw leaseLost(lease.deliveryId, "deadLetter");
-      await this.#db.tx(async (client) => {
-        const { rows } = await client.query<{ queue: string; partition_key: string | null }>(
-          `WITH d AS (
-             DELETE FROM ${this.#db.s}.deliveries WHERE id = $1 AND lease_token = $2
-             RETURNING id, queue, partition_key, payload, attempt, last_error, enqueued_at
-           )
-           INSERT INTO ${this.#db.s}.dead_letters (id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
-           SELECT id, queue, partition_key, payload, $3, attempt, COALESCE($4, last_error), enqueued_at, $5 FROM d
-           RETURNING queue, partition_key`,
-          [lease.deliveryId, lease.token, options.reason, options.error ?? null, options.now],
-        );
-        const row = rows[0];
-        if (!row) throw leaseLost(lease.deliveryId, "deadLetter");
-        if (row.partition_key !== null) await releaseKeys(client, this.#db, [{ queue: row.queue, key: row.partition_key }]);
-      });
+      const [row] = await this.#db.retryConflicts(() =>
+        this.#db.query<{ ok: boolean }>(
+          `SELECT ${this.#db.s}.dead_letter($1, $2, $3, $4, $5, $6) AS ok`,
+          [lease.deliveryId, lease.token, options.reason, options.error ?? null, options.now, this.#db.channel],
+        ),
+      );
+      if (!row?.ok) throw leaseLost(lease.deliveryId, "deadLetter");
     });
   }
 
@@ -328,7 +278,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
     return this.#db.run("extend", async () => {
       if (!idPattern.test(lease.deliveryId)) throw leaseLost(lease.deliveryId, "extend");
       const rows = await this.#db.query(
-        `UPDATE ${this.#db.s}.deliveries SET visible_at = $3 WHERE id = $1 AND lease_token = $2 RETURNING id`,
+        `UPDATE ${this.#db.s}.deliveries SET visible_at = $3 WHERE id = $1 AND NOT blocked AND lease_token = $2 RETURNING id`,
         [lease.deliveryId, lease.token, options.leaseUntil],
       );
       if (rows.length === 0) throw leaseLost(lease.deliveryId, "extend");
