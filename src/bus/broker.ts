@@ -49,7 +49,10 @@ export interface BrokerLimits {
   closeGraceMs?: number;
   /** How often definitions changed by other processes are picked up. Default 1 s. */
   definitionsPollMs?: number;
-  /** How often the pending-delivery estimate is corrected from the store. Default 5 s. */
+  /**
+   * How often the pending-delivery estimate is corrected from the store once it is past half the limit
+   * (capped at 250 ms); below half, six times less often. Default 5 s.
+   */
   statsIntervalMs?: number;
 }
 

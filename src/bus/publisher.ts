@@ -183,8 +183,10 @@ export class Publisher {
       });
     }
     const now = this.#o.now();
+    // Far from the limit the local estimate is enough (a stats read scans the pending deliveries): correct it
+    // rarely; near the limit, often.
     const near = this.#pendingEstimate >= this.#o.maxPendingDeliveries / 2;
-    const interval = near ? Math.min(this.#o.statsIntervalMs, 250) : this.#o.statsIntervalMs;
+    const interval = near ? Math.min(this.#o.statsIntervalMs, 250) : this.#o.statsIntervalMs * 6;
     if (now - this.#statsAt >= interval && this.#statsInFlight === undefined) {
       this.#statsAt = now;
       this.#statsInFlight = this.#refreshStats().finally(() => {
