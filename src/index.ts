@@ -10,6 +10,8 @@ export { DEFAULT_MAX_EVENT_SIZE_BYTES, normalizeEvent } from "./event/normalize.
 export type { NormalizeOptions, NormalizedEvent } from "./event/normalize.ts";
 export { decodeEvent, encodeEvent } from "./event/codec.ts";
 export { newEventId } from "./event/ids.ts";
+export { TransformError, compileTransformer } from "./pattern/transform.ts";
+export type { CompiledTransformer, TransformContext, TransformerDefinition } from "./pattern/transform.ts";
 export { createSqliteStore } from "./store/sqlite/index.ts";
 export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
 export type {
@@ -29,6 +31,9 @@ export type {
 } from "./store/contract.ts";
 export { createPostgresStore } from "./store/postgres/index.ts";
 export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
+export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
+export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
+export { RuleIndex } from "./pattern/rule-index.ts";
 export { createBroker } from "./bus/broker.ts";
 export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
 export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
@@ -42,7 +47,7 @@ export type {
   DeadLetterInfo,
   DeliveryContext,
   DeliveryEvents,
-  FunctionHandler,
+  FunctionHandler as FunctionTargetHandler,
   FunctionTarget,
   InputTransformer,
   PublishEntryResult,
@@ -58,3 +63,26 @@ export type {
   WebhookTarget,
   WebhookTargetSpec,
 } from "./bus/types.ts";
+export { defineFunction, parseDuration } from "./runtime/define.ts";
+export type {
+  Duration,
+  EmittedEvent,
+  FunctionConfig,
+  FunctionContext,
+  FunctionDefinition,
+  FunctionDefinitionInput,
+  FunctionHandler,
+  FunctionLogger,
+} from "./runtime/define.ts";
+export { createRuntime } from "./runtime/runtime.ts";
+export type {
+  DeliverOptions,
+  FunctionSource,
+  InstanceChange,
+  InvocationError,
+  Runtime,
+  RuntimeLimits,
+  RuntimeMetrics,
+  RuntimeOptions,
+} from "./runtime/runtime.ts";
+export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";

@@ -4,12 +4,15 @@
  */
 import { Command, CommanderError } from "commander";
 import { SluiceError } from "../errors.ts";
+import { register as testPattern } from "./test-pattern.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
 
 // One line per command module.
-const commands: RegisterCommand[] = [];
+const commands: RegisterCommand[] = [
+  testPattern,
+];
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("sluice")

@@ -1,8 +1,7 @@
 import { ErrorCode } from "../errors.ts";
 import { encodeEvent } from "./codec.ts";
-import { newEventId } from "./ids.ts";
 import type { CloudEvent } from "./types.ts";
-import { EventRule, EventValidationError, validateCloudEvent } from "./validate.ts";
+import { EventRule, EventValidationError, validateEvent } from "./validate.ts";
 
 /** EventBridge's limit, measured on the encoded (UTF-8 JSON) event. */
 export const DEFAULT_MAX_EVENT_SIZE_BYTES = 256 * 1024;
@@ -23,12 +22,6 @@ export interface NormalizedEvent {
   sizeBytes: number;
 }
 
-function absent(src: Record<string, unknown>, key: string): boolean {
-  if (!Object.hasOwn(src, key)) return true;
-  const v = src[key];
-  return v === undefined || v === null;
-}
-
 /**
  * Applies Sluice's defaults, validates and encodes an event, as publish does:
  * `id` defaults to a new UUIDv7 (time-sortable) and `time` to now (RFC 3339, UTC, milliseconds); then the event is
@@ -44,20 +37,7 @@ function absent(src: Record<string, unknown>, key: string): boolean {
  */
 export function normalizeEvent(input: unknown, options: NormalizeOptions = {}): NormalizedEvent {
   const maxSizeBytes = options.maxSizeBytes ?? DEFAULT_MAX_EVENT_SIZE_BYTES;
-  let candidate = input;
-  if (input !== null && typeof input === "object" && !Array.isArray(input)) {
-    const src = input as Record<string, unknown>;
-    const needId = absent(src, "id");
-    const needTime = absent(src, "time");
-    if (needId || needTime) {
-      const nowMs = options.now === undefined ? Date.now() : options.now();
-      const filled: Record<string, unknown> = { ...src };
-      if (needId) filled.id = newEventId(nowMs);
-      if (needTime) filled.time = new Date(nowMs).toISOString();
-      candidate = filled;
-    }
-  }
-  const event = validateCloudEvent(candidate);
+  const event = validateEvent(input, { now: options.now ?? Date.now });
   const encoded = encodeEvent(event);
   const sizeBytes = Buffer.byteLength(encoded, "utf8");
   if (sizeBytes > maxSizeBytes) {

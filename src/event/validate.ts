@@ -1,5 +1,6 @@
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { isAbsoluteUri, isAttributeName, isBase64, isMediaType, isRfc3339, isUriReference } from "./grammar.ts";
+import { newEventId } from "./ids.ts";
 import type { CloudEvent } from "./types.ts";
 
 /** The rule an event broke; stable strings, carried by {@link EventValidationError.rule}. */
@@ -43,6 +44,9 @@ export const EventRule = {
 } as const;
 export type EventRule = (typeof EventRule)[keyof typeof EventRule];
 
+/** The codes an {@link EventValidationError} carries. */
+export type EventErrorCode = typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge;
+
 /**
  * An event broke a CloudEvents 1.0 rule or a Sluice limit. `attribute` names the attribute (empty for the whole
  * event), `rule` the rule it broke, `path` its JSON path (`$.time`, `$["Bad-Name"]`).
@@ -61,7 +65,7 @@ export class EventValidationError extends SluiceError {
     readonly attribute: string,
     readonly rule: EventRule,
     message: string,
-    options: { code?: typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge; cause?: unknown; path?: string } = {},
+    options: { code?: EventErrorCode; cause?: unknown; path?: string } = {},
   ) {
     const path = options.path ?? attributePath(attribute);
     super(options.code ?? ErrorCode.EventInvalid, message, {
@@ -142,6 +146,29 @@ function checkExtensionValue(name: string, value: unknown): void {
  * ```
  */
 export function validateCloudEvent(input: unknown): CloudEvent {
+  return validateEvent(input, undefined);
+}
+
+/** Sluice's defaults for absent `id` and `time`, applied by `normalizeEvent` while validating (no copy). */
+export interface EventDefaults {
+  /** The current time in epoch ms; read at most once per event. */
+  now(): number;
+}
+
+let lastIsoMs = Number.NaN;
+let lastIso = "";
+
+/** `new Date(ms).toISOString()`, remembered for the last millisecond (bursts publish many events per ms). */
+function isoTime(ms: number): string {
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
+}
+
+/** Internal: {@link validateCloudEvent}, filling an absent (or null) `id` and `time` when `defaults` is given. */
+export function validateEvent(input: unknown, defaults: EventDefaults | undefined): CloudEvent {
   if (input === null || typeof input !== "object" || Array.isArray(input)) {
     fail("", EventRule.Object, `an event must be a JSON object, got ${describe(input)}`);
   }
@@ -214,6 +241,11 @@ export function validateCloudEvent(input: unknown): CloudEvent {
       fail("specversion", EventRule.Type, `\`specversion\` must be a string, got ${describe(specversion)}`);
     }
     fail("specversion", EventRule.SpecVersion, `\`specversion\` must be "1.0", got ${JSON.stringify(specversion)}`);
+  }
+  let nowMs: number | undefined;
+  if (defaults !== undefined) {
+    if (id === undefined) id = newEventId((nowMs ??= defaults.now()));
+    if (time === undefined) time = isoTime((nowMs ??= defaults.now()));
   }
   if (id === undefined) fail("id", EventRule.Required, "`id` is required");
   requireString("id", id);

@@ -85,8 +85,8 @@ export type Matcher =
   | { readonly k: "wild"; readonly parts: readonly string[] }
   | { readonly k: "num"; readonly lo: number; readonly loIn: boolean; readonly hi: number; readonly hiIn: boolean }
   | { readonly k: "exists" }
-  | { readonly k: "cidr4"; readonly net: number; readonly mask: number }
-  | { readonly k: "cidr6"; readonly net: Uint16Array; readonly bits: number }
+  | { readonly k: "cidr4"; readonly net: number; readonly mask: number; readonly text: string }
+  | { readonly k: "cidr6"; readonly net: Uint16Array; readonly bits: number; readonly text: string }
   | { readonly k: "not"; readonly any: readonly Matcher[] };
 
 /** @internal A leaf field of the pattern: the allowed values at one path. */
@@ -99,8 +99,6 @@ export interface Leaf {
   readonly matchers: readonly Matcher[];
   /** The leaf also matches when the path holds no leaf value anywhere (`exists: false`). */
   readonly absent: boolean;
-  /** The pattern's text for this leaf (for explain). */
-  readonly source: unknown;
 }
 
 /** @internal An object level of the pattern. */
@@ -112,6 +110,29 @@ export interface PatternNode {
 }
 
 const OPERATORS = new Set(["prefix", "suffix", "equals-ignore-case", "wildcard", "anything-but", "numeric", "exists", "cidr"]);
+
+const EMPTY: readonly never[] = Object.freeze([]);
+
+/** An exact-capacity copy: arrays grown by push keep spare capacity, which adds up over 100 000 rules. */
+function trim<T>(xs: T[]): readonly T[] {
+  return xs.length === 0 ? EMPTY : xs.slice();
+}
+
+/**
+ * Field paths shared by all patterns (rules mostly name the same fields), so each leaf does not carry its own
+ * array. Bounded: past the limit new paths are simply not shared.
+ */
+const pathCache = new Map<string, readonly string[]>();
+const PATH_CACHE_MAX = 10_000;
+function internPath(parent: readonly string[], key: string): readonly string[] {
+  const id = JSON.stringify([...parent, key]);
+  let segs = pathCache.get(id);
+  if (segs === undefined) {
+    segs = Object.freeze([...parent, key]);
+    if (pathCache.size < PATH_CACHE_MAX) pathCache.set(id, segs);
+  }
+  return segs;
+}
 
 // ---- JSON path helpers ----
 
@@ -176,17 +197,17 @@ class Compiler {
         if (value.length < 2) throw new PatternError(`"$or" needs at least 2 alternatives, got ${value.length}`, p);
         ors.push(value.map((alt, i) => this.node(alt, `${p}[${i}]`, segs, depth + 1)));
       } else if (Array.isArray(value)) {
-        leaves.push(this.leaf(key, value, p, [...segs, key]));
+        leaves.push(this.leaf(key, value, p, internPath(segs, key)));
       } else if (isPlainObject(value)) {
-        children.push({ key, node: this.node(value, p, [...segs, key], depth + 1) });
+        children.push({ key, node: this.node(value, p, internPath(segs, key), depth + 1) });
       } else {
         throw new PatternError(`a field must hold an array of allowed values or an object, got ${describe(value)}`, p);
       }
     }
-    return { leaves, children, ors };
+    return { leaves: trim(leaves), children: trim(children), ors: trim(ors) };
   }
 
-  leaf(key: string, values: unknown[], path: string, segs: string[]): Leaf {
+  leaf(key: string, values: unknown[], path: string, segs: readonly string[]): Leaf {
     if (values.length === 0) throw new PatternError("an array of allowed values must not be empty", path);
     const matchers: Matcher[] = [];
     let absent = false;
@@ -201,7 +222,7 @@ class Compiler {
         matchers.push({ k: "eq", v: this.scalar(v, p) });
       }
     });
-    return { key, segs, matchers, absent, source: values };
+    return { key, segs, matchers: trim(matchers), absent };
   }
 
   scalar(v: unknown, path: string): string | number | boolean | null {
@@ -436,7 +457,7 @@ function cidr(text: string, path: string): Matcher {
   if (v4 >= 0) {
     if (bits > 32) throw new PatternError(`cidr prefix length for IPv4 must be 0..32, got ${bits}`, path);
     const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-    return { k: "cidr4", net: (v4 & mask) >>> 0, mask };
+    return { k: "cidr4", net: (v4 & mask) >>> 0, mask, text };
   }
   const v6 = parseIPv6(addr);
   if (v6 === null) throw new PatternError(`cidr address is neither IPv4 nor IPv6: ${JSON.stringify(addr)}`, path);
@@ -446,7 +467,7 @@ function cidr(text: string, path: string): Matcher {
     const keep = Math.max(0, Math.min(16, bits - i * 16));
     net[i] = keep === 0 ? 0 : (v6[i] as number) & ((0xffff << (16 - keep)) & 0xffff);
   }
-  return { k: "cidr6", net, bits };
+  return { k: "cidr6", net, bits, text };
 }
 
 /** @internal Number of alternatives once every `$or` is expanded. */
@@ -606,6 +627,45 @@ function matchChild(node: PatternNode, v: unknown, root: unknown): boolean {
 
 // ---- explain ----
 
+/** The pattern text of a compiled matcher (case-insensitive operands appear lower-cased). */
+function renderMatcher(m: Matcher): unknown {
+  switch (m.k) {
+    case "eq":
+      return m.v;
+    case "eqci":
+      return { "equals-ignore-case": m.v };
+    case "prefix":
+    case "suffix":
+      return { [m.k]: m.ci ? { "equals-ignore-case": m.v } : m.v };
+    case "wild":
+      return { wildcard: m.parts.map((p) => p.replace(/[\\*]/g, (c) => `\\${c}`)).join("*") };
+    case "num": {
+      if (m.lo === m.hi) return { numeric: ["=", m.lo] };
+      const lo = m.lo === -Infinity ? [] : [m.loIn ? ">=" : ">", m.lo];
+      const hi = m.hi === Infinity ? [] : [m.hiIn ? "<=" : "<", m.hi];
+      return { numeric: [...lo, ...hi] };
+    }
+    case "exists":
+      return { exists: true };
+    case "cidr4":
+    case "cidr6":
+      return { cidr: m.text };
+    case "not": {
+      const inner = m.any.map(renderMatcher);
+      if (m.any.every((x) => x.k === "eq")) return { "anything-but": inner.length === 1 ? inner[0] : inner };
+      const key = Object.keys(inner[0] as object)[0] as string;
+      const vals = inner.map((x) => (x as Record<string, unknown>)[key]);
+      return { "anything-but": { [key]: vals.length === 1 ? vals[0] : vals } };
+    }
+  }
+}
+
+function renderLeaf(leaf: Leaf): unknown[] {
+  const out = leaf.matchers.map(renderMatcher);
+  if (leaf.absent) out.push({ exists: false });
+  return out;
+}
+
 function json(v: unknown): string {
   return v === undefined ? "absent" : (JSON.stringify(v) ?? String(v));
 }
@@ -627,7 +687,7 @@ function explainNode(
           : v === undefined || (!present && !isObject(v))
             ? `${path} is absent from the event`
             : `${path} holds no value the pattern allows`;
-      return { path, expected: json(leaf.source), actual: json(v), message };
+      return { path, expected: json(renderLeaf(leaf)), actual: json(v), message };
     }
   }
   for (const c of node.children) {
@@ -694,6 +754,11 @@ class Compiled implements CompiledPattern {
       }
     );
   }
+}
+
+/** @internal Evaluates a compiled tree directly (what {@link CompiledPattern.matches} does). */
+export function matchRoot(root: PatternNode, event: unknown): boolean {
+  return matchNode(root, isObject(event) ? event : undefined, event);
 }
 
 /** @internal The compiled tree behind a {@link CompiledPattern} made by {@link compilePattern}. */

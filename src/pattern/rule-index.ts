@@ -16,32 +16,22 @@
  *   rule's own compiled pattern. The answer is therefore exactly what evaluating each pattern alone gives: the
  *   index only decides which rules are worth evaluating, and an anchor is a necessary condition of its
  *   alternative.
- * - Slots are kept small: when a slot reaches 64, 128, 256… entries, its alternatives move to another of their
- *   leaves when that leaf's slot is less than half as big (e.g. off a shared `type` onto a per-tenant field).
+ * - The anchor is the leaf with the lowest expected number of candidates per event (see `cost`); as the index
+ *   grows, every anchor is chosen again each time the rule count doubles.
  */
-import {
-  compilePattern,
-  expandAlternatives,
-  patternRoot,
-  type CompiledPattern,
-  type Leaf,
-  type Matcher,
-} from "./compile.ts";
+import { compilePattern, expandAlternatives, matchRoot, patternRoot, type Leaf, type Matcher, type PatternNode } from "./compile.ts";
 
+/**
+ * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
+ * compiled tree in two hops; alternatives are not kept, they are expanded again when anchors are re-chosen.
+ */
 interface Rule {
   readonly id: string;
-  readonly compiled: CompiledPattern;
-  readonly alts: Alt[];
-  /** True when some alternative has no required leaf: the rule is checked on every event. */
-  readonly always: boolean;
+  readonly root: PatternNode;
+  /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
+  anchors: readonly Leaf[];
   /** Last `match` call that made this rule a candidate. */
   stamp: number;
-}
-
-interface Alt {
-  readonly rule: Rule;
-  readonly leaves: readonly Leaf[];
-  anchor: Leaf | null;
 }
 
 type Scalar = string | number | boolean | null;
@@ -50,12 +40,12 @@ type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { 
 
 /** Maps probed by affix: one lookup per distinct affix length that fits the value. */
 class AffixIndex {
-  readonly map = new Map<string, Alt[]>();
+  readonly map = new Map<string, Rule[]>();
   /** Distinct key lengths, ascending, with the number of keys of each length. */
   lengths: number[] = [];
   private readonly lengthCount = new Map<number, number>();
 
-  slot(key: string, create: boolean): Alt[] | undefined {
+  slot(key: string, create: boolean): Rule[] | undefined {
     let s = this.map.get(key);
     if (s === undefined && create) {
       s = [];
@@ -81,13 +71,13 @@ class AffixIndex {
 
 /** Everything filed under one field path. */
 class FieldIndex {
-  exact: Map<Scalar, Alt[]> | null = null;
-  ci: Map<string, Alt[]> | null = null;
+  exact: Map<Scalar, Rule[]> | null = null;
+  ci: Map<string, Rule[]> | null = null;
   prefix: AffixIndex | null = null;
   prefixCi: AffixIndex | null = null;
   suffix: AffixIndex | null = null;
   suffixCi: AffixIndex | null = null;
-  broad: Alt[] | null = null;
+  broad: Rule[] | null = null;
 }
 
 class PathNode {
@@ -98,7 +88,9 @@ class PathNode {
 }
 
 const BROAD_PENALTY = 32;
-const REBALANCE_FROM = 64;
+const AFFIX_PENALTY = 1.5;
+/** Re-anchoring starts once this many rules were added since the last time (and the count has doubled). */
+const REANCHOR_FROM = 64;
 
 /** The index slot a positive matcher can be filed under, or null when no map can serve it. */
 function slotRef(m: Matcher): SlotRef | null {
@@ -141,6 +133,7 @@ export class RuleIndex {
   private readonly root = new PathNode();
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
+  private addedSinceReanchor = 0;
   /** Diagnostics: how many rules the last `match` evaluated (candidates from the index plus always-checked rules). */
   lastCandidates = 0;
 
@@ -158,20 +151,14 @@ export class RuleIndex {
    * @throws {PatternError} when the pattern is invalid; the index is then unchanged.
    */
   add(ruleId: string, pattern: unknown): void {
-    const compiled = compilePattern(pattern);
+    const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
-    const leafAlts = expandAlternatives(patternRoot(compiled));
-    const always = leafAlts.some((leaves) => !leaves.some((l) => !l.absent && l.matchers.length > 0));
-    const rule: Rule = { id: ruleId, compiled, alts: [], always, stamp: 0 };
+    const rule: Rule = { id: ruleId, root, anchors: [], stamp: 0 };
     this.rules.set(ruleId, rule);
-    if (always) {
-      this.alwaysRules.add(rule);
-      return;
-    }
-    for (const leaves of leafAlts) {
-      const alt: Alt = { rule, leaves, anchor: null };
-      rule.alts.push(alt);
-      this.anchor(alt, this.bestLeaf(alt));
+    this.anchorRule(rule);
+    if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
+      this.addedSinceReanchor = 0;
+      this.reanchorAll();
     }
   }
 
@@ -180,8 +167,7 @@ export class RuleIndex {
     const rule = this.rules.get(ruleId);
     if (rule === undefined) return false;
     this.rules.delete(ruleId);
-    this.alwaysRules.delete(rule);
-    for (const alt of rule.alts) this.unanchor(alt);
+    this.unanchorRule(rule);
     return true;
   }
 
@@ -189,10 +175,10 @@ export class RuleIndex {
   match(event: unknown): string[] {
     const epoch = ++this.epoch;
     const candidates: Rule[] = [];
-    const hit = (slot: Alt[] | undefined) => {
+    const hit = (slot: Rule[] | undefined) => {
       if (slot === undefined) return;
       for (let i = 0; i < slot.length; i++) {
-        const rule = (slot[i] as Alt).rule;
+        const rule = slot[i] as Rule;
         if (rule.stamp !== epoch) {
           rule.stamp = epoch;
           candidates.push(rule);
@@ -208,13 +194,13 @@ export class RuleIndex {
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
-    for (const rule of candidates) if (rule.compiled.matches(event)) out.push(rule.id);
+    for (const rule of candidates) if (matchRoot(rule.root, event)) out.push(rule.id);
     return out;
   }
 
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode, hit: (slot: Alt[] | undefined) => void): void {
+  private walk(v: unknown, node: PathNode, hit: (slot: Rule[] | undefined) => void): void {
     if (Array.isArray(v)) {
       for (const e of v) this.walk(e, node, hit);
       return;
@@ -262,20 +248,13 @@ export class RuleIndex {
     return n;
   }
 
-  /** Current size of the slot `ref` under `fi` (0 when absent). */
-  private slotSize(fi: FieldIndex | null, ref: SlotRef): number {
-    if (fi === null) return 0;
-    switch (ref.kind) {
-      case "exact":
-        return fi.exact?.get(ref.key)?.length ?? 0;
-      case "ci":
-        return fi.ci?.get(ref.key)?.length ?? 0;
-      default:
-        return fi[ref.kind]?.map.get(ref.key)?.length ?? 0;
-    }
-  }
-
-  /** Expected number of candidates an anchor on `leaf` brings per event (lower is better); Infinity if unusable. */
+  /**
+   * Expected number of candidates an anchor on `leaf` adds per event (lower is better); Infinity if unusable.
+   * Assuming event values spread over a field like the rules' values do, a slot in a map of k keys is hit by
+   * about 1/k of the events that carry the field, so joining a slot of n costs about (n + 1) / k: a field with
+   * thousands of distinct values (a tenant id) beats one with forty (the event type) even when its slots are
+   * fuller. Affix maps are probed once per key length; lists that no map can serve are taken on every event.
+   */
   private cost(leaf: Leaf): number {
     if (leaf.absent || leaf.matchers.length === 0) return Infinity;
     const fi = this.node(leaf.segs, false)?.index ?? null;
@@ -283,52 +262,79 @@ export class RuleIndex {
     for (const m of leaf.matchers) {
       const ref = slotRef(m);
       if (ref === null) return (fi?.broad?.length ?? 0) + 1 + BROAD_PENALTY;
-      total += this.slotSize(fi, ref) + (ref.kind === "exact" || ref.kind === "ci" ? 1 : 2);
+      if (fi === null) {
+        total += 1;
+        continue;
+      }
+      if (ref.kind === "exact" || ref.kind === "ci") {
+        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Rule[]> | null);
+        const n = map?.get(ref.key)?.length;
+        total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
+      } else {
+        const affix = fi[ref.kind];
+        const n = affix?.map.get(ref.key)?.length;
+        const lengths = (affix?.lengths.length ?? 0) + (affix?.lengths.includes(ref.key.length) ? 0 : 1);
+        total += (AFFIX_PENALTY * ((n ?? 0) + 1) * lengths) / ((affix?.map.size ?? 0) + (n === undefined ? 1 : 0));
+      }
     }
     return total;
   }
 
-  private bestLeaf(alt: Alt): Leaf {
+  private bestLeaf(leaves: readonly Leaf[]): Leaf | null {
     let best: Leaf | null = null;
     let bestCost = Infinity;
-    for (const leaf of alt.leaves) {
+    for (const leaf of leaves) {
       const c = this.cost(leaf);
       if (c < bestCost) {
         best = leaf;
         bestCost = c;
       }
     }
-    if (best === null) throw new Error("RuleIndex: alternative without a required leaf"); // excluded by add()
     return best;
   }
 
-  private anchor(alt: Alt, leaf: Leaf): void {
-    alt.anchor = leaf;
+  /** Files every alternative of the rule under its best leaf, or the rule in the always-checked set. */
+  private anchorRule(rule: Rule): void {
+    const alts = expandAlternatives(rule.root);
+    const anchors: Leaf[] = [];
+    for (const leaves of alts) {
+      const best = this.bestLeaf(leaves);
+      if (best === null) {
+        // an alternative without a required leaf (e.g. only exists:false): check the rule on every event
+        for (const leaf of anchors) this.unanchor(rule, leaf);
+        rule.anchors = [];
+        this.alwaysRules.add(rule);
+        return;
+      }
+      this.anchor(rule, best);
+      anchors.push(best);
+    }
+    rule.anchors = anchors.slice();
+  }
+
+  private unanchorRule(rule: Rule): void {
+    this.alwaysRules.delete(rule);
+    for (const leaf of rule.anchors) this.unanchor(rule, leaf);
+    rule.anchors = [];
+  }
+
+  private anchor(rule: Rule, leaf: Leaf): void {
     const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
-      (fi.broad ??= []).push(alt);
+      (fi.broad ??= []).push(rule);
       return;
     }
-    const grown: Alt[][] = [];
-    for (const ref of refs as SlotRef[]) {
-      const slot = this.slot(fi, ref, true);
-      slot.push(alt);
-      if (slot.length >= REBALANCE_FROM && (slot.length & (slot.length - 1)) === 0) grown.push(slot);
-    }
-    for (const slot of grown) this.rebalance(slot);
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule);
   }
 
-  private unanchor(alt: Alt): void {
-    const leaf = alt.anchor;
-    if (leaf === null) return;
-    alt.anchor = null;
+  private unanchor(rule: Rule, leaf: Leaf): void {
     const fi = this.node(leaf.segs, false)?.index;
     if (fi === undefined || fi === null) return;
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
       if (fi.broad !== null) {
-        removeOne(fi.broad, alt);
+        removeOne(fi.broad, rule);
         if (fi.broad.length === 0) fi.broad = null;
       }
       return;
@@ -336,16 +342,16 @@ export class RuleIndex {
     for (const ref of refs as SlotRef[]) {
       const slot = this.slot(fi, ref, false);
       if (slot === undefined) continue;
-      removeOne(slot, alt);
+      removeOne(slot, rule);
       if (slot.length === 0) this.dropSlot(fi, ref);
     }
   }
 
-  private slot(fi: FieldIndex, ref: SlotRef, create: true): Alt[];
-  private slot(fi: FieldIndex, ref: SlotRef, create: false): Alt[] | undefined;
-  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Alt[] | undefined {
+  private slot(fi: FieldIndex, ref: SlotRef, create: true): Rule[];
+  private slot(fi: FieldIndex, ref: SlotRef, create: false): Rule[] | undefined;
+  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Rule[] | undefined {
     if (ref.kind === "exact" || ref.kind === "ci") {
-      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Alt[]>);
+      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Rule[]>);
       let s = map.get(ref.key);
       if (s === undefined && create) {
         s = [];
@@ -363,46 +369,34 @@ export class RuleIndex {
     else fi[ref.kind]?.drop(ref.key);
   }
 
-  /** Moves alternatives off a crowded slot onto a leaf whose slot is less than half as big. */
-  private rebalance(slot: Alt[]): void {
-    const seen = new Set<Alt>();
-    for (const alt of [...slot]) {
-      if (seen.has(alt)) continue;
-      seen.add(alt);
-      const current = alt.anchor;
-      let best: Leaf | null = null;
-      let bestCost = slot.length / 2;
-      for (const leaf of alt.leaves) {
-        if (leaf === current) continue;
-        const c = this.cost(leaf);
-        if (c < bestCost) {
-          best = leaf;
-          bestCost = c;
-        }
-      }
-      if (best !== null) {
-        this.unanchor(alt);
-        this.anchor(alt, best);
-      }
+  /**
+   * Re-chooses every anchor. Anchors chosen while the index was small can be poor once it has grown (the
+   * tenant field had few keys then); running this each time the rule count doubles keeps the cost amortised O(1).
+   */
+  private reanchorAll(): void {
+    for (const rule of this.rules.values()) {
+      if (this.alwaysRules.has(rule)) continue;
+      this.unanchorRule(rule);
+      this.anchorRule(rule);
     }
   }
 }
 
-function removeOne(list: Alt[], alt: Alt): void {
-  const i = list.indexOf(alt);
+function removeOne(list: Rule[], rule: Rule): void {
+  const i = list.indexOf(rule);
   if (i < 0) return;
-  list[i] = list[list.length - 1] as Alt;
+  list[i] = list[list.length - 1] as Rule;
   list.pop();
 }
 
-function probePrefix(affix: AffixIndex, s: string, hit: (slot: Alt[] | undefined) => void): void {
+function probePrefix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
     hit(affix.map.get(len === s.length ? s : s.slice(0, len)));
   }
 }
 
-function probeSuffix(affix: AffixIndex, s: string, hit: (slot: Alt[] | undefined) => void): void {
+function probeSuffix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
     hit(affix.map.get(len === s.length ? s : s.slice(s.length - len)));

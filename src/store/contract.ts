@@ -77,7 +77,10 @@ export interface EventLog {
 export interface Lease {
   deliveryId: string;
   queue: string;
-  /** Proves ownership of this lease; a stale token makes ack/retry/deadLetter fail with E_LEASE_LOST. */
+  /**
+   * Proves ownership of this lease; a stale token makes ack/retry/deadLetter fail with E_LEASE_LOST. Unique per
+   * lease of a delivery (a re-lease gets a new one); the leases returned by one `lease` call may share it.
+   */
   token: string;
   /** The encoded event to deliver. */
   payload: string;

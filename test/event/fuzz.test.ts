@@ -5,6 +5,7 @@ import { normalizeEvent } from "../../src/event/normalize.ts";
 import { decodeEvent, encodeEvent } from "../../src/event/codec.ts";
 import { SluiceError } from "../../src/errors.ts";
 import { RandomJson, prng } from "../helpers/random-json.ts";
+import { compileTransformer } from "../../src/pattern/transform.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20260101);
 const ROUNDS = 4000;
@@ -112,4 +113,55 @@ test("fuzz - huge strings, deep nesting and many keys give typed results", () =>
   typedOnly("decodeEvent", deepText, () => decodeEvent(deepText));
   const deepData = `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":${deepText}}`;
   typedOnly("decodeEvent", deepData, () => decodeEvent(deepData));
+});
+
+function randomTemplate(r: RandomJson, names: string[]): string {
+  const parts = ['{"a": ', "<", ">", '"', "[", "]", "{", "}", ",", ":", "\\", " ", "x", "1", "null", "<sluice.event>", "<sluice.event.data>"];
+  for (const n of names) parts.push(`<${n}>`, `"<${n}>"`);
+  let t = "";
+  const n = 1 + r.int(12);
+  for (let i = 0; i < n; i++) t += r.pick(parts);
+  return r.rand() < 0.3 ? r.string() + t : t;
+}
+
+function randomPath(r: RandomJson): string {
+  const parts = [".data", ".source", "[0]", "[*]", ".*", "['k']", '["x\\"y"]', ".", "[", "]", "'", "a", "$", "-", "[99]", ".items"];
+  let p = r.rand() < 0.9 ? "$" : "";
+  const n = r.int(6);
+  for (let i = 0; i < n; i++) p += r.pick(parts);
+  return p;
+}
+
+test("fuzz - the transformer compiler only throws TransformError, and compiled transformers never throw", () => {
+  const r = new RandomJson(prng(SEED + 2));
+  let compiled = 0;
+  let rejected = 0;
+  for (let i = 0; i < ROUNDS; i++) {
+    let definition: unknown;
+    if (i % 4 === 0) definition = r.value(4);
+    else {
+      const names = Array.from({ length: r.int(4) }, () => r.pick(["a", "b", "order-id", "x.y", "sluice.event", "bad name", ""]));
+      const inputPaths: Record<string, unknown> = {};
+      for (const n of names) inputPaths[n] = r.rand() < 0.95 ? randomPath(r) : r.value(1);
+      definition = { inputPaths: r.rand() < 0.95 ? inputPaths : r.value(2), inputTemplate: r.rand() < 0.95 ? randomTemplate(r, names) : r.value(1) };
+    }
+    const t = typedOnly("compileTransformer", definition, () => compileTransformer(definition));
+    if (t instanceof SluiceError) {
+      assert.equal(t.code, "E_TRANSFORM_INVALID");
+      assert.ok(t.path?.startsWith("$"));
+      rejected++;
+      continue;
+    }
+    compiled++;
+    const transformer = t as ReturnType<typeof compileTransformer>;
+    for (let k = 0; k < 3; k++) {
+      const raw = validEvent(r);
+      const event = validateCloudEvent(raw);
+      const out = transformer.apply(event, { ruleName: "r", busName: "b", ingestedAt: 0 });
+      if (transformer.mode === "text") assert.equal(typeof out, "string");
+      else assert.doesNotThrow(() => JSON.stringify(out));
+    }
+  }
+  assert.ok(compiled > ROUNDS / 20, `compiled ${compiled}`);
+  assert.ok(rejected > ROUNDS / 10, `rejected ${rejected}`);
 });

@@ -62,13 +62,16 @@ export class Db {
     return result.rows;
   }
 
-  /** Runs `fn` in a READ COMMITTED transaction on one pooled connection; reruns it after a deadlock. */
-  async tx<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in a READ COMMITTED transaction on one pooled connection; reruns it after a deadlock.
+   * `beginSql` may add parameterless statements to the BEGIN round trip (e.g. taking a lock).
+   */
+  async tx<T>(fn: (client: PoolClient) => Promise<T>, beginSql = "BEGIN"): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       let broken = false;
       try {
-        await client.query("BEGIN");
+        await client.query(beginSql);
         const result = await fn(client);
         await client.query("COMMIT");
         return result;

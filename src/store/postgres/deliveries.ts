@@ -264,8 +264,10 @@ export class PgDeliveryQueues implements DeliveryQueues {
       const valid = leases.filter((l) => idPattern.test(l.deliveryId));
       let removed: { id: string; queue: string; partition_key: string | null }[] = [];
       if (valid.length > 0) {
+        // `id = ANY` makes the plan an index lookup whatever the table statistics say (a join on unnest alone
+        // can be planned as a hash join over a sequential scan of the whole queue table).
         const deleteSql = `DELETE FROM ${this.#db.s}.deliveries d USING unnest($1::int8[], $2::text[]) AS a(id, token)
-           WHERE d.id = a.id AND d.lease_token = a.token
+           WHERE d.id = ANY($1::int8[]) AND d.id = a.id AND d.lease_token = a.token
            RETURNING d.id, d.queue, d.partition_key`;
         const params = [valid.map((l) => l.deliveryId), valid.map((l) => l.token)];
         if (valid.some((l) => l.token.startsWith("k"))) {
@@ -343,9 +345,9 @@ export class PgDeliveryQueues implements DeliveryQueues {
       const rows = await this.#db.query<{ queue: string; ready: string; delayed: string; leased: string; dead: string }>(
         `SELECT queue, sum(ready) AS ready, sum(delayed) AS delayed, sum(leased) AS leased, sum(dead) AS dead FROM (
            SELECT queue,
-             count(*) FILTER (WHERE visible_at <= $1) AS ready,
-             count(*) FILTER (WHERE visible_at > $1 AND lease_token IS NULL) AS delayed,
-             count(*) FILTER (WHERE visible_at > $1 AND lease_token IS NOT NULL) AS leased,
+             count(*) FILTER (WHERE NOT blocked AND visible_at <= $1) AS ready,
+             count(*) FILTER (WHERE blocked OR (visible_at > $1 AND lease_token IS NULL)) AS delayed,
+             count(*) FILTER (WHERE NOT blocked AND visible_at > $1 AND lease_token IS NOT NULL) AS leased,
              0 AS dead
            FROM ${s}.deliveries ${filter} GROUP BY queue
            UNION ALL

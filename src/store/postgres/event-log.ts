@@ -10,7 +10,7 @@
 import type { PoolClient } from "pg";
 import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
 import { isWallClock, type Db } from "./db.ts";
-import { insertDeliveries, type DeliveryRow } from "./deliveries.ts";
+import type { DeliveryRow } from "./deliveries.ts";
 import { isConnectionError, storeError } from "./errors.ts";
 import type { WorkListener } from "./listener.ts";
 
@@ -27,23 +27,96 @@ interface PendingAppend {
 }
 
 const appendLockClass = 0x51c4;
+
+/**
+ * An append's checks and writes in one statement (one round trip, whatever the number of entries), run after
+ * the append lock is taken so its snapshot sees every earlier append: the dedupe check of each entry ($1-$7),
+ * the new events, their dedupe keys, and their deliveries ($8-$13) with per-key heads. The key rows in
+ * `partitions` are upserted in a fixed order (locking them) before the deliveries get their ids, so within a
+ * key ids follow commit order; a new delivery is its key's head only when the key had nothing pending and
+ * it is the key's first in this append. Returns (ord, seq, dup) per entry; NOTIFYs ($14) when it enqueued.
+ */
+function insertSql(s: string): string {
+  return `
+WITH ev AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
+    WITH ORDINALITY AS t(bus, event_id, encoded, now, dedupe_key, win, ord)
+), known AS (
+  -- ANY on both primary-key columns: an index scan, never a scan of the whole dedupe table.
+  SELECT bus, dedupe_key, seq, stored_at FROM ${s}.dedupe WHERE bus = ANY($7::text[]) AND dedupe_key = ANY($5::text[])
+), dup AS (
+  -- Within the window of the first accepted append (a duplicate does not extend it).
+  SELECT ev.ord, known.seq FROM ev JOIN known ON known.bus = ev.bus AND known.dedupe_key = ev.dedupe_key
+  WHERE ev.win > 0 AND ev.now - known.stored_at < ev.win
+), fresh AS (
+  SELECT ev.*, row_number() OVER (ORDER BY ev.ord) AS rn FROM ev WHERE ev.ord NOT IN (SELECT ord FROM dup)
+), ins AS (
+  INSERT INTO ${s}.events (bus, event_id, encoded, stored_at)
+  SELECT bus, event_id, encoded, now FROM fresh ORDER BY rn
+  RETURNING seq
+), stored AS (
+  -- Identity values are drawn in row order, so the n-th smallest new seq belongs to the n-th fresh entry.
+  SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
+  FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
+), dd AS (
+  INSERT INTO ${s}.dedupe AS d (bus, dedupe_key, seq, stored_at)
+  SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored ORDER BY bus, dedupe_key, ord DESC
+  ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
+  RETURNING 1
+), dv AS (
+  SELECT t.* FROM unnest($8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+    WITH ORDINALITY AS t(entry, queue, pk, payload, visible_at, enqueued_at, ord)
+  WHERE t.entry IN (SELECT ord FROM stored)
+), cnt AS (
+  SELECT queue, pk, count(*) AS n FROM dv WHERE pk IS NOT NULL GROUP BY queue, pk
+), up AS (
+  INSERT INTO ${s}.partitions AS p (queue, partition_key, pending)
+  SELECT queue, pk, n FROM cnt ORDER BY queue, pk
+  ON CONFLICT (queue, partition_key) DO UPDATE SET pending = p.pending + EXCLUDED.pending
+  RETURNING queue, partition_key, pending
+), dl AS (
+  INSERT INTO ${s}.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked)
+  SELECT dv.queue, dv.pk, dv.payload, dv.visible_at, dv.enqueued_at,
+         CASE WHEN dv.pk IS NULL THEN false
+              ELSE up.pending - cnt.n > 0 OR row_number() OVER (PARTITION BY dv.queue, dv.pk ORDER BY dv.ord) > 1
+         END
+  FROM dv
+  LEFT JOIN cnt ON cnt.queue = dv.queue AND cnt.pk = dv.pk
+  LEFT JOIN up ON up.queue = dv.queue AND up.partition_key = dv.pk
+  ORDER BY dv.ord
+  RETURNING 1
+), notified AS (
+  SELECT pg_notify($14, '') FROM (SELECT 1 FROM dl LIMIT 1) one
+)
+SELECT ord, seq, false AS dup FROM stored
+UNION ALL SELECT ord, seq, true FROM dup
+UNION ALL SELECT NULL, NULL, NULL FROM notified`;
+}
+
+function dedupeId(entry: AppendEntry): string {
+  return `${entry.bus}\u0000${entry.dedupeKey}`;
+}
 /** Expired dedupe keys are pruned at most this often (per store). */
 const dedupePruneEveryMs = 30_000;
 
 export class PgEventLog implements EventLog {
   readonly #db: Db;
   readonly #listener: WorkListener;
-  readonly #schema: string;
   readonly #maxGroupEntries: number;
   #queue: PendingAppend[] = [];
   #flushing = false;
   #lastPruneAt = 0;
 
+  /** BEGIN and the append lock in one round trip (the schema name is validated: safe as a literal). */
+  readonly #beginSql: string;
+  readonly #insertSql: string;
+
   constructor(db: Db, listener: WorkListener, schema: string, maxGroupEntries: number) {
     this.#db = db;
     this.#listener = listener;
-    this.#schema = schema;
     this.#maxGroupEntries = maxGroupEntries;
+    this.#beginSql = `BEGIN; SELECT pg_advisory_xact_lock(${appendLockClass}, hashtext('${schema}'))`;
+    this.#insertSql = insertSql(db.s);
   }
 
   append(entries: AppendEntry[], options: AppendOptions): Promise<AppendResult[]> {
@@ -61,12 +134,19 @@ export class PgEventLog implements EventLog {
     try {
       while (this.#queue.length > 0) {
         const group: PendingAppend[] = [];
+        const keys = new Set<string>();
         let size = 0;
         while (this.#queue.length > 0) {
           const next = this.#queue[0];
-          if (!next || (group.length > 0 && size + next.entries.length > this.#maxGroupEntries)) break;
+          if (!next) break;
+          if (group.length > 0) {
+            // A call repeating a dedupe key of an earlier call waits for the next transaction, where the
+            // earlier call's outcome is committed: dedupe then behaves exactly as if calls ran one by one.
+            if (size + next.entries.length > this.#maxGroupEntries || next.entries.some((e) => keys.has(dedupeId(e)))) break;
+          }
           this.#queue.shift();
           group.push(next);
+          for (const e of next.entries) keys.add(dedupeId(e));
           size += next.entries.length;
         }
         await this.#commitGroup(group);
@@ -78,7 +158,7 @@ export class PgEventLog implements EventLog {
 
   async #commitGroup(group: PendingAppend[]): Promise<void> {
     try {
-      const results = await this.#db.tx((client) => this.#appendTx(client, group));
+      const results = await this.#db.tx((client) => this.#appendTx(client, group), this.#beginSql);
       group.forEach((call, i) => call.resolve(results[i] ?? []));
       this.#listener.wake();
       this.#maybePrune(group[0]?.options);
@@ -95,76 +175,59 @@ export class PgEventLog implements EventLog {
   }
 
   async #appendTx(client: PoolClient, group: PendingAppend[]): Promise<AppendResult[][]> {
-    const s = this.#db.s;
-    await client.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [appendLockClass, this.#schema]);
-    const keys = [...new Set(group.flatMap((call) => call.entries.map((e) => e.dedupeKey)))];
-    const { rows: known } = await client.query<{ dedupe_key: string; seq: string; stored_at: string }>(
-      `SELECT dedupe_key, seq, stored_at FROM ${s}.dedupe WHERE dedupe_key = ANY($1::text[])`,
-      [keys],
-    );
-    /** The last accepted event per dedupe key: its seq (or, stored in this batch, its index) and time. */
-    const last = new Map<string, { storedAt: number; seq?: number; index?: number }>();
-    for (const k of known) last.set(k.dedupe_key, { storedAt: Number(k.stored_at), seq: Number(k.seq) });
-
-    const stored: { entry: AppendEntry; now: number }[] = [];
-    /** Per call, per entry: the index into `stored` (a new event) or a duplicate's reference. */
-    const plan = group.map((call) =>
-      call.entries.map((entry) => {
-        const prev = last.get(entry.dedupeKey);
-        if (prev && prev.storedAt >= call.options.now - call.options.dedupeWindowMs) {
-          return { duplicate: true as const, seq: prev.seq, index: prev.index };
-        }
-        stored.push({ entry, now: call.options.now });
-        const index = stored.length - 1;
-        last.set(entry.dedupeKey, { storedAt: call.options.now, index });
-        return { duplicate: false as const, index };
-      }),
-    );
-
-    let seqs: number[] = [];
-    if (stored.length > 0) {
-      const { rows } = await client.query<{ seq: string }>(
-        `INSERT INTO ${s}.events (bus, event_id, encoded, stored_at)
-         SELECT b, i, e, t FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) WITH ORDINALITY AS x(b, i, e, t, ord)
-         ORDER BY ord
-         RETURNING seq`,
-        [stored.map((x) => x.entry.bus), stored.map((x) => x.entry.eventId), stored.map((x) => x.entry.encoded), stored.map((x) => x.now)],
-      );
-      // Identity values are drawn in row order, so the sorted seqs map to the entries in order.
-      seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
-
-      const latest = new Map<string, number>();
-      stored.forEach((x, i) => latest.set(x.entry.dedupeKey, i));
-      const upserts = [...latest.entries()];
-      await client.query(
-        `INSERT INTO ${s}.dedupe (dedupe_key, seq, stored_at)
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
-         ON CONFLICT (dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at`,
-        [upserts.map(([k]) => k), upserts.map(([, i]) => seqs[i]), upserts.map(([, i]) => stored[i]?.now)],
-      );
-
-      const deliveries: DeliveryRow[] = [];
-      for (const { entry, now } of stored) {
-        for (const d of entry.deliveries) {
-          deliveries.push({
-            queue: d.queue,
-            partitionKey: d.partitionKey ?? null,
-            payload: d.payload ?? entry.encoded,
-            visibleAt: d.availableAt ?? now,
-            enqueuedAt: now,
-          });
-        }
+    /** One row per entry to check and maybe store; a repeat of a key within one call follows its first. */
+    const rows: { entry: AppendEntry; now: number; windowMs: number }[] = [];
+    const plan = group.map((call) => {
+      const firstInCall = new Map<string, number>();
+      return call.entries.map((entry) => {
+        const id = dedupeId(entry);
+        const earlier = firstInCall.get(id);
+        // Same call, same `now`: within the window of the first (when dedupe is on), whatever its outcome.
+        if (earlier !== undefined && call.options.dedupeWindowMs > 0) return { row: earlier, repeat: true };
+        rows.push({ entry, now: call.options.now, windowMs: call.options.dedupeWindowMs });
+        firstInCall.set(id, rows.length - 1);
+        return { row: rows.length - 1, repeat: false };
+      });
+    });
+    const deliveries: (DeliveryRow & { row: number })[] = [];
+    rows.forEach(({ entry, now }, row) => {
+      for (const d of entry.deliveries) {
+        deliveries.push({
+          row: row + 1, // ordinality
+          queue: d.queue,
+          partitionKey: d.partitionKey ?? null,
+          payload: d.payload ?? entry.encoded,
+          visibleAt: d.availableAt ?? now,
+          enqueuedAt: now,
+        });
       }
-      if ((await insertDeliveries(client, s, deliveries)) > 0) {
-        await client.query("SELECT pg_notify($1, '')", [this.#db.channel]);
-      }
+    });
+    const { rows: out } = await client.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(this.#insertSql, [
+      rows.map((r) => r.entry.bus),
+      rows.map((r) => r.entry.eventId),
+      rows.map((r) => r.entry.encoded),
+      rows.map((r) => r.now),
+      rows.map((r) => r.entry.dedupeKey),
+      rows.map((r) => r.windowMs),
+      [...new Set(rows.map((r) => r.entry.bus))],
+      deliveries.map((d) => d.row),
+      deliveries.map((d) => d.queue),
+      deliveries.map((d) => d.partitionKey),
+      deliveries.map((d) => d.payload),
+      deliveries.map((d) => d.visibleAt),
+      deliveries.map((d) => d.enqueuedAt),
+      this.#db.channel,
+    ]);
+    const outcome: (AppendResult | undefined)[] = [];
+    for (const o of out) {
+      if (o.ord === null || o.seq === null) continue; // the NOTIFY marker row
+      outcome[Number(o.ord) - 1] = { status: o.dup ? "duplicate" : "stored", seq: Number(o.seq) };
     }
-
     return plan.map((entries) =>
-      entries.map((p): AppendResult => {
-        const seq = p.index !== undefined ? seqs[p.index] : p.duplicate ? p.seq : undefined;
-        if (seq === undefined) throw new Error("append: internal error, no seq for an entry");
-        return { status: p.duplicate ? "duplicate" : "stored", seq };
+      entries.map(({ row, repeat }): AppendResult => {
+        const result = outcome[row];
+        if (!result) throw new Error("append: internal error, no outcome for an entry");
+        return repeat ? { status: "duplicate", seq: result.seq } : result;
       }),
     );
   }

@@ -17,6 +17,7 @@ export class WorkListener {
   /** A wake-up arrived while nobody waited: the next waitForWork resolves at once (no lost wake-ups). */
   #pending = false;
   #closed = false;
+  #everConnected = false;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #backoffMs = 50;
   #connecting: Promise<void> | undefined;
@@ -55,10 +56,12 @@ export class WorkListener {
         await client.end().catch(() => undefined);
         return;
       }
+      const reconnect = this.#everConnected;
       this.#client = client;
+      this.#everConnected = true;
       this.#backoffMs = 50;
       // Notifications sent while we were not listening are lost: let waiters look for work.
-      this.wake();
+      if (reconnect) this.wake();
     })().finally(() => {
       this.#connecting = undefined;
     });

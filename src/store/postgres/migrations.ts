@@ -6,6 +6,7 @@
  * Never edit a migration that has shipped: add the next number.
  */
 import type { PoolClient } from "pg";
+import { ErrorCode, SluiceError } from "../../errors.ts";
 
 export interface Migration {
   version: number;
@@ -29,17 +30,22 @@ CREATE TABLE $schema.events (
 CREATE INDEX events_bus_seq ON $schema.events (bus, seq);
 CREATE INDEX events_bus_stored_at ON $schema.events (bus, stored_at);
 
--- Publisher dedupe: the last accepted event per key. Rows older than the window are overwritten or pruned.
+-- Publisher dedupe, per bus: the first accepted event per key within the window. Older rows are overwritten or pruned.
 CREATE TABLE $schema.dedupe (
-  dedupe_key text   PRIMARY KEY,
+  bus        text   NOT NULL,
+  dedupe_key text   NOT NULL,
   seq        bigint NOT NULL,
-  stored_at  bigint NOT NULL
+  stored_at  bigint NOT NULL,
+  -- Key first: the append's lookup is dedupe_key = ANY(...) and can use it as an index condition.
+  PRIMARY KEY (dedupe_key, bus)
 );
 CREATE INDEX dedupe_stored_at ON $schema.dedupe (stored_at);
 
 -- One row per pending delivery. visible_at is when it may be leased: the availability time when not leased,
 -- the lease expiry when leased. Within one (queue, partition_key) only the head (oldest) row is unblocked;
 -- the others wait with blocked = true, so the lease scan never walks over a held key.
+-- fillfactor leaves room on each page so that lease, retry and extend (which change no indexed column)
+-- are HOT updates that touch no index.
 CREATE TABLE $schema.deliveries (
   id            bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   queue         text    NOT NULL,
@@ -51,7 +57,7 @@ CREATE TABLE $schema.deliveries (
   lease_token   text,
   last_error    text,
   blocked       boolean NOT NULL DEFAULT false
-);
+) WITH (fillfactor = 80);
 CREATE INDEX deliveries_leasable ON $schema.deliveries (id) WHERE NOT blocked;
 CREATE INDEX deliveries_queue_leasable ON $schema.deliveries (queue, id) WHERE NOT blocked;
 CREATE INDEX deliveries_key_blocked ON $schema.deliveries (queue, partition_key, id) WHERE blocked;
@@ -112,6 +118,13 @@ export async function migrate(client: PoolClient, schema: string, list: readonly
     );
     const { rows } = await client.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${q}.schema_version`);
     const current = rows[0]?.v ?? 0;
+    const known = Math.max(0, ...list.map((m) => m.version));
+    if (current > known) {
+      throw new SluiceError(
+        ErrorCode.StoreUnavailable,
+        `PostgreSQL schema "${schema}" is at version ${current}, newer than this Sluice knows (${known}): upgrade Sluice`,
+      );
+    }
     for (const m of [...list].sort((a, b) => a.version - b.version)) {
       if (m.version <= current) continue;
       await client.query(m.sql.replaceAll("$schema", q));

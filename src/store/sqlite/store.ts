@@ -170,12 +170,16 @@ function prepareStatements(db: Database.Database) {
     dedupeGet: db.prepare<[string, string], { seq: number; stored_at: number }>(
       "SELECT seq, stored_at FROM dedupe WHERE bus = ? AND dedupe_key = ?",
     ),
-    dedupePut: db.prepare<[string, string, number, number]>(
-      "INSERT OR REPLACE INTO dedupe (bus, dedupe_key, seq, stored_at) VALUES (?, ?, ?, ?)",
+    // Records the key unless it was recorded within the window: one statement in the common (new key) case.
+    dedupeClaim: db.prepare<[string, string, number, number, number, number]>(
+      `INSERT INTO dedupe (bus, dedupe_key, seq, stored_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = excluded.seq, stored_at = excluded.stored_at
+       WHERE ? - dedupe.stored_at >= ?`,
     ),
-    dedupeSweep: db.prepare<[number]>("DELETE FROM dedupe WHERE stored_at <= ?"),
-    eventInsert: db.prepare<[string, string, string, number]>(
-      "INSERT INTO events (bus, event_id, encoded, stored_at) VALUES (?, ?, ?, ?)",
+    nextSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+    dedupeSweep: db.prepare<[string, number]>("DELETE FROM dedupe WHERE bus = ? AND stored_at <= ?"),
+    eventInsert: db.prepare<[number, string, string, string, number]>(
+      "INSERT INTO events (seq, bus, event_id, encoded, stored_at) VALUES (?, ?, ?, ?, ?)",
     ),
     eventRead: db.prepare<[string, number, number, number, number], StoredEventRow>(
       `SELECT bus, seq, event_id, encoded, stored_at FROM events
@@ -194,14 +198,17 @@ function prepareStatements(db: Database.Database) {
     readyAll: db.prepare<[number, number], DeliveryRow>(
       "SELECT * FROM deliveries WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?",
     ),
-    readyInQueue: db.prepare<[string, number, number], DeliveryRow>(
-      "SELECT * FROM deliveries WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+    readyInQueues: db.prepare<[number, string, number], DeliveryRow>(
+      `SELECT * FROM deliveries WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?))
+       ORDER BY visible_at, id LIMIT ?`,
     ),
-    markLeased: db.prepare<[string, number, number, number]>(
-      "UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1 WHERE id = ?",
+    markLeased: db.prepare<[string, number, number, string]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
+       WHERE id IN (SELECT value FROM json_each(?))`,
     ),
-    remove: db.prepare<[number, string], { queue: string; partition_key: string | null }>(
-      "DELETE FROM deliveries WHERE id = ? AND token = ? RETURNING queue, partition_key",
+    removeLeased: db.prepare<[string, string], { id: number; queue: string; partition_key: string | null }>(
+      `DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) AND token = ?
+       RETURNING id, queue, partition_key`,
     ),
     removeRow: db.prepare<[number, string], DeliveryRow>("DELETE FROM deliveries WHERE id = ? AND token = ? RETURNING *"),
     promoteNext: db.prepare<[string, string]>(
@@ -297,6 +304,7 @@ export class SqliteStore implements StorageBackend {
   readonly #signal: WorkSignal;
   readonly #flushAll: Database.Transaction<(writes: PendingWrite[]) => { ok: boolean; value: unknown }[]>;
   readonly #inSavepoint: Database.Transaction<(write: PendingWrite) => unknown>;
+  readonly #alone: Database.Transaction<(write: PendingWrite) => unknown>;
   #pending: PendingWrite[] = [];
   #flushScheduled = false;
   #flushed: Promise<void> | undefined;
@@ -304,7 +312,8 @@ export class SqliteStore implements StorageBackend {
   #workCreated = false;
   #closing: Promise<void> | undefined;
   #closed = false;
-  #lastDedupeSweepAt = Number.NEGATIVE_INFINITY;
+  /** Per bus: buses may use different dedupe windows, so each is swept with its own. */
+  readonly #lastDedupeSweepAt = new Map<string, number>();
   #lastStateSweepAt = Number.NEGATIVE_INFINITY;
 
   constructor(db: Database.Database, path: string) {
@@ -313,6 +322,8 @@ export class SqliteStore implements StorageBackend {
     this.#sql = prepareStatements(db);
     this.#signal = acquireSignal(path);
     this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
+    // A flush of one write needs no savepoint: its failure rolls back the whole (its own) transaction.
+    this.#alone = db.transaction((write: PendingWrite) => write.run());
     this.#flushAll = db.transaction((writes: PendingWrite[]) =>
       writes.map((write) => {
         try {
@@ -360,7 +371,17 @@ export class SqliteStore implements StorageBackend {
     this.#flushScheduled = false;
     let outcomes: { ok: boolean; value: unknown }[];
     try {
-      outcomes = this.#flushAll.immediate(writes);
+      if (writes.length === 1) {
+        try {
+          outcomes = [{ ok: true, value: this.#alone.immediate(writes[0] as PendingWrite) }];
+        } catch (err) {
+          // Rolled back. Our own errors (E_LEASE_LOST…) and constraint failures belong to the call; a failed
+          // BEGIN/COMMIT is reported the same way, so nothing is lost by not telling them apart here.
+          outcomes = [{ ok: false, value: err }];
+        }
+      } else {
+        outcomes = this.#flushAll.immediate(writes);
+      }
     } catch (err) {
       // The commit itself failed (lock timeout, disk full, I/O error): nothing of this batch is durable.
       const error = storeError(err);
@@ -428,27 +449,31 @@ export class SqliteStore implements StorageBackend {
     if (this.#sql.promoteNext.run(queue, partitionKey).changes > 0) this.#workCreated = true;
   }
 
+  /** Lazily deletes a bus's dedupe keys older than its window, at most once per min(window, 60 s) of `now`. */
+  #sweepDedupe(bus: string, now: number, dedupeWindowMs: number): void {
+    const last = this.#lastDedupeSweepAt.get(bus);
+    if (last !== undefined && now >= last && now - last < Math.min(dedupeWindowMs, SWEEP_EVERY_MS)) return;
+    this.#sql.dedupeSweep.run(bus, now - dedupeWindowMs);
+    this.#lastDedupeSweepAt.set(bus, now);
+  }
+
   #appendEntries(entries: AppendEntry[], now: number, dedupeWindowMs: number): AppendResult[] {
     const sql = this.#sql;
     const dedupe = dedupeWindowMs > 0;
     if (dedupe) {
-      if (now < this.#lastDedupeSweepAt) this.#lastDedupeSweepAt = now;
-      if (now - this.#lastDedupeSweepAt >= Math.min(dedupeWindowMs, SWEEP_EVERY_MS)) {
-        sql.dedupeSweep.run(now - dedupeWindowMs);
-        this.#lastDedupeSweepAt = now;
-      }
+      for (const bus of new Set(entries.map((e) => e.bus))) this.#sweepDedupe(bus, now, dedupeWindowMs);
     }
     const results: AppendResult[] = [];
+    // Seqs are assigned here, under the write lock, so that the dedupe claim can record the seq in one statement.
+    let seq = sql.nextSeq.get()?.seq ?? 0;
     for (const entry of entries) {
-      if (dedupe) {
-        const seen = sql.dedupeGet.get(entry.bus, entry.dedupeKey);
-        if (seen !== undefined && now - seen.stored_at < dedupeWindowMs) {
-          results.push({ status: "duplicate", seq: seen.seq });
-          continue;
-        }
+      if (dedupe && sql.dedupeClaim.run(entry.bus, entry.dedupeKey, seq + 1, now, now, dedupeWindowMs).changes === 0) {
+        const seen = sql.dedupeGet.get(entry.bus, entry.dedupeKey) as { seq: number };
+        results.push({ status: "duplicate", seq: seen.seq });
+        continue;
       }
-      const seq = Number(sql.eventInsert.run(entry.bus, entry.eventId, entry.encoded, now).lastInsertRowid);
-      if (dedupe) sql.dedupePut.run(entry.bus, entry.dedupeKey, seq, now);
+      seq++;
+      sql.eventInsert.run(seq, entry.bus, entry.eventId, entry.encoded, now);
       for (const d of entry.deliveries) {
         this.#insertDelivery(d.queue, d.partitionKey, d.payload ?? entry.encoded, d.availableAt ?? now, now);
       }
@@ -464,17 +489,14 @@ export class SqliteStore implements StorageBackend {
     if (request.queues === undefined) {
       rows = this.#sql.readyAll.all(now, max);
     } else {
-      rows = [];
-      for (const queue of new Set(request.queues)) rows.push(...this.#sql.readyInQueue.all(queue, now, max));
-      rows.sort((a, b) => (a.visible_at as number) - (b.visible_at as number) || a.id - b.id);
-      rows.length = Math.min(rows.length, max);
+      rows = request.queues.length === 0 ? [] : this.#sql.readyInQueues.all(now, JSON.stringify(request.queues), max);
     }
+    if (rows.length === 0) return [];
     const leaseUntil = now + leaseMs;
-    return rows.map((row) => {
-      const token = randomUUID();
-      this.#sql.markLeased.run(token, leaseUntil, leaseUntil, row.id);
-      return toLease(row, token, leaseUntil);
-    });
+    // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
+    const token = randomUUID();
+    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row.id)));
+    return rows.map((row) => toLease(row, token, leaseUntil));
   }
 
   #eventLog(): EventLog {
@@ -515,12 +537,22 @@ export class SqliteStore implements StorageBackend {
       ack: (leases) => {
         if (leases.length === 0) return Promise.resolve({ lost: [] });
         return this.#write(() => {
-          const lost: string[] = [];
+          // Leases of one lease call share a token: one DELETE per token settles the batch.
+          const byToken = new Map<string, string[]>();
           for (const { deliveryId, token } of leases) {
-            const row = sql.remove.get(rowId(deliveryId), token);
-            if (row === undefined) lost.push(deliveryId);
-            else this.#promoteNext(row.queue, row.partition_key);
+            const ids = byToken.get(token);
+            if (ids === undefined) byToken.set(token, [deliveryId]);
+            else ids.push(deliveryId);
           }
+          const settled = new Set<string>();
+          for (const [token, ids] of byToken) {
+            const numeric = ids.map(rowId).filter((id) => id > 0);
+            for (const row of sql.removeLeased.all(JSON.stringify(numeric), token)) {
+              settled.add(String(row.id));
+              this.#promoteNext(row.queue, row.partition_key);
+            }
+          }
+          const lost = leases.filter((l) => !settled.has(l.deliveryId)).map((l) => l.deliveryId);
           return { lost };
         });
       },
@@ -671,6 +703,9 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
     db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
     db.pragma("temp_store = MEMORY");
     db.pragma("cache_size = -16000");
+    // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
+    // pages rewritten between two checkpoints are copied back once.
+    db.pragma("wal_autocheckpoint = 10000");
     migrate(db);
     return new SqliteStore(db, path);
   } catch (err) {

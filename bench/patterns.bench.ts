@@ -1,0 +1,201 @@
+/**
+ * Event patterns: events matched per second by RuleIndex against 1, 1 000, 10 000 and 100 000 rules, next to a
+ * naive loop over the same compiled patterns in the same run, plus heap per rule.
+ * Run: npm run bench -- patterns   (the runner passes --expose-gc)
+ *
+ * Rules model a multi-tenant platform (how one reaches 100 000 rules): each rule belongs to a tenant
+ * (data.tenant, exact) and adds 2 to 5 more fields drawn from: type (exact, 40 types), source (prefix),
+ * data.total (numeric range or comparison), data.status (anything-but list), data.region (prefix),
+ * data.customer.tier (exact list), data.currency (exact list). Tenants = rules / 20, so a tenant has ~20 rules
+ * whatever the total. Events are CloudEvents of a random tenant with the same vocabulary.
+ */
+import { performance } from "node:perf_hooks";
+import { compilePattern, type CompiledPattern } from "../src/pattern/compile.ts";
+import { RuleIndex } from "../src/pattern/rule-index.ts";
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (gc === undefined) throw new Error("run with --expose-gc (npm run bench -- patterns)");
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rnd = prng(42);
+const int = (n: number) => Math.floor(rnd() * n);
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;
+
+const TYPES = ["order", "invoice", "payment", "shipment", "customer", "cart", "refund", "review"].flatMap((o) =>
+  ["created", "updated", "deleted", "failed", "completed"].map((v) => `${o}.${v}`),
+);
+const SERVICES = ["/shop/eu-west", "/shop/eu-central", "/shop/us-east", "/billing/eu", "/billing/us", "/crm/global"];
+const SOURCE_PREFIXES = ["/shop/", "/shop/eu-", "/billing/", "/crm/"];
+const REGIONS = ["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-south-1"];
+const REGION_PREFIXES = ["eu-", "us-", "ap-"];
+const STATUSES = ["new", "paid", "shipped", "cancelled", "test", "refunded"];
+const TIERS = ["gold", "silver", "bronze", "trial"];
+const CURRENCIES = ["EUR", "USD", "GBP", "JPY"];
+
+function randomRule(tenants: number): Record<string, unknown> {
+  const data: Record<string, unknown> = { tenant: [`tenant-${int(tenants)}`] };
+  const rule: Record<string, unknown> = {};
+  const extras = ["type", "type", "source", "total", "status", "region", "tier", "currency"];
+  const n = 2 + int(4);
+  for (let i = 0; i < n; i++) {
+    switch (pick(extras)) {
+      case "type":
+        rule["type"] = [pick(TYPES)];
+        break;
+      case "source":
+        rule["source"] = [{ prefix: pick(SOURCE_PREFIXES) }];
+        break;
+      case "total": {
+        const lo = int(500);
+        data["total"] = [{ numeric: rnd() < 0.5 ? [">", lo] : [">=", lo, "<", lo + 100 + int(1000)] }];
+        break;
+      }
+      case "status":
+        data["status"] = [{ "anything-but": ["cancelled", "test"] }];
+        break;
+      case "region":
+        data["region"] = [{ prefix: pick(REGION_PREFIXES) }];
+        break;
+      case "tier":
+        data["customer"] = { tier: [pick(TIERS), pick(TIERS)] };
+        break;
+      default:
+        data["currency"] = [pick(CURRENCIES)];
+    }
+  }
+  rule["data"] = data;
+  return rule;
+}
+
+function randomEvent(tenants: number, i: number): Record<string, unknown> {
+  return {
+    specversion: "1.0",
+    id: `evt-${i}`,
+    source: pick(SERVICES),
+    type: pick(TYPES),
+    time: "2024-05-14T09:30:00Z",
+    datacontenttype: "application/json",
+    data: {
+      tenant: `tenant-${int(tenants)}`,
+      orderId: `o-${i}`,
+      total: Math.round(rnd() * 200000) / 100,
+      status: pick(STATUSES),
+      region: pick(REGIONS),
+      currency: pick(CURRENCIES),
+      customer: { id: `c-${int(100000)}`, tier: pick(TIERS) },
+      items: [
+        { sku: `sku-${int(1000)}`, qty: 1 + int(3) },
+        { sku: `sku-${int(1000)}`, qty: 1 + int(3) },
+      ],
+    },
+  };
+}
+
+function heapUsed(): number {
+  gc?.();
+  gc?.();
+  return process.memoryUsage().heapUsed;
+}
+
+/** Runs `fn` over events for at least `minMs` (and at least `minEvents`), returns events/s and matches. */
+function rate(events: unknown[], minMs: number, minEvents: number, fn: (e: unknown) => number): { perSec: number; matches: number; n: number } {
+  let n = 0;
+  let matches = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  while (elapsed < minMs || n < minEvents) {
+    matches += fn(events[n % events.length]);
+    n++;
+    if ((n & 15) === 0 || n < 16) elapsed = performance.now() - start;
+  }
+  elapsed = performance.now() - start;
+  return { perSec: (n / elapsed) * 1000, matches: matches / n, n };
+}
+
+interface Row {
+  rules: number;
+  indexRate: number;
+  naiveRate: number;
+  naiveEvents: number;
+  matchesPerEvent: number;
+  candidatesPerEvent: number;
+  heapPerRule: number;
+  buildMs: number;
+}
+
+const rows: Row[] = [];
+for (const count of [1, 1_000, 10_000, 100_000]) {
+  const tenants = Math.max(1, Math.floor(count / 20));
+  const events = Array.from({ length: 4000 }, (_, i) => randomEvent(tenants, i));
+
+  const before = heapUsed();
+  let patterns: Record<string, unknown>[] | null = Array.from({ length: count }, () => randomRule(tenants));
+  const t0 = performance.now();
+  const index = new RuleIndex();
+  patterns.forEach((p, i) => index.add(`rule-${i}`, p));
+  const buildMs = performance.now() - t0;
+  const kept = patterns;
+  patterns = null;
+  const heapPerRule = (heapUsed() - before) / count;
+
+  // warm up, then measure the index
+  rate(events, 200, 100, (e) => index.match(e).length);
+  let candidates = 0;
+  const idx = rate(events, 1500, 200, (e) => {
+    const n = index.match(e).length;
+    candidates += index.lastCandidates;
+    return n;
+  });
+
+  // the naive loop over the same patterns, compiled alone; sampled on fewer events at large counts
+  const compiled: CompiledPattern[] = kept.map((p) => compilePattern(p));
+  const naiveLoop = (e: unknown) => {
+    let n = 0;
+    for (const p of compiled) if (p.matches(e)) n++;
+    return n;
+  };
+  rate(events, 200, 3, naiveLoop);
+  const naive = rate(events, 1500, 20, naiveLoop);
+
+  // sanity: both agree on a sample
+  for (const e of events.slice(0, 50)) {
+    if (index.match(e).length !== naiveLoop(e)) throw new Error("index and naive loop disagree");
+  }
+
+  rows.push({
+    rules: count,
+    indexRate: idx.perSec,
+    naiveRate: naive.perSec,
+    naiveEvents: naive.n,
+    matchesPerEvent: idx.matches,
+    candidatesPerEvent: candidates / idx.n,
+    heapPerRule,
+    buildMs,
+  });
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+console.log("| rules | RuleIndex events/s | naive loop events/s (events sampled) | index / naive | matches per event | rules evaluated per event | heap per rule | build |");
+console.log("|---:|---:|---:|---:|---:|---:|---:|---:|");
+for (const r of rows) {
+  console.log(
+    `| ${fmt(r.rules)} | ${fmt(r.indexRate)} | ${fmt(r.naiveRate)} (${fmt(r.naiveEvents)}) | ${(r.indexRate / r.naiveRate).toFixed(1)}× | ${r.matchesPerEvent.toFixed(2)} | ${r.candidatesPerEvent.toFixed(1)} | ${r.rules >= 1000 ? `${fmt(r.heapPerRule)} B` : "n/a"} | ${fmt(r.buildMs)} ms |`,
+  );
+}
+const at = (n: number) => rows.find((r) => r.rules === n) as Row;
+const ratio10k = at(10_000).indexRate / at(10_000).naiveRate;
+const scale = at(100_000).indexRate / at(1_000).indexRate;
+const heap = at(100_000).heapPerRule;
+console.log("");
+console.log(`- 10 000 rules, index vs naive: ${ratio10k.toFixed(1)}× (goal ≥ 20×): ${ratio10k >= 20 ? "met" : "NOT met"}`);
+console.log(`- rate at 100 000 rules / rate at 1 000: ${scale.toFixed(2)} (goal ≥ 0.5): ${scale >= 0.5 ? "met" : "NOT met"}`);
+console.log(`- heap per rule at 100 000 rules: ${fmt(heap)} B (goal < 2048 B): ${heap < 2048 ? "met" : "NOT met"}`);

@@ -1,0 +1,76 @@
+/**
+ * The entry point of an instance: a worker thread or a child process that loads one function module and runs
+ * its handler for the invocations the host sends. Kept import-light (it is bundled into one file) because
+ * every cold start loads it.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { isFunctionDefinition, type FunctionDefinition } from "./define.ts";
+import { Batcher, toWireError, type HostMessage, type InstanceInit, type InstanceMessage } from "./protocol.ts";
+import { createRunner } from "./runner.ts";
+
+type Post = (batch: InstanceMessage[]) => void;
+
+function transport(): { init: InstanceInit; post: Post; listen(onBatch: (batch: HostMessage[]) => void): void } {
+  if (parentPort) {
+    const port = parentPort;
+    return {
+      init: workerData as InstanceInit,
+      post: (batch) => port.postMessage(batch),
+      listen: (onBatch) => port.on("message", onBatch),
+    };
+  }
+  const send = process.send?.bind(process);
+  if (!send) throw new Error("sluice instance: started without a parent port or an IPC channel");
+  return {
+    init: JSON.parse(process.argv[2] ?? "{}") as InstanceInit,
+    post: (batch) => send(batch),
+    listen: (onBatch) => process.on("message", (m) => onBatch(m as HostMessage[])),
+  };
+}
+
+const t = transport();
+const out = new Batcher<InstanceMessage>((batch) => {
+  try {
+    t.post(batch);
+  } catch {
+    // One message could not be cloned (a handler returned or logged a function, say): send the others,
+    // and turn each unclonable one into an error instead of losing it.
+    for (const message of batch) {
+      try {
+        t.post([message]);
+      } catch (err) {
+        if (message.t === "done") {
+          t.post([{ t: "done", id: message.id, error: { name: "DataCloneError", message: `result could not be serialized: ${(err as Error).message}` } }]);
+        } else if (message.t === "log") {
+          t.post([{ ...message, fields: { unserializable: true } }]);
+        }
+      }
+    }
+  }
+});
+
+async function main(): Promise<void> {
+  let def: FunctionDefinition;
+  try {
+    const mod = (await import(t.init.moduleUrl)) as { default?: unknown };
+    if (!isFunctionDefinition(mod.default)) {
+      throw new Error("the module's default export is not a defineFunction(...) result");
+    }
+    def = mod.default;
+    if (t.init.functionName !== undefined && def.name !== t.init.functionName) {
+      throw new Error(`the module now defines function "${def.name}", not "${t.init.functionName}"`);
+    }
+  } catch (err) {
+    out.send({ t: "load-error", error: toWireError(err) });
+    out.flush();
+    return;
+  }
+  const { handler: _handler, ...config } = def;
+  const runner = createRunner(def, (m) => out.send(m));
+  t.listen((batch) => {
+    for (const m of batch) runner.handle(m);
+  });
+  out.send({ t: "ready", config });
+}
+
+void main();

@@ -1,0 +1,97 @@
+/**
+ * The one message protocol between the host and an instance, for worker threads and child processes alike.
+ * Messages travel in batches (arrays): each side queues what it sends during one turn of its event loop and
+ * posts the batch once, so a burst of invocations costs one structured-clone round trip, not one per message.
+ */
+import type { CloudEvent } from "../event/types.ts";
+import type { EmittedEvent } from "./define.ts";
+
+/** An error as it crosses the boundary: prototypes do not survive, so `name` and `code` carry the kind. */
+export interface WireError {
+  name: string;
+  message: string;
+  code?: string;
+  retryable?: boolean;
+  delayMs?: number;
+  stack?: string;
+}
+
+export type HostMessage =
+  | {
+      t: "invoke";
+      id: number;
+      event: CloudEvent;
+      attempt: number;
+      invocationId: string;
+      deadline: number;
+      /** ms before the deadline at which ctx.signal aborts. */
+      signalAt: number;
+    }
+  /** Aborts ctx.signal of invocation `id` (the caller gave up). */
+  | { t: "abort"; id: number }
+  | { t: "emitted"; reqId: number; error?: WireError };
+
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
+
+export type InstanceMessage =
+  /** The module loaded; `config` is the default export without its handler. */
+  | { t: "ready"; config: unknown }
+  | { t: "load-error"; error: WireError }
+  | { t: "done"; id: number; value?: unknown; error?: WireError }
+  | { t: "emit"; id: number; reqId: number; events: EmittedEvent[] }
+  | { t: "log"; id: number; level: LogLevel; fields: Record<string, unknown>; msg: string | undefined };
+
+/** What the instance receives at start (workerData, or the first line of a child's argv). */
+export interface InstanceInit {
+  /** file URL of the bundled function module. */
+  moduleUrl: string;
+  functionName: string | undefined;
+}
+
+export function toWireError(err: unknown): WireError {
+  if (err instanceof Error) {
+    const e = err as Error & { code?: unknown; retryable?: unknown; delayMs?: unknown };
+    return {
+      name: e.name,
+      message: e.message,
+      ...(typeof e.code === "string" ? { code: e.code } : {}),
+      ...(typeof e.retryable === "boolean" ? { retryable: e.retryable } : {}),
+      ...(typeof e.delayMs === "number" ? { delayMs: e.delayMs } : {}),
+      ...(e.stack === undefined ? {} : { stack: e.stack }),
+    };
+  }
+  return { name: "Error", message: typeof err === "string" ? err : safeString(err) };
+}
+
+function safeString(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * Queues messages and posts them as one array per event-loop turn.
+ * `post` is `worker.postMessage`, `parentPort.postMessage` or `process.send`.
+ */
+export class Batcher<M> {
+  private queue: M[] = [];
+  private scheduled = false;
+  constructor(private readonly post: (batch: M[]) => void) {}
+
+  send(message: M): void {
+    this.queue.push(message);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
+  }
+
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.post(batch);
+  };
+}

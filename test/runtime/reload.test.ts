@@ -1,0 +1,58 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createRuntime } from "../../src/runtime/runtime.ts";
+import { event, noEmit, tempDir, within, writeFunction } from "./helpers.ts";
+
+test("runtime reload - new invocations get the new code, in-flight ones finish on the old, none dropped", async () => {
+  const dir = tempDir();
+  const file = writeFunction(dir, "versioned", "concurrency: 4,", `await sleep(data.ms ?? 0); return "v1";`);
+  const runtime = await createRuntime({ functions: [{ file }], emit: noEmit });
+  try {
+    assert.equal(await runtime.invoke("versioned", event("x")), "v1");
+    // Slow v1 invocations are in flight while the file changes.
+    const inflight = Array.from({ length: 3 }, () => runtime.invoke("versioned", event("x", { ms: 400 })));
+    writeFileSync(file, readFileSync(file, "utf8").replace('return "v1"', 'return "v2"'));
+    await runtime.reload(file);
+    assert.equal(runtime.metrics().functions.versioned!.version, 2);
+    // A steady stream across the switch: every event answered, first by v1 (in flight), then by v2.
+    const after = await Promise.all(Array.from({ length: 20 }, () => runtime.invoke("versioned", event("x"))));
+    assert.deepEqual(await Promise.all(inflight), ["v1", "v1", "v1"]);
+    assert.deepEqual(after, Array(20).fill("v2"));
+    const m = runtime.metrics().functions.versioned!;
+    assert.equal(m.failures, 0);
+    assert.equal(m.successes, 24);
+    // Old-version instances are gone once their work finished.
+    await within(
+      new Promise<void>((resolve) => {
+        const check = () => (runtime.metrics().functions.versioned!.instances.busy === 0 ? resolve() : setImmediate(check));
+        check();
+      }),
+      5000,
+    );
+  } finally {
+    await runtime.close();
+  }
+});
+
+test("runtime reload - a file watcher reloads on change; a broken new version keeps the old one serving", async () => {
+  const dir = tempDir();
+  const file = writeFunction(dir, "watched", "", `return "one";`);
+  const runtime = await createRuntime({ functions: [{ file }], emit: noEmit, watch: true });
+  try {
+    assert.equal(await runtime.invoke("watched", event("x")), "one");
+    const reloaded = new Promise<void>((resolve) => {
+      const check = () => (runtime.metrics().functions.watched!.version === 2 ? resolve() : setTimeout(check, 20));
+      check();
+    });
+    writeFileSync(file, readFileSync(file, "utf8").replace('return "one"', 'return "two"'));
+    await within(reloaded, 10_000, "the watcher to reload");
+    assert.equal(await runtime.invoke("watched", event("x")), "two");
+
+    writeFileSync(file, readFileSync(file, "utf8").replace('return "two";', 'return "three" +;'));
+    await assert.rejects(runtime.reload(file), { code: "E_CONFIG_INVALID" });
+    assert.equal(await runtime.invoke("watched", event("x")), "two", "still the last good version");
+  } finally {
+    await runtime.close();
+  }
+});

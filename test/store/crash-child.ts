@@ -1,0 +1,86 @@
+/**
+ * Child process of the store crash tests: it works against a real store until the parent SIGKILLs it, and
+ * prints one line to stdout for every write the store acknowledged (the line is written after the promise
+ * resolved, so a printed line proves an acknowledged write).
+ *
+ * Driven by crash-harness.ts. Usage: node --import tsx test/store/crash-child.ts <mode> <kind> <location> <runId>
+ *   mode      `publish`: appends batches of 1..50 events in a loop, each event with a delivery to queue `crash-a`
+ *             and one (keyed on 5 keys) to `crash-b`; prints `ack <seq> <eventId>` per stored event.
+ *             `consume`: leases up to 10 deliveries at a time (lease 1 s), "works" 0-3 ms, acks; prints
+ *             `lease <queue> <eventId>` per leased delivery, `ack <queue> <eventId>` per acked one (`lost …` when
+ *             the ack found its lease lost).
+ *   kind      `sqlite` (location = database file) or `postgres` (location = connection URL; loads
+ *             src/store/postgres/index.ts's `createPostgresStore({ url })`).
+ *   runId     prefix of the event ids (publish), so runs on the same data never collide.
+ * Prints `ready` once the store is open.
+ */
+import type { StorageBackend } from "../../src/store/contract.ts";
+import { crashBus, crashQueues, openStore } from "./crash-harness.ts";
+
+function write(line: string): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.stdout.write(`${line}\n`)) resolve();
+    else process.stdout.once("drain", resolve);
+  });
+}
+
+async function publish(store: StorageBackend, runId: string): Promise<never> {
+  for (let batch = 0; ; batch++) {
+    const size = 1 + Math.floor(Math.random() * 50);
+    const entries = Array.from({ length: size }, (_, i) => {
+      const eventId = `${runId}-${batch}-${i}`;
+      return {
+        bus: crashBus,
+        eventId,
+        dedupeKey: `crash\n${eventId}`,
+        encoded: JSON.stringify({ specversion: "1.0", id: eventId, source: "crash", type: "crash.test", data: { batch, i } }),
+        deliveries: [{ queue: crashQueues[0] }, { queue: crashQueues[1], partitionKey: `k${i % 5}` }],
+      };
+    });
+    const results = await store.events.append(entries, { now: Date.now(), dedupeWindowMs: 300_000 });
+    const lines = results.map((r, i) => {
+      if (r.status !== "stored") throw new Error(`crash-child: unexpected ${r.status} for ${entries[i]?.eventId}`);
+      return `ack ${r.seq} ${entries[i]?.eventId}`;
+    });
+    await write(lines.join("\n"));
+  }
+}
+
+async function consume(store: StorageBackend): Promise<never> {
+  for (;;) {
+    const leases = await store.queues.lease({ max: 10, leaseMs: 1000, now: Date.now() });
+    if (leases.length === 0) {
+      const timer = AbortSignal.timeout(20);
+      await store.queues.waitForWork(timer);
+      continue;
+    }
+    const ids = leases.map((l) => `${l.queue} ${(JSON.parse(l.payload) as { id: string }).id}`);
+    await write(ids.map((id) => `lease ${id}`).join("\n"));
+    // The handler's work: a few milliseconds, so that kills land between lease and ack too.
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 4)));
+    const { lost } = await store.queues.ack(leases);
+    const lostIds = new Set(lost);
+    await write(
+      leases
+        .map((l, i) => (lostIds.has(l.deliveryId) ? `lost ${ids[i]}` : `ack ${ids[i]}`))
+        .join("\n"),
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  const [mode, kind, location, runId = "run"] = process.argv.slice(2);
+  if (mode === undefined || kind === undefined || location === undefined) {
+    throw new Error("usage: crash-child.ts <publish|consume> <kind> <location> [runId]");
+  }
+  const store = await openStore(kind, location);
+  await write("ready");
+  if (mode === "publish") await publish(store, runId);
+  else if (mode === "consume") await consume(store);
+  else throw new Error(`crash-child: unknown mode ${mode}`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
