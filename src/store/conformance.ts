@@ -271,6 +271,22 @@ export function runStoreConformance(options: StoreConformanceOptions): void {
       assert.deepEqual(ids(await store.events.read(bus, { fromAt: T0 + 85, limit: 100 })), ["e9"]);
       assert.deepEqual(ids(await store.events.read(bus, { toAt: T0 + 10, limit: 100 })), ["e0"]);
       assert.deepEqual(await store.events.read(unique("bus"), { limit: 100 }), []);
+
+      // Paging through events stored in the same millisecond.
+      const same = unique("bus");
+      await store.events.append(
+        Array.from({ length: 7 }, (_, i) => entry(same, `s${i}`)),
+        { now: T0 + 500, dedupeWindowMs: 0 },
+      );
+      const samePages: string[][] = [];
+      let cursor: number | undefined;
+      for (;;) {
+        const page = await store.events.read(same, { fromAt: T0 + 500, limit: 3, ...(cursor === undefined ? {} : { afterSeq: cursor }) });
+        if (page.length === 0) break;
+        samePages.push(ids(page));
+        cursor = page[page.length - 1]?.seq;
+      }
+      assert.deepEqual(samePages, [["s0", "s1", "s2"], ["s3", "s4", "s5"], ["s6"]]);
     });
 
     it("events - trim deletes a bus's events stored before beforeAt and leaves their deliveries", async (t) => {

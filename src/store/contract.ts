@@ -42,6 +42,7 @@ export interface StoredEvent {
   seq: number;
   eventId: string;
   encoded: string;
+  /** The append's `now`; a backend may raise it to the previous event's storedAt so that it never decreases along seq. */
   storedAt: number;
 }
 

@@ -57,3 +57,27 @@ test("sqlite store - refuses a database written by a newer schema", async (t) =>
     return true;
   });
 });
+
+test("sqlite store - storedAt never decreases, so reads stay in seq order when a caller's clock steps back", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const store = await createSqliteStore({ path });
+  t.after(() => store.close());
+  const bus = "b";
+  const event = (id: string) => ({ bus, eventId: id, dedupeKey: id, encoded: `{"id":"${id}"}`, deliveries: [] });
+  await store.events.append([event("late")], { now: 2000, dedupeWindowMs: 0 });
+  await store.events.append([event("early")], { now: 1000, dedupeWindowMs: 0 });
+  const read = await store.events.read(bus, { limit: 10 });
+  assert.deepEqual(
+    read.map((e) => [e.eventId, e.storedAt]),
+    [
+      ["late", 2000],
+      ["early", 2000],
+    ],
+  );
+  assert.ok((read[0]?.seq as number) < (read[1]?.seq as number));
+  assert.deepEqual(
+    (await store.events.read(bus, { afterSeq: read[0]?.seq as number, limit: 10 })).map((e) => e.eventId),
+    ["early"],
+  );
+});

@@ -181,9 +181,12 @@ function prepareStatements(db: Database.Database) {
     eventInsert: db.prepare<[number, string, string, string, number]>(
       "INSERT INTO events (seq, bus, event_id, encoded, stored_at) VALUES (?, ?, ?, ?, ?)",
     ),
+    lastStoredAt: db.prepare<[], { stored_at: number }>("SELECT stored_at FROM events ORDER BY seq DESC LIMIT 1"),
+    storedAtOf: db.prepare<[number], { stored_at: number }>("SELECT stored_at FROM events WHERE seq = ?"),
+    // (bus, stored_at) index order is (stored_at, seq): seq order, since stored_at never decreases along seq.
     eventRead: db.prepare<[string, number, number, number, number], StoredEventRow>(
       `SELECT bus, seq, event_id, encoded, stored_at FROM events
-       WHERE bus = ? AND seq > ? AND stored_at >= ? AND stored_at < ? ORDER BY seq LIMIT ?`,
+       WHERE bus = ? AND stored_at >= ? AND stored_at < ? AND seq > ? ORDER BY stored_at, seq LIMIT ?`,
     ),
     eventTrim: db.prepare<[string, number]>("DELETE FROM events WHERE bus = ? AND stored_at < ?"),
 
@@ -466,6 +469,9 @@ export class SqliteStore implements StorageBackend {
     const results: AppendResult[] = [];
     // Seqs are assigned here, under the write lock, so that the dedupe claim can record the seq in one statement.
     let seq = sql.nextSeq.get()?.seq ?? 0;
+    // storedAt never decreases along seq (a caller's clock stepping back, or two processes' clocks disagreeing,
+    // stores at the latest storedAt so far), so time-ordered reads are seq-ordered without a second index.
+    const storedAt = Math.max(now, sql.lastStoredAt.get()?.stored_at ?? Number.NEGATIVE_INFINITY);
     for (const entry of entries) {
       if (dedupe && sql.dedupeClaim.run(entry.bus, entry.dedupeKey, seq + 1, now, now, dedupeWindowMs).changes === 0) {
         const seen = sql.dedupeGet.get(entry.bus, entry.dedupeKey) as { seq: number };
@@ -473,7 +479,7 @@ export class SqliteStore implements StorageBackend {
         continue;
       }
       seq++;
-      sql.eventInsert.run(seq, entry.bus, entry.eventId, entry.encoded, now);
+      sql.eventInsert.run(seq, entry.bus, entry.eventId, entry.encoded, storedAt);
       for (const d of entry.deliveries) {
         this.#insertDelivery(d.queue, d.partitionKey, d.payload ?? entry.encoded, d.availableAt ?? now, now);
       }
@@ -509,11 +515,14 @@ export class SqliteStore implements StorageBackend {
       read: (bus: string, range: ReadRange) =>
         this.#read(() => {
           if (!(range.limit > 0)) return [];
+          const afterSeq = range.afterSeq ?? 0;
+          // Start the index range at the cursor's storedAt, so paging never rescans earlier rows.
+          const cursorAt = afterSeq > 0 ? (sql.storedAtOf.get(afterSeq)?.stored_at ?? Number.MIN_SAFE_INTEGER) : Number.MIN_SAFE_INTEGER;
           const rows = sql.eventRead.all(
             bus,
-            range.afterSeq ?? 0,
-            range.fromAt ?? Number.MIN_SAFE_INTEGER,
+            Math.max(range.fromAt ?? Number.MIN_SAFE_INTEGER, cursorAt),
             range.toAt ?? Number.MAX_SAFE_INTEGER,
+            afterSeq,
             range.limit,
           );
           return rows.map(
