@@ -107,28 +107,30 @@ export async function insertDeliveries(client: PoolClient, s: string, rows: read
 }
 
 /**
- * Releases the keys whose head left the queue (acked or dead-lettered) inside the same transaction: the
- * next pending delivery of each key becomes its head, and a drained key's row is deleted.
+ * CTEs for a statement whose CTE `gone` (queue, partition_key) lists deliveries that left their queue (acked or
+ * dead-lettered): `dec` decrements each key's pending count, taking the key row's lock (a concurrent append of
+ * the key waits for this transaction). The statement selects `${keysColumn}`, the keys' new counts, for moveHeads.
  */
-async function releaseKeys(client: PoolClient, db: Db, heads: readonly { queue: string; key: string }[]): Promise<void> {
-  if (heads.length === 0) return;
-  const groups = new Map<string, KeyGroup>();
-  for (const h of heads) {
-    const id = groupKey(h.queue, h.key);
-    const g = groups.get(id);
-    if (g) g.n++;
-    else groups.set(id, { queue: h.queue, key: h.key, n: 1 });
-  }
-  const sorted = [...groups.values()].sort(compareGroups);
-  const { rows } = await client.query<{ queue: string; partition_key: string; pending: string }>(
-    `UPDATE ${db.s}.partitions p SET pending = p.pending - r.n
-     FROM unnest($1::text[], $2::text[], $3::int8[]) AS r(q, k, n)
-     WHERE p.queue = r.q AND p.partition_key = r.k
-     RETURNING p.queue, p.partition_key, p.pending`,
-    [sorted.map((g) => g.queue), sorted.map((g) => g.key), sorted.map((g) => g.n)],
-  );
-  const drained = rows.filter((r) => Number(r.pending) <= 0);
-  const live = rows.filter((r) => Number(r.pending) > 0);
+const decrementKeys = (s: string) => `cnt AS (
+    SELECT queue, partition_key, count(*) AS n FROM gone WHERE partition_key IS NOT NULL GROUP BY queue, partition_key
+  ), dec AS (
+    UPDATE ${s}.partitions p SET pending = p.pending - cnt.n FROM cnt
+    WHERE p.queue = cnt.queue AND p.partition_key = cnt.partition_key
+    RETURNING p.queue, p.partition_key, p.pending
+  )`;
+const keysColumn = "(SELECT coalesce(json_agg(json_build_array(queue, partition_key, pending)), '[]') FROM dec) AS keys";
+
+type DecrementedKey = [queue: string, partitionKey: string, pending: number];
+
+/**
+ * Second step of releasing keys, in the same transaction and after decrementKeys took the key rows' locks (so
+ * this statement's snapshot sees every delivery of those keys): the next pending delivery of each key becomes
+ * its head, and a drained key's row is deleted.
+ */
+async function moveHeads(client: PoolClient, db: Db, keys: readonly DecrementedKey[]): Promise<void> {
+  if (keys.length === 0) return;
+  const drained = keys.filter(([, , pending]) => pending <= 0);
+  const live = keys.filter(([, , pending]) => pending > 0);
   await client.query(
     `WITH drained AS (
        DELETE FROM ${db.s}.partitions p USING unnest($1::text[], $2::text[]) AS r(q, k)
@@ -147,7 +149,7 @@ async function releaseKeys(client: PoolClient, db: Db, heads: readonly { queue: 
      )
      SELECT (SELECT count(*) FROM drained) AS drained,
             (SELECT count(*) FROM (SELECT pg_notify($5, '') FROM unblocked LIMIT 1) n) AS notified`,
-    [drained.map((r) => r.queue), drained.map((r) => r.partition_key), live.map((r) => r.queue), live.map((r) => r.partition_key), db.channel],
+    [drained.map((k) => k[0]), drained.map((k) => k[1]), live.map((k) => k[0]), live.map((k) => k[1]), db.channel],
   );
 }
 
@@ -262,7 +264,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
   ack(leases: Pick<Lease, "deliveryId" | "token">[]): Promise<{ lost: string[] }> {
     return this.#db.run("ack", async () => {
       const valid = leases.filter((l) => idPattern.test(l.deliveryId));
-      let removed: { id: string; queue: string; partition_key: string | null }[] = [];
+      let removed: string[] = [];
       if (valid.length > 0) {
         // `id = ANY` makes the plan an index lookup whatever the table statistics say (a join on unnest alone
         // can be planned as a hash join over a sequential scan of the whole queue table).
@@ -272,17 +274,20 @@ export class PgDeliveryQueues implements DeliveryQueues {
         const params = [valid.map((l) => l.deliveryId), valid.map((l) => l.token)];
         if (valid.some((l) => l.token.startsWith("k"))) {
           removed = await this.#db.tx(async (client) => {
-            const { rows } = await client.query<{ id: string; queue: string; partition_key: string | null }>(deleteSql, params);
-            const heads = rows.flatMap((r) => (r.partition_key === null ? [] : [{ queue: r.queue, key: r.partition_key }]));
-            await releaseKeys(client, this.#db, heads);
-            return rows;
+            const { rows } = await client.query<{ ids: string[]; keys: DecrementedKey[] }>(
+              `WITH gone AS (${deleteSql}), ${decrementKeys(this.#db.s)}
+               SELECT (SELECT coalesce(array_agg(id::text), '{}') FROM gone) AS ids, ${keysColumn}`,
+              params,
+            );
+            await moveHeads(client, this.#db, rows[0]?.keys ?? []);
+            return rows[0]?.ids ?? [];
           });
         } else {
-          // Unkeyed leases only: one autocommitted statement, no key to move.
-          removed = await this.#db.query(deleteSql, params);
+          // Keyless leases only: one autocommitted statement, no key to move.
+          removed = (await this.#db.query<{ id: string }>(deleteSql, params)).map((r) => r.id);
         }
       }
-      const acked = new Set(removed.map((r) => r.id));
+      const acked = new Set(removed);
       return { lost: leases.filter((l) => !acked.has(l.deliveryId)).map((l) => l.deliveryId) };
     });
   }
@@ -307,19 +312,20 @@ export class PgDeliveryQueues implements DeliveryQueues {
     return this.#db.run("deadLetter", async () => {
       if (!idPattern.test(lease.deliveryId)) throw leaseLost(lease.deliveryId, "deadLetter");
       await this.#db.tx(async (client) => {
-        const { rows } = await client.query<{ queue: string; partition_key: string | null }>(
-          `WITH d AS (
+        const { rows } = await client.query<{ moved: string; keys: DecrementedKey[] }>(
+          `WITH gone AS (
              DELETE FROM ${this.#db.s}.deliveries WHERE id = $1 AND lease_token = $2
              RETURNING id, queue, partition_key, payload, attempt, last_error, enqueued_at
-           )
-           INSERT INTO ${this.#db.s}.dead_letters (id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
-           SELECT id, queue, partition_key, payload, $3, attempt, COALESCE($4, last_error), enqueued_at, $5 FROM d
-           RETURNING queue, partition_key`,
+           ), dead AS (
+             INSERT INTO ${this.#db.s}.dead_letters (id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
+             SELECT id, queue, partition_key, payload, $3, attempt, COALESCE($4, last_error), enqueued_at, $5 FROM gone
+             RETURNING 1
+           ), ${decrementKeys(this.#db.s)}
+           SELECT (SELECT count(*) FROM dead) AS moved, ${keysColumn}`,
           [lease.deliveryId, lease.token, options.reason, options.error ?? null, options.now],
         );
-        const row = rows[0];
-        if (!row) throw leaseLost(lease.deliveryId, "deadLetter");
-        if (row.partition_key !== null) await releaseKeys(client, this.#db, [{ queue: row.queue, key: row.partition_key }]);
+        if (Number(rows[0]?.moved ?? 0) === 0) throw leaseLost(lease.deliveryId, "deadLetter");
+        await moveHeads(client, this.#db, rows[0]?.keys ?? []);
       });
     });
   }
