@@ -5,13 +5,16 @@
  * How it works (an "access predicate" index, as content-based pub/sub systems use):
  * - Each rule's pattern is expanded into alternatives (one per combination of `$or` branches); an alternative
  *   is a flat list of leaf conditions that must all hold.
- * - Every alternative is filed under ONE of its required leaves, its anchor: the leaf whose index slot is
- *   currently the smallest. Exact values (and numeric `=`) go into a hash map per field path, equals-ignore-case
+ * - Every alternative is filed under ONE of its required leaves, its anchor (chosen by `cost`, below). Exact values (and numeric `=`) go into a hash map per field path, equals-ignore-case
  *   into a map of lower-cased values, prefixes and suffixes (and wildcards with a literal head or tail) into
  *   maps probed once per distinct affix length; leaves no map can serve (anything-but, numeric ranges,
  *   exists:true, cidr) go into a per-path list that is taken whenever the path holds a value.
  * - The field paths form a trie; `match` walks the event along the trie only (not the whole event), probes the
- *   maps with the leaf values found, and collects the rules whose anchor was hit. Those candidates, and the
+ *   maps with the leaf values found, and collects the rules whose anchor was hit.
+ * - Each slot entry carries a 32-bit signature of what its alternative requires besides the anchor (one hashed
+ *   bit per single exact value or single prefix on a path); the walk builds the event's signature from the
+ *   same paths, and an entry whose bits the event lacks is skipped without touching the rule (a Bloom-style
+ *   necessary condition: collisions only let extra candidates through). The candidates, and the
  *   rules with an alternative that has no required leaf (e.g. only `exists: false`), are then checked with the
  *   rule's own compiled pattern. The answer is therefore exactly what evaluating each pattern alone gives: the
  *   index only decides which rules are worth evaluating, and an anchor is a necessary condition of its
@@ -38,17 +41,47 @@ type Scalar = string | number | boolean | null;
 type AffixKind = "prefix" | "prefixCi" | "suffix" | "suffixCi";
 type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { kind: AffixKind; key: string };
 
+/**
+ * The rules filed under one key, each with the signature of the alternative anchored here: one bit per exact
+ * value the alternative requires elsewhere (hashed with its path). A rule is a candidate only when the event's
+ * signature has all its bits, which is checked here, in the slot's own memory, before touching the rule.
+ */
+class Slot {
+  readonly rules: Rule[] = [];
+  readonly sigs: number[] = [];
+
+  get length(): number {
+    return this.rules.length;
+  }
+
+  push(rule: Rule, sig: number): void {
+    this.rules.push(rule);
+    this.sigs.push(sig);
+  }
+
+  /** Removes one entry of `rule` (a rule has one entry per alternative anchored here). */
+  removeOne(rule: Rule): void {
+    const i = this.rules.indexOf(rule);
+    if (i < 0) return;
+    const last = this.rules.length - 1;
+    this.rules[i] = this.rules[last] as Rule;
+    this.sigs[i] = this.sigs[last] as number;
+    this.rules.pop();
+    this.sigs.pop();
+  }
+}
+
 /** Maps probed by affix: one lookup per distinct affix length that fits the value. */
 class AffixIndex {
-  readonly map = new Map<string, Rule[]>();
+  readonly map = new Map<string, Slot>();
   /** Distinct key lengths, ascending, with the number of keys of each length. */
   lengths: number[] = [];
   private readonly lengthCount = new Map<number, number>();
 
-  slot(key: string, create: boolean): Rule[] | undefined {
+  slot(key: string, create: boolean): Slot | undefined {
     let s = this.map.get(key);
     if (s === undefined && create) {
-      s = [];
+      s = new Slot();
       this.map.set(key, s);
       const n = this.lengthCount.get(key.length) ?? 0;
       this.lengthCount.set(key.length, n + 1);
@@ -71,16 +104,25 @@ class AffixIndex {
 
 /** Everything filed under one field path. */
 class FieldIndex {
-  exact: Map<Scalar, Rule[]> | null = null;
-  ci: Map<string, Rule[]> | null = null;
+  exact: Map<Scalar, Slot> | null = null;
+  ci: Map<string, Slot> | null = null;
   prefix: AffixIndex | null = null;
   prefixCi: AffixIndex | null = null;
   suffix: AffixIndex | null = null;
   suffixCi: AffixIndex | null = null;
-  broad: Rule[] | null = null;
+  broad: Slot | null = null;
 }
 
 class PathNode {
+  /** Mixed into signature hashes so equal values on different paths set different bits. */
+  readonly id: number;
+  /** Some rule's signature uses an exact value on this path: the walk hashes the event's values here. */
+  signed = false;
+  /** Prefix lengths some rule's signature uses on this path (ascending): the walk hashes those prefixes too. */
+  signedPrefixes: number[] | null = null;
+  constructor(id: number) {
+    this.id = id;
+  }
   children: Map<string, PathNode> | null = null;
   /** For the walk: children as an array (faster to iterate than the map). */
   childList: [string, PathNode][] = [];
@@ -130,7 +172,11 @@ function slotRef(m: Matcher): SlotRef | null {
  */
 export class RuleIndex {
   private readonly rules = new Map<string, Rule>();
-  private readonly root = new PathNode();
+  private nodes = 0;
+  private readonly root = new PathNode(this.nodes++);
+  /** Reused by `match`: the slots hit and the event's signature. */
+  private hits: Slot[] = [];
+  private eventSig = 0;
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
   private addedSinceReanchor = 0;
@@ -174,18 +220,24 @@ export class RuleIndex {
   /** Ids of all rules whose pattern matches the event, each once, in no particular order. Never throws. */
   match(event: unknown): string[] {
     const epoch = ++this.epoch;
+    const hits = this.hits;
+    hits.length = 0;
+    this.eventSig = 0;
+    this.walk(event, this.root);
+    const sig = this.eventSig;
     const candidates: Rule[] = [];
-    const hit = (slot: Rule[] | undefined) => {
-      if (slot === undefined) return;
-      for (let i = 0; i < slot.length; i++) {
-        const rule = slot[i] as Rule;
+    for (const slot of hits) {
+      const { rules, sigs } = slot;
+      for (let i = 0; i < rules.length; i++) {
+        if (((sigs[i] as number) & ~sig) !== 0) continue;
+        const rule = rules[i] as Rule;
         if (rule.stamp !== epoch) {
           rule.stamp = epoch;
           candidates.push(rule);
         }
       }
-    };
-    this.walk(event, this.root, hit);
+    }
+    hits.length = 0;
     for (const rule of this.alwaysRules) {
       if (rule.stamp !== epoch) {
         rule.stamp = epoch;
@@ -200,31 +252,45 @@ export class RuleIndex {
 
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode, hit: (slot: Rule[] | undefined) => void): void {
+  private walk(v: unknown, node: PathNode): void {
     if (Array.isArray(v)) {
-      for (const e of v) this.walk(e, node, hit);
+      for (const e of v) this.walk(e, node);
       return;
     }
     if (v === undefined) return;
     if (typeof v === "object" && v !== null) {
       const obj = v as Record<string, unknown>;
       for (const [key, child] of node.childList) {
-        if (Object.hasOwn(obj, key)) this.walk(obj[key], child, hit);
+        if (Object.hasOwn(obj, key)) this.walk(obj[key], child);
       }
       return;
     }
+    if (node.signed) this.eventSig |= sigBit(node.id, v as Scalar);
+    if (node.signedPrefixes !== null && typeof v === "string") {
+      for (const len of node.signedPrefixes) {
+        if (len > v.length) break;
+        this.eventSig |= sigBit(-1 - node.id, len === v.length ? v : v.slice(0, len));
+      }
+    }
     const fi = node.index;
     if (fi === null) return;
-    if (fi.broad !== null) hit(fi.broad);
-    if (fi.exact !== null) hit(fi.exact.get(v as Scalar));
+    const hits = this.hits;
+    if (fi.broad !== null) hits.push(fi.broad);
+    if (fi.exact !== null) {
+      const slot = fi.exact.get(v as Scalar);
+      if (slot !== undefined) hits.push(slot);
+    }
     if (typeof v !== "string") return;
-    if (fi.prefix !== null) probePrefix(fi.prefix, v, hit);
-    if (fi.suffix !== null) probeSuffix(fi.suffix, v, hit);
+    if (fi.prefix !== null) probePrefix(fi.prefix, v, hits);
+    if (fi.suffix !== null) probeSuffix(fi.suffix, v, hits);
     if (fi.ci !== null || fi.prefixCi !== null || fi.suffixCi !== null) {
       const lower = v.toLowerCase();
-      if (fi.ci !== null) hit(fi.ci.get(lower));
-      if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hit);
-      if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hit);
+      if (fi.ci !== null) {
+        const slot = fi.ci.get(lower);
+        if (slot !== undefined) hits.push(slot);
+      }
+      if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hits);
+      if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hits);
     }
   }
 
@@ -238,7 +304,7 @@ export class RuleIndex {
       let next = n.children?.get(s);
       if (next === undefined) {
         if (!create) return undefined;
-        next = new PathNode();
+        next = new PathNode(this.nodes++);
         n.children ??= new Map();
         n.children.set(s, next);
         n.childList.push([s, next]);
@@ -267,7 +333,7 @@ export class RuleIndex {
         continue;
       }
       if (ref.kind === "exact" || ref.kind === "ci") {
-        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Rule[]> | null);
+        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Slot> | null);
         const n = map?.get(ref.key)?.length;
         total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
       } else {
@@ -306,7 +372,7 @@ export class RuleIndex {
         this.alwaysRules.add(rule);
         return;
       }
-      this.anchor(rule, best);
+      this.anchor(rule, best, this.signature(leaves, best));
       anchors.push(best);
     }
     rule.anchors = anchors.slice();
@@ -318,14 +384,45 @@ export class RuleIndex {
     rule.anchors = [];
   }
 
-  private anchor(rule: Rule, leaf: Leaf): void {
+  /**
+   * Bits of what an alternative requires besides its anchor: leaves with one exact value, and leaves with one
+   * (case-sensitive) prefix. Other leaves add no bit.
+   */
+  private signature(leaves: readonly Leaf[], anchor: Leaf): number {
+    let sig = 0;
+    for (const leaf of leaves) {
+      if (leaf === anchor || leaf.absent || leaf.matchers.length === 0) continue;
+      const first = leaf.matchers[0] as Matcher;
+      if (first.k === "prefix" && !first.ci) {
+        const prefix = first.v;
+        if (!leaf.matchers.every((m) => m.k === "prefix" && !m.ci && m.v === prefix)) continue;
+        const node = this.node(leaf.segs, true);
+        const lens = (node.signedPrefixes ??= []);
+        if (!lens.includes(prefix.length)) {
+          lens.push(prefix.length);
+          lens.sort((a, b) => a - b);
+        }
+        sig |= sigBit(-1 - node.id, prefix);
+        continue;
+      }
+      const value = first.k === "eq" ? first.v : first.k === "num" && first.lo === first.hi ? first.lo : undefined;
+      if (value === undefined) continue;
+      if (!leaf.matchers.every((m) => (m.k === "eq" && m.v === value) || (m.k === "num" && m.lo === value && m.hi === value))) continue;
+      const node = this.node(leaf.segs, true);
+      node.signed = true;
+      sig |= sigBit(node.id, value);
+    }
+    return sig;
+  }
+
+  private anchor(rule: Rule, leaf: Leaf, sig: number): void {
     const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
-      (fi.broad ??= []).push(rule);
+      (fi.broad ??= new Slot()).push(rule, sig);
       return;
     }
-    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule);
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule, sig);
   }
 
   private unanchor(rule: Rule, leaf: Leaf): void {
@@ -334,7 +431,7 @@ export class RuleIndex {
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
       if (fi.broad !== null) {
-        removeOne(fi.broad, rule);
+        fi.broad.removeOne(rule);
         if (fi.broad.length === 0) fi.broad = null;
       }
       return;
@@ -342,19 +439,19 @@ export class RuleIndex {
     for (const ref of refs as SlotRef[]) {
       const slot = this.slot(fi, ref, false);
       if (slot === undefined) continue;
-      removeOne(slot, rule);
+      slot.removeOne(rule);
       if (slot.length === 0) this.dropSlot(fi, ref);
     }
   }
 
-  private slot(fi: FieldIndex, ref: SlotRef, create: true): Rule[];
-  private slot(fi: FieldIndex, ref: SlotRef, create: false): Rule[] | undefined;
-  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Rule[] | undefined {
+  private slot(fi: FieldIndex, ref: SlotRef, create: true): Slot;
+  private slot(fi: FieldIndex, ref: SlotRef, create: false): Slot | undefined;
+  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Slot | undefined {
     if (ref.kind === "exact" || ref.kind === "ci") {
-      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Rule[]>);
+      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Slot>);
       let s = map.get(ref.key);
       if (s === undefined && create) {
-        s = [];
+        s = new Slot();
         map.set(ref.key, s);
       }
       return s;
@@ -382,23 +479,38 @@ export class RuleIndex {
   }
 }
 
-function removeOne(list: Rule[], rule: Rule): void {
-  const i = list.indexOf(rule);
-  if (i < 0) return;
-  list[i] = list[list.length - 1] as Rule;
-  list.pop();
+/**
+ * One signature bit for a value on a path; equal values (SameValueZero, as exact matching uses) give the same bit.
+ */
+function sigBit(pathId: number, v: Scalar): number {
+  let h = Math.imul(pathId + 1, 0x9e3779b1);
+  if (typeof v === "string") {
+    const n = Math.min(v.length, 64);
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+    h ^= v.length;
+  } else if (typeof v === "number") {
+    h ^= v === 0 ? 0x7f4a7c15 : Math.imul((v | 0) ^ ((v * 1048576) | 0), 0x85ebca6b) ^ 0x2c1b3c6d;
+  } else {
+    h ^= v === true ? 0x165667b1 : v === false ? 0x27d4eb2f : 0x61c88647;
+  }
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  h ^= h >>> 13;
+  return 1 << (h & 31);
 }
 
-function probePrefix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+function probePrefix(affix: AffixIndex, s: string, hits: Slot[]): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
-    hit(affix.map.get(len === s.length ? s : s.slice(0, len)));
+    const slot = affix.map.get(len === s.length ? s : s.slice(0, len));
+    if (slot !== undefined) hits.push(slot);
   }
 }
 
-function probeSuffix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+function probeSuffix(affix: AffixIndex, s: string, hits: Slot[]): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
-    hit(affix.map.get(len === s.length ? s : s.slice(s.length - len)));
+    const slot = affix.map.get(len === s.length ? s : s.slice(s.length - len));
+    if (slot !== undefined) hits.push(slot);
   }
 }

@@ -156,3 +156,37 @@ test("rule-index - fuzz: random JSON gives a compiled pattern or a PatternError,
   }
   assert.ok(valid > 1000 && invalid > 1000, `valid ${valid}, invalid ${invalid}`);
 });
+
+test("rule-index - differential on dense single-value rules (anchors, signatures, numbers by value)", () => {
+  const g = new Gen(prng(7));
+  const values: unknown[] = [0, -0, 1, 2.5, 300, "a", "ab", "abc", "", true, false, null];
+  const prefixes = ["", "a", "ab"];
+  const leaf = (): unknown[] => {
+    const r = g.int(4);
+    if (r === 0) return [{ prefix: g.pick(prefixes) }];
+    if (r === 1) return [{ numeric: ["=", g.pick([0, 1, 2.5, 300])] }];
+    return [g.pick(values)];
+  };
+  const paths = ["p", "q", "r"];
+  const index = new RuleIndex();
+  const reference = new Map<string, CompiledPattern>();
+  for (let i = 0; i < 400; i++) {
+    const pattern: Record<string, unknown> = {};
+    for (const p of paths) if (g.chance(0.7)) pattern[p] = leaf();
+    if (g.chance(0.5)) pattern["d"] = { p: leaf(), q: leaf() };
+    if (Object.keys(pattern).length === 0) pattern["p"] = leaf();
+    index.add(`d${i}`, pattern);
+    reference.set(`d${i}`, compilePattern(pattern));
+  }
+  let matched = 0;
+  for (let i = 0; i < 3000; i++) {
+    const event: Record<string, unknown> = {};
+    const value = () => (g.chance(0.2) ? [g.pick(values), g.pick(values)] : g.pick(values));
+    for (const p of paths) if (g.chance(0.9)) event[p] = value();
+    if (g.chance(0.7)) event["d"] = g.chance(0.3) ? [{ p: value() }, { p: value(), q: value() }] : { p: value(), q: value() };
+    const expected = naive(reference, event);
+    assert.deepEqual(index.match(event).sort(), expected, JSON.stringify(event));
+    matched += expected.length;
+  }
+  assert.ok(matched > 500, `dense vocabulary should match often (got ${matched})`);
+});
