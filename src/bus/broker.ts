@@ -76,6 +76,13 @@ export interface BrokerOptions {
   retryPolicy?: RetryPolicy;
   /** Run the dispatcher in this process. Default true; false makes a publish-only broker. */
   dispatch?: boolean;
+  /**
+   * Start delivering as soon as the broker is created. Default true; with false, deliveries wait for
+   * `broker.startDispatcher()` (e.g. until the runtime has registered its function handler).
+   */
+  startDispatcher?: boolean;
+  /** The function handler from the start (same as calling `setFunctionHandler` before any delivery). */
+  functionHandler?: FunctionHandler;
   limits?: BrokerLimits;
 }
 
@@ -107,8 +114,13 @@ export interface Broker {
   enableRule(name: string, options?: { bus?: string }): Promise<Rule>;
   disableRule(name: string, options?: { bus?: string }): Promise<Rule>;
   deleteRule(name: string, options?: { bus?: string }): Promise<void>;
-  /** The runtime's function handler (or a test's in-process one). */
+  /**
+   * The runtime's function handler (or a test's in-process one). A function delivery that runs while none is set
+   * fails with a retryable E_FUNCTION_NOT_FOUND and is retried.
+   */
   setFunctionHandler(handler: FunctionHandler | undefined): void;
+  /** Starts the dispatcher of a broker created with `startDispatcher: false`. Idempotent. */
+  startDispatcher(): void;
   /** Dead letters of one target, oldest first. */
   listDeadLetters(ref: TargetRef, options?: { limit?: number; afterId?: string }): Promise<DeadLetterInfo[]>;
   getDeadLetter(deliveryId: string): Promise<DeadLetterInfo | undefined>;
@@ -184,7 +196,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     }
   };
 
-  let functionHandler: FunctionHandler | undefined;
+  let functionHandler: FunctionHandler | undefined = options.functionHandler;
 
   const runTarget: RunTarget = async (target, event, lease, signal) => {
     let delivered = event;
@@ -293,7 +305,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     return total;
   };
 
-  if (dispatcher) dispatcher.start();
+  if (dispatcher && options.startDispatcher !== false) dispatcher.start();
   every(definitionsPollMs, () => defs.refreshIfChanged());
   every(trimIntervalMs, trimArchives);
 
@@ -328,6 +340,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     setFunctionHandler(handler) {
       functionHandler = handler;
       wake();
+    },
+    startDispatcher() {
+      if (!closed) dispatcher?.start();
     },
     async listDeadLetters(ref, o) {
       const limit = positiveInt(o?.limit, 100, "$.limit");

@@ -128,7 +128,6 @@ export class Dispatcher {
   #loop: Promise<void> | undefined;
   #watcher: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
-  #lastRefreshAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     store: StorageBackend,
@@ -290,9 +289,9 @@ export class Dispatcher {
 
   async #target(queue: string): Promise<CompiledTarget | undefined> {
     let target = this.#defs.target(queue);
-    if (target === undefined && this.#o.clock.now() - this.#lastRefreshAt > 1000) {
-      this.#lastRefreshAt = this.#o.clock.now();
-      await this.#defs.refreshIfChanged().catch(() => false); // another process may have added it
+    if (target === undefined) {
+      // Another process may have added it since the last poll: one version read tells.
+      await this.#defs.refreshIfChanged().catch(() => false);
       target = this.#defs.target(queue);
     }
     return target;
