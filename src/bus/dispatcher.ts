@@ -174,16 +174,25 @@ export class Dispatcher {
         await this.#sleep(this.#o.pollIntervalMs);
       }
       this.wake();
+      // One macrotask turn per wake-up: a store that resolves waitForWork at once (closed under us) must not
+      // spin this loop on microtasks and starve the process.
+      await new Promise((r) => setImmediate(r));
     }
   }
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const h = this.#o.clock.setTimeout(resolve, ms);
-      this.#stop.signal.addEventListener("abort", () => {
-        this.#o.clock.clearTimeout(h);
+      const signal = this.#stop.signal;
+      const done = () => {
+        signal.removeEventListener("abort", onAbort);
         resolve();
-      }, { once: true });
+      };
+      const h = this.#o.clock.setTimeout(done, ms);
+      const onAbort = () => {
+        this.#o.clock.clearTimeout(h);
+        done();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 

@@ -661,6 +661,19 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.equal(res.failedEntryCount, 0);
   });
 
+  busTest("a store closed under a running broker fails publishes with a typed error and close() still returns", {}, async ({ broker, store }) => {
+    await broker.putRule({ name: "r", pattern: { type: ["x"] }, targets: [{ id: "a", function: "fa" }] });
+    await store.close();
+    let err: unknown;
+    try {
+      await broker.publish("default", ev("x", 1));
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(isSluiceError(err) && (err.code === "E_CLOSED" || err.code === "E_STORE_UNAVAILABLE"), String(err));
+    await broker.close();
+  });
+
   busTest("close finishes in-flight deliveries within the grace period and releases the rest", { limits: { closeGraceMs: 50, pollIntervalMs: 200 } }, async ({ broker, rec, changes, open }) => {
     await broker.putRule({ name: "r", pattern: { type: ["x"] }, targets: [{ id: "a", function: "fa" }] });
     let aborted = 0;
