@@ -181,6 +181,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxQueuedEntries: positiveInt(l.maxQueuedEntries, 10_000, "$.limits.maxQueuedEntries"),
     maxPendingDeliveries: positiveInt(l.maxPendingDeliveries, 1_000_000, "$.limits.maxPendingDeliveries"),
     statsIntervalMs: positiveInt(l.statsIntervalMs, 5000, "$.limits.statsIntervalMs"),
+    // SQLite runs queued writes in order in one group commit, so a lease issued now joins the append's commit.
+    // A shared backend (separate connections) would only spend a round trip finding nothing.
+    ...(store.kind === "sqlite" ? { onAppendIssued: () => dispatcher?.wake() } : {}),
   });
 
   const listeners = new Map<keyof DeliveryEvents, Set<(e: never) => void>>();
