@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { createSqliteStore } from "../src/store/sqlite/index.ts";
 
 const N = Number(process.env.SLUICE_BENCH_N ?? 50_000);
+const RUNS = 5;
 const dir = mkdtempSync(join(tmpdir(), "sluice-bench-store-"));
 const encoded = JSON.stringify({
   specversion: "1.0",
@@ -106,10 +107,14 @@ async function store(run: number): Promise<{ append: Measure; consume: Measure; 
   return { append, consume, single };
 }
 
-const best = (a: Measure, b: Measure): Measure => (a.perSecond >= b.perSecond ? a : b);
+// Best of the runs, each figure on its own: on a loaded machine the fastest run is not the one with the least CPU.
+const best = (a: Measure, b: Measure): Measure => ({
+  perSecond: Math.max(a.perSecond, b.perSecond),
+  cpuUsPerItem: Math.min(a.cpuUsPerItem, b.cpuUsPerItem),
+});
 let bare = await baseline(0);
 let ours = await store(0);
-for (let run = 1; run < 3; run++) {
+for (let run = 1; run < RUNS; run++) {
   const b = await baseline(run);
   const o = await store(run);
   bare = { append: best(bare.append, b.append), consume: best(bare.consume, b.consume), single: best(bare.single, b.single) };
@@ -120,7 +125,7 @@ rmSync(dir, { recursive: true, force: true });
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const row = (name: string, m: Measure, base: Measure) =>
   `| ${name} | ${fmt(m.perSecond)} | ${m.cpuUsPerItem.toFixed(1)} | ${(m.perSecond / base.perSecond).toFixed(2)}x |`;
-console.log(`N = ${N} events of ${encoded.length} bytes, best of 3 interleaved runs\n`);
+console.log(`N = ${N} events of ${encoded.length} bytes, best of ${RUNS} interleaved runs (items/s and CPU µs/item each the best)\n`);
 console.log("| operation | items/s | CPU µs/item | vs bare SQLite |");
 console.log("|---|---:|---:|---:|");
 console.log(row("baseline: bare SQLite insert, 100 per transaction", bare.append, bare.append));

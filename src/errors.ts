@@ -53,6 +53,8 @@ export const ErrorCode = {
   ReplayNotFound: "E_REPLAY_NOT_FOUND",
   /** The object was closed; no more work is accepted. */
   Closed: "E_CLOSED",
+  /** A named thing (a dead letter, a replay) does not exist. */
+  NotFound: "E_NOT_FOUND",
   /** A request was malformed (HTTP, CLI). */
   BadRequest: "E_BAD_REQUEST",
 } as const;

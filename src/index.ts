@@ -86,3 +86,16 @@ export type {
   RuntimeOptions,
 } from "./runtime/runtime.ts";
 export type { InvocationOutcome, InvocationRecord } from "./runtime/metering.ts";
+export { defineApp, ConfigError } from "./server/config.ts";
+export type {
+  AppConfig,
+  AppDefinition,
+  BusConfig,
+  ConfigProblem,
+  EmitConfig,
+  RouteConfig,
+  RuleConfig,
+  ScheduleConfig,
+  ServerConfig,
+  TargetConfig,
+} from "./server/config.ts";

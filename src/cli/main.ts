@@ -5,6 +5,15 @@
 import { Command, CommanderError } from "commander";
 import { SluiceError } from "../errors.ts";
 import { register as testPattern } from "./test-pattern.ts";
+import { register as dev } from "./dev.ts";
+import { register as dlq } from "./dlq.ts";
+import { register as init } from "./init.ts";
+import { register as invoke } from "./invoke.ts";
+import { register as logs } from "./logs.ts";
+import { register as publish } from "./publish.ts";
+import { register as replay } from "./replay.ts";
+import { register as start } from "./start.ts";
+import { register as status } from "./status.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
@@ -12,6 +21,15 @@ export type RegisterCommand = (program: Command, setExitCode: (code: number) => 
 // One line per command module.
 const commands: RegisterCommand[] = [
   testPattern,
+  init,
+  dev,
+  start,
+  publish,
+  invoke,
+  dlq,
+  replay,
+  status,
+  logs,
 ];
 
 export async function main(argv: string[]): Promise<number> {

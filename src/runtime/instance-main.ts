@@ -3,6 +3,8 @@
  * its handler for the invocations the host sends. Kept import-light (it is bundled into one file) because
  * every cold start loads it.
  */
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { isFunctionDefinition, type FunctionDefinition } from "./define.ts";
 import { Batcher, toWireError, type HostMessage, type InstanceInit, type InstanceMessage } from "./protocol.ts";
@@ -52,7 +54,9 @@ const out = new Batcher<InstanceMessage>((batch) => {
 async function main(): Promise<void> {
   let def: FunctionDefinition;
   try {
-    const mod = (await import(t.init.moduleUrl)) as { default?: unknown };
+    const mod = (
+      t.init.moduleUrl.endsWith(".cjs") ? createRequire(t.init.moduleUrl)(fileURLToPath(t.init.moduleUrl)) : await import(t.init.moduleUrl)
+    ) as { default?: unknown };
     if (!isFunctionDefinition(mod.default)) {
       throw new Error("the module's default export is not a defineFunction(...) result");
     }

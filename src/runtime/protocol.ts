@@ -72,7 +72,8 @@ function safeString(value: unknown): string {
 }
 
 /**
- * Queues messages and posts them as one array per event-loop turn.
+ * Queues messages and posts them as one array per macrotask (flushed in a microtask, so a burst made in one
+ * callback travels together without waiting for the next event-loop turn).
  * `post` is `worker.postMessage`, `parentPort.postMessage` or `process.send`.
  */
 export class Batcher<M> {
@@ -84,7 +85,7 @@ export class Batcher<M> {
     this.queue.push(message);
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(this.flush);
+    queueMicrotask(this.flush);
   }
 
   readonly flush = (): void => {

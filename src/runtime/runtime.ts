@@ -15,7 +15,7 @@ import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
 import { isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
 import { startInlineHost, startProcessHost, startWorkerHost, type ExitKind, type InstanceHost } from "./hosts.ts";
-import { bundleFunction, instanceEntry, removeCacheFile, type Bundle } from "./loader.ts";
+import { acquireInstanceEntry, bundleFunction, releaseInstanceEntry, removeCacheFile, type Bundle } from "./loader.ts";
 import { BudgetWindow, addRecord, emptyCounters, gbSeconds, type FunctionCounters, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
 import type { InstanceMessage, LogLevel, WireError } from "./protocol.ts";
 
@@ -231,12 +231,20 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   let closing: Promise<void> | undefined;
   let rotation = 0;
   const inflightAll = new Set<Promise<unknown>>();
+  let entryAcquired = false;
+  const useEntry = (): Promise<string> => {
+    if (!entryAcquired) {
+      entryAcquired = true;
+      return acquireInstanceEntry(cacheDir);
+    }
+    return entry ? Promise.resolve(entry) : acquireInstanceEntry(cacheDir).finally(() => releaseInstanceEntry(cacheDir));
+  };
 
   // ---- loading -------------------------------------------------------------------------------------------
 
   /** Loads a bundle in a throwaway child process limited to the function's folder, and returns its config. */
   async function describe(bundle: Bundle): Promise<FunctionConfig> {
-    entry ??= await instanceEntry(cacheDir);
+    entry ??= await useEntry();
     const raw = await new Promise<unknown>((resolveConfig, reject) => {
       const timer = setTimeout(() => {
         void host.terminate();
@@ -293,30 +301,36 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (source.file) byFile.set(source.file, fn);
   }
 
-  const loaded = await Promise.all(
-    options.functions.map(async (source, i) => {
-      if (isFunctionDefinition(source)) return { config: normalizeFunctionConfig(source), definition: source };
-      if (typeof source !== "object" || source === null || typeof (source as { file?: unknown }).file !== "string") {
-        throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: each function must be { file } or a defineFunction result", { path: `$.functions[${i}]` });
-      }
-      const file = resolve(source.file);
-      return { file, ...(await loadFile(file)) };
-    }),
-  );
-  for (const l of loaded) addFunction(l.config, l);
-
-  const reservedTotal = [...fns.values()].reduce((n, f) => n + (f.config.reservedConcurrency ?? 0), 0);
-  if (reservedTotal > limits.maxInstances) {
-    throw new SluiceError(
-      ErrorCode.ConfigInvalid,
-      `runtime: reservedConcurrency adds up to ${reservedTotal}, more than limits.maxInstances (${limits.maxInstances})`,
-      { path: "$.limits.maxInstances" },
+  let reservedTotal = 0;
+  try {
+    const loaded = await Promise.all(
+      options.functions.map(async (source, i) => {
+        if (isFunctionDefinition(source)) return { config: normalizeFunctionConfig(source), definition: source };
+        if (typeof source !== "object" || source === null || typeof (source as { file?: unknown }).file !== "string") {
+          throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: each function must be { file } or a defineFunction result", { path: `$.functions[${i}]` });
+        }
+        const file = resolve(source.file);
+        return { file, ...(await loadFile(file)) };
+      }),
     );
+    for (const l of loaded) addFunction(l.config, l);
+
+    reservedTotal = [...fns.values()].reduce((n, f) => n + (f.config.reservedConcurrency ?? 0), 0);
+    if (reservedTotal > limits.maxInstances) {
+      throw new SluiceError(
+        ErrorCode.ConfigInvalid,
+        `runtime: reservedConcurrency adds up to ${reservedTotal}, more than limits.maxInstances (${limits.maxInstances})`,
+        { path: "$.limits.maxInstances" },
+      );
+    }
+    if ([...fns.values()].some((f) => f.config.idempotency) && !options.state) {
+      throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: a function sets idempotency but no state store was given", { path: "$.state" });
+    }
+  } catch (err) {
+    if (entryAcquired) await releaseInstanceEntry(cacheDir);
+    throw err;
   }
-  if ([...fns.values()].some((f) => f.config.idempotency) && !options.state) {
-    throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: a function sets idempotency but no state store was given", { path: "$.state" });
-  }
-  if (fns.size > 0 && [...fns.values()].some((f) => f.file)) entry = await instanceEntry(cacheDir);
+  if ([...fns.values()].some((f) => f.file)) entry = await useEntry();
 
   // ---- capacity ------------------------------------------------------------------------------------------
 
@@ -1001,6 +1015,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         }
         await Promise.allSettled(stopping);
         await Promise.all([...oldBundles, ...[...fns.values()].flatMap((f) => (f.bundle ? [f.bundle.outFile] : []))].map(removeCacheFile));
+        if (entryAcquired) await releaseInstanceEntry(cacheDir);
       })();
       return closing;
     },

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RuleIndex } from "../../src/pattern/rule-index.ts";
-import { compilePattern, PatternError, type CompiledPattern } from "../../src/pattern/compile.ts";
+import { compilePattern, MAX_ARRAY_NESTING, PatternError, type CompiledPattern } from "../../src/pattern/compile.ts";
 import { Gen, prng, randomEvent, randomJson, randomPattern } from "./random.ts";
 
 const sorted = (xs: string[]) => [...xs].sort();
@@ -189,4 +189,20 @@ test("rule-index - differential on dense single-value rules (anchors, signatures
     matched += expected.length;
   }
   assert.ok(matched > 500, `dense vocabulary should match often (got ${matched})`);
+});
+
+test("rule-index - deeply nested event arrays: no stack overflow, same answer as the compiled patterns", () => {
+  const nest = (levels: number, inner: unknown): unknown => {
+    let v = inner;
+    for (let i = 0; i < levels; i++) v = [v];
+    return v;
+  };
+  const index = new RuleIndex();
+  index.add("flat", { a: ["x"] });
+  index.add("nested", { a: { b: ["x"] } });
+  index.add("absent", { a: [{ exists: false }], c: [1] });
+  const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000)) as unknown;
+  assert.deepEqual(index.match({ a: deep, c: 1 }), ["absent"]);
+  assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING - 1, "x"), nest(MAX_ARRAY_NESTING - 1, { b: "x" })] }), ["flat", "nested"]);
+  assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING, "x"), nest(MAX_ARRAY_NESTING, { b: "x" })], c: 1 }), ["absent"]);
 });

@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
+import type { Lease } from "../../src/store/contract.ts";
 import { runStoreConformance } from "../../src/store/conformance.ts";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import { migrations } from "../../src/store/sqlite/schema.ts";
@@ -80,4 +82,84 @@ test("sqlite store - storedAt never decreases, so reads stay in seq order when a
     (await store.events.read(bus, { afterSeq: read[0]?.seq as number, limit: 10 })).map((e) => e.eventId),
     ["early"],
   );
+});
+
+test("sqlite store - deliveries refer to their archived event, keep its body through a trim, and dead letters hold it", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const store = await createSqliteStore({ path });
+  t.after(() => store.close());
+  const queue = `q-${randomUUID()}`;
+  const bus = `b-${randomUUID()}`;
+  const body = (id: string) => `{"id":"${id}","data":"${"x".repeat(50)}"}`;
+  const append = (id: string, now: number, deliveries: { queue: string; payload?: string }[]) =>
+    store.events.append([{ bus, eventId: id, dedupeKey: id, encoded: body(id), deliveries }], { now, dedupeWindowMs: 0 });
+  await append("e1", 1000, [{ queue }, { queue, payload: "transformed" }, { queue, payload: body("e1") }]);
+  await append("e2", 1000, [{ queue }]);
+  await append("e3", 3000, [{ queue }]);
+
+  const db = new Database(path, { readonly: true });
+  const stored = db.prepare("SELECT event_seq, payload FROM deliveries ORDER BY id").all();
+  db.close();
+  assert.deepEqual(
+    stored.map((r) => (r as { payload: string | null }).payload),
+    [null, "transformed", null, null, null],
+    "a delivery whose payload is the event's refers to the event instead of copying it",
+  );
+
+  const first = await store.queues.lease({ queues: [queue], max: 1, leaseMs: 60_000, now: 1000 });
+  assert.deepEqual(first.map((l) => l.payload), [body("e1")]);
+  assert.equal(await store.events.trim(bus, 2000), 2);
+  assert.deepEqual(await store.events.read(bus, { limit: 10 }).then((r) => r.map((e) => e.eventId)), ["e3"]);
+  const rest = await store.queues.lease({ queues: [queue], max: 10, leaseMs: 1000, now: 3000 });
+  assert.deepEqual(rest.map((l) => l.payload), ["transformed", body("e1"), body("e2"), body("e3")]);
+
+  // Dead letters keep the body, whether the event was trimmed (e1, e2) or is still archived (e3).
+  await store.queues.deadLetter(first[0] as Lease, { reason: "max-attempts", now: 1500 });
+  for (const lease of rest) await store.queues.deadLetter(lease, { reason: "max-attempts", now: 1500 });
+  await store.events.trim(bus, 4000);
+  const dead = await store.queues.listDead(queue, { limit: 10 });
+  assert.deepEqual(dead.map((d) => d.payload), [body("e1"), "transformed", body("e1"), body("e2"), body("e3")]);
+  assert.equal(await store.queues.redrive(queue, { now: 5000 }), 5);
+  const redriven = await store.queues.lease({ queues: [queue], max: 10, leaseMs: 1000, now: 5000 });
+  assert.deepEqual(redriven.map((l) => l.payload), [body("e1"), "transformed", body("e1"), body("e2"), body("e3")]);
+});
+
+test("sqlite store - a large append (several multi-row statements) keeps dedupe, order and per-key heads across chunks", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const store = await createSqliteStore({ path });
+  t.after(() => store.close());
+  const bus = `b-${randomUUID()}`;
+  const queue = `q-${randomUUID()}`;
+  // 301 entries: entry i + 150 repeats entry i's dedupe key (so duplicates fall in later chunks than their
+  // originals); deliveries alternate over three partition keys and keyless ones.
+  const entries = Array.from({ length: 301 }, (_, i) => {
+    const n = i % 150;
+    const key = i % 4 === 3 ? undefined : `k${i % 4}`;
+    return {
+      bus,
+      eventId: `e${i}`,
+      dedupeKey: `src\ne${n}`,
+      encoded: `{"i":${i}}`,
+      deliveries: [{ queue, ...(key === undefined ? {} : { partitionKey: key }) }],
+    };
+  });
+  const results = await store.events.append(entries, { now: 1000, dedupeWindowMs: 60_000 });
+  const stored = results.slice(0, 150);
+  assert.ok(stored.every((r) => r.status === "stored"));
+  assert.ok(stored.every((r, i) => i === 0 || r.seq > (stored[i - 1]?.seq as number)), "seqs increase in entry order");
+  assert.deepEqual(
+    results.slice(150),
+    [...stored, stored[0]].map((r) => ({ status: "duplicate", seq: r?.seq })),
+  );
+  assert.deepEqual((await store.events.read(bus, { limit: 1000 })).map((e) => e.eventId), entries.slice(0, 150).map((e) => e.eventId));
+  // Leasable: the head of each key (entries 0, 1, 2) and every keyless delivery, oldest first.
+  const leases = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: 1000 });
+  const expected = entries.slice(0, 150).filter((_, i) => i < 3 || i % 4 === 3).map((e) => e.encoded);
+  assert.deepEqual(leases.map((l) => l.payload), expected);
+  // Acking a key's head promotes the key's next delivery, in order.
+  await store.queues.ack(leases.filter((l) => l.partitionKey === "k1"));
+  const next = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: 1000 });
+  assert.deepEqual(next.map((l) => l.payload), ['{"i":5}']);
 });

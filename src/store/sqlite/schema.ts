@@ -12,6 +12,10 @@
  *   queues walks the same index and skips other queues' ready rows: the dispatcher leases from all queues, and
  *   a per-queue index would cost every insert, lease and ack another index write (about 10% of their CPU).
  * - `deliveries_key` finds a key's next delivery when its head is acked or dead-lettered.
+ *
+ * A delivery created by an append refers to its archived event by `event_seq` and leaves `payload` NULL
+ * unless its payload differs (input transformer, replay mark): the event body is written once. A trim copies
+ * the body into the pending deliveries of the events it deletes, and a dead letter always holds its payload.
  */
 import type Database from "better-sqlite3";
 import { ErrorCode, SluiceError } from "../../errors.ts";
@@ -26,7 +30,7 @@ export const migrations: readonly string[] = [
     encoded    TEXT    NOT NULL,
     stored_at  INTEGER NOT NULL
   );
-  CREATE INDEX events_bus_seq ON events (bus, seq);
+  -- Read in (bus, stored_at, seq) order, which is seq order: stored_at never decreases along seq (see store.ts).
   CREATE INDEX events_bus_stored ON events (bus, stored_at);
 
   CREATE TABLE dedupe (
@@ -42,7 +46,8 @@ export const migrations: readonly string[] = [
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     queue         TEXT    NOT NULL,
     partition_key TEXT,
-    payload       TEXT    NOT NULL,
+    event_seq     INTEGER,
+    payload       TEXT,
     enqueued_at   INTEGER NOT NULL,
     available_at  INTEGER NOT NULL,
     visible_at    INTEGER,
@@ -75,11 +80,6 @@ export const migrations: readonly string[] = [
     PRIMARY KEY (namespace, key)
   ) WITHOUT ROWID;
   CREATE INDEX state_expires ON state (expires_at) WHERE expires_at IS NOT NULL;
-  `,
-  // 2: events are read in (bus, stored_at, seq) order, which is seq order because stored_at never decreases
-  //    (see store.ts): the (bus, seq) index cost every append an index write for nothing.
-  `
-  DROP INDEX IF EXISTS events_bus_seq;
   `,
 ];
 

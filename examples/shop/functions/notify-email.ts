@@ -1,0 +1,16 @@
+import { defineFunction } from "sluice";
+import { shopDb } from "../lib/db.ts";
+
+/** Sends the customer a email for an order event (the "notifications" rule in sluice.config.ts fans events out). */
+export default defineFunction({
+  name: "notify-email",
+  timeout: "5s",
+  async handler(event, ctx) {
+    const orderId = event.data?.orderId ?? null;
+    const message = `${event.type.replace(".", " ")} ${orderId ?? ""}`.trim();
+    shopDb()
+      .prepare("INSERT OR IGNORE INTO notifications (order_id, channel, type, event_id, message, at) VALUES (?, 'email', ?, ?, ?, ?)")
+      .run(orderId, event.type, event.id, message, Date.now());
+    ctx.log.info({ orderId, type: event.type }, "email sent");
+  },
+});

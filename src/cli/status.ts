@@ -1,0 +1,34 @@
+/** `sluice status`: functions, instances, backlog, error rates, schedules of a running server. */
+import type { Command } from "commander";
+import type { RegisterCommand } from "./main.ts";
+import { action, clientOptions, print, request, table } from "./client.ts";
+
+interface Status {
+  app: string;
+  mode: string;
+  store: string;
+  uptimeMs: number;
+  functions: Record<string, unknown>[];
+  schedules: Record<string, unknown>[];
+  deadLetters: number;
+}
+
+export const register: RegisterCommand = (program: Command, setExitCode) => {
+  clientOptions(
+    program
+      .command("status")
+      .description("Show functions (instances, backlog, error rate), schedules and dead letters of a running server")
+      .addHelpText("after", `\nExample:\n  $ sluice status --url http://127.0.0.1:8787`),
+  ).action(
+    action(setExitCode, async (opts: { url: string; json?: boolean }) => {
+      const s = await request<Status>(opts.url, "GET", "admin/status");
+      print(opts, s, () =>
+        [
+          `${s.app} (${s.mode}, store ${s.store}, up ${Math.round(s.uptimeMs / 1000)}s, ${s.deadLetters} dead letters)\n\n`,
+          table(s.functions, ["name", "instances", "busy", "backlog", "invocations", "errors", "errorRate"]),
+          s.schedules.length ? `\n${table(s.schedules, ["name", "expression", "next", "lastFired", "fired"])}` : "",
+        ].join(""),
+      );
+    }),
+  );
+};

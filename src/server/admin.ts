@@ -1,0 +1,188 @@
+/**
+ * The admin JSON API under `/admin`: what the CLI's client commands (and a later dashboard) call.
+ *
+ * GET  /admin/status                         app, functions (instances, backlog, error rate), schedules, dead letters
+ * GET  /admin/buses | /admin/rules[?bus=] | /admin/functions | /admin/schedules
+ * GET  /admin/dlq                            every target with its queue depths and dead letters
+ * GET  /admin/dlq/:bus/:rule/:target         dead letters of one target (?limit=&after=)
+ * GET  /admin/dlq/messages/:id               one dead letter
+ * POST /admin/dlq/:bus/:rule/:target/redrive { ids?, filter? } -> { redriven }
+ * POST /admin/dlq/:bus/:rule/:target/purge   { ids? } -> { purged }
+ * POST /admin/replays                        { name, bus, fromAt, toAt, pattern?, destination } -> Replay
+ * GET  /admin/replays | /admin/replays/:name; POST /admin/replays/:name/cancel
+ * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
+ * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
+ */
+import type { FastifyInstance } from "fastify";
+import type { Broker } from "../bus/broker.ts";
+import { ErrorCode, SluiceError } from "../errors.ts";
+import { newEventId } from "../event/ids.ts";
+import type { CloudEvent } from "../event/types.ts";
+import type { Runtime } from "../runtime/runtime.ts";
+import type { Scheduler } from "../triggers/schedules.ts";
+import { functionFilter, type LogBuffer } from "./log-buffer.ts";
+
+export interface AdminDeps {
+  appName: string;
+  mode: string;
+  storeKind: string;
+  startedAt: number;
+  broker: Broker;
+  runtime: Runtime;
+  scheduler: Scheduler;
+  logs: LogBuffer;
+  /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
+  functionQueue(name: string): string;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** `rule:bus/rule/target` -> `bus/rule/target`. */
+function targetOf(queue: string): string {
+  return queue.startsWith("rule:") ? queue.slice("rule:".length) : queue;
+}
+
+export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
+  const { broker, runtime, scheduler } = deps;
+
+  async function backlogByFunction(): Promise<Record<string, number>> {
+    const stats = await broker.queueStats();
+    const byQueue = new Map(stats.map((s) => [s.queue, s]));
+    const out: Record<string, number> = {};
+    for (const f of runtime.functions()) {
+      const s = byQueue.get(deps.functionQueue(f.name));
+      out[f.name] = s ? s.ready + s.delayed + s.leased : 0;
+    }
+    return out;
+  }
+
+  app.get("/status", async () => {
+    const m = runtime.metrics();
+    const backlog = await backlogByFunction();
+    const stats = await broker.queueStats();
+    const functions = runtime.functions().map((f) => {
+      const fm = m.functions[f.name];
+      const invocations = fm?.invocations ?? 0;
+      const errors = fm?.failures ?? 0;
+      return {
+        name: f.name,
+        instances: fm ? fm.instances.starting + fm.instances.idle + fm.instances.busy : 0,
+        busy: fm?.instances.busy ?? 0,
+        queued: fm?.queued ?? 0,
+        backlog: backlog[f.name] ?? 0,
+        invocations,
+        errors,
+        errorRate: invocations ? Number((errors / invocations).toFixed(3)) : 0,
+        gbSeconds: fm?.gbSeconds ?? 0,
+        version: fm?.version ?? 1,
+      };
+    });
+    return {
+      app: deps.appName,
+      mode: deps.mode,
+      store: deps.storeKind,
+      uptimeMs: Date.now() - deps.startedAt,
+      instances: m.instances,
+      functions,
+      buses: broker.listBuses().length,
+      rules: broker.listRules().length,
+      deadLetters: stats.reduce((n, s) => n + s.dead, 0),
+      schedules: scheduler.status().map((s) => ({
+        ...s,
+        next: s.nextAt === undefined ? undefined : new Date(s.nextAt).toISOString(),
+        lastFired: s.lastFiredAt === undefined ? undefined : new Date(s.lastFiredAt).toISOString(),
+      })),
+    };
+  });
+  app.get("/buses", async () => broker.listBuses());
+  app.get<{ Querystring: { bus?: string } }>("/rules", async (req) => broker.listRules(req.query.bus ? { bus: req.query.bus } : {}));
+  app.get("/functions", async () => {
+    const m = runtime.metrics();
+    return runtime.functions().map((f) => ({ ...f, metrics: m.functions[f.name] }));
+  });
+  app.get("/schedules", async () => scheduler.status());
+
+  // --- dead letters ---
+  app.get("/dlq", async () => {
+    const stats = await broker.queueStats();
+    return stats.map((s) => ({ target: targetOf(s.queue), queue: s.queue, dead: s.dead, ready: s.ready, delayed: s.delayed, leased: s.leased }));
+  });
+  app.get<{ Params: { id: string } }>("/dlq/messages/:id", async (req) => {
+    const dl = await broker.getDeadLetter(req.params.id);
+    if (!dl) throw new SluiceError(ErrorCode.NotFound, `no dead letter ${req.params.id}; list them with sluice dlq list`, { path: "$.id" });
+    return dl;
+  });
+  type RefParams = { bus: string; rule: string; target: string };
+  app.get<{ Params: RefParams; Querystring: { limit?: string; after?: string } }>("/dlq/:bus/:rule/:target", async (req) => {
+    const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 50) || 50));
+    return broker.listDeadLetters(req.params, { limit, ...(req.query.after ? { afterId: req.query.after } : {}) });
+  });
+  app.post<{ Params: RefParams; Body: unknown }>("/dlq/:bus/:rule/:target/redrive", async (req) => {
+    const body = isObject(req.body) ? req.body : {};
+    const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
+    const redriven = await broker.redrive(req.params, { ...(ids ? { ids } : {}), ...(body.filter !== undefined ? { filter: body.filter } : {}) });
+    return { redriven };
+  });
+  app.post<{ Params: RefParams; Body: unknown }>("/dlq/:bus/:rule/:target/purge", async (req) => {
+    const body = isObject(req.body) ? req.body : {};
+    const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
+    return { purged: await broker.purgeDeadLetters(req.params, ids ? { ids } : {}) };
+  });
+
+  // --- replays ---
+  app.post<{ Body: unknown }>("/replays", async (req, reply) => {
+    if (!isObject(req.body)) throw new SluiceError(ErrorCode.BadRequest, "a replay is { name, bus, fromAt, toAt, pattern?, destination? }", { path: "$" });
+    const b = req.body;
+    const replay = await broker.startReplay({
+      name: String(b.name ?? `replay-${newEventId()}`),
+      bus: String(b.bus ?? "default"),
+      fromAt: Number(b.fromAt),
+      toAt: Number(b.toAt),
+      ...(b.pattern === undefined ? {} : { pattern: b.pattern }),
+      destination: isObject(b.destination) ? (b.destination as { bus: string }) : { bus: String(b.bus ?? "default") },
+    });
+    return reply.code(201).send(replay);
+  });
+  app.get("/replays", async () => broker.listReplays());
+  app.get<{ Params: { name: string } }>("/replays/:name", async (req) => broker.getReplay(req.params.name));
+  app.post<{ Params: { name: string } }>("/replays/:name/cancel", async (req) => broker.cancelReplay(req.params.name));
+
+  // --- invoke ---
+  app.post<{ Params: { name: string }; Body: unknown }>("/functions/:name/invoke", async (req) => {
+    const body = isObject(req.body) ? req.body : {};
+    if (!runtime.functions().some((f) => f.name === req.params.name)) {
+      throw new SluiceError(ErrorCode.FunctionNotFound, `no function ${JSON.stringify(req.params.name)}; see sluice status`, { path: "$.function" });
+    }
+    const event: CloudEvent = isObject(body.event)
+      ? ({ specversion: "1.0", id: newEventId(), source: "sluice/cli", type: "sluice.invoke", ...body.event } as CloudEvent)
+      : {
+          specversion: "1.0",
+          id: newEventId(),
+          source: "sluice/cli",
+          type: typeof body.type === "string" ? body.type : "sluice.invoke",
+          time: new Date().toISOString(),
+          ...(body.data === undefined ? {} : { datacontenttype: "application/json", data: body.data }),
+        };
+    return { result: (await runtime.invoke(req.params.name, event)) ?? null };
+  });
+
+  // --- logs ---
+  app.get<{ Querystring: { function?: string; limit?: string; follow?: string } }>("/logs", (req, reply) => {
+    const filter = functionFilter(req.query.function);
+    const limit = Math.min(2000, Math.max(0, Number(req.query.limit ?? 100) || 0));
+    const lines = deps.logs.recent(filter, limit);
+    reply.raw.writeHead(200, { "content-type": "application/x-ndjson", "x-request-id": req.id });
+    for (const l of lines) reply.raw.write(`${JSON.stringify(l)}\n`);
+    if (req.query.follow !== "1" && req.query.follow !== "true") {
+      reply.raw.end();
+      return reply;
+    }
+    const off = deps.logs.subscribe((line) => {
+      if (filter(line)) reply.raw.write(`${JSON.stringify(line)}\n`);
+    });
+    req.raw.on("close", off);
+    return reply;
+  });
+}

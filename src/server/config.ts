@@ -1,0 +1,628 @@
+/**
+ * The app definition (`defineApp`, the public contract of `sluice.config.ts`) and its validation.
+ *
+ * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
+ * user fixes their config in one pass. Loading the file (tsx, no build step) lives in `load-app.ts`.
+ */
+import { ErrorCode, SluiceError } from "../errors.ts";
+import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
+import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
+import { didYouMean } from "./did-you-mean.ts";
+
+/** A route's target: a function name, or the long form. */
+export interface RouteConfig {
+  /** The function that handles the request. */
+  function: string;
+  /** Answer 202 at once and hand the request to the function through the bus (retries, DLQ). Default false. */
+  async?: boolean;
+}
+
+export interface EmitConfig {
+  type: string;
+  source: string;
+  subject?: string;
+  data?: unknown;
+  /** Default `default`. */
+  bus?: string;
+}
+
+export interface ScheduleConfig {
+  /** 5 fields (minute hour day month weekday) or 6 (seconds first). */
+  cron?: string;
+  /** `"5 minutes"` or `"rate(5 minutes)"`: seconds, minutes, hours, days. */
+  rate?: string;
+  /** One time: `"2027-01-01T00:00:00Z"` or `"at(…)"`. */
+  at?: string;
+  /** IANA time zone for `cron` and a local `at` (default UTC). */
+  timezone?: string;
+  /** Publish this event on every tick. */
+  emit?: EmitConfig;
+  /** Or invoke this function with a `sluice.schedule.fired` event. */
+  invoke?: string;
+  /** With `invoke`: passed as `data.input`. */
+  input?: unknown;
+  /** After downtime, fire the latest missed tick once (default false: skip missed ticks). */
+  catchUp?: boolean;
+  /** Default true. */
+  enabled?: boolean;
+}
+
+export interface TargetConfig {
+  function?: string;
+  bus?: string;
+  webhook?: string | { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
+  /** Unique within the rule; default derived from the target. */
+  id?: string;
+  inputTransformer?: { inputPaths?: Record<string, string>; inputTemplate: string };
+  retryPolicy?: { maxAttempts?: number; maxEventAgeMs?: number; baseBackoffMs?: number; maxBackoffMs?: number };
+}
+
+export interface RuleConfig {
+  name: string;
+  /** Default `default`. */
+  bus?: string;
+  pattern: unknown;
+  enabled?: boolean;
+  description?: string;
+  targets: TargetConfig[];
+}
+
+export interface BusConfig {
+  name: string;
+  /** Archive retention, e.g. "7d"; "0" disables the archive. */
+  retention?: string | number;
+  description?: string;
+}
+
+/** Server settings a config file may set; `SLUICE_*` variables and CLI flags override them. */
+export interface ServerConfig {
+  port?: number;
+  host?: string;
+  /** `sqlite:PATH` or `postgres://…`. */
+  store?: string;
+  /** Where `sluice dev` keeps its SQLite file (default `.sluice` in the app). */
+  dataDir?: string;
+  logLevel?: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+  /** How long a graceful shutdown waits for in-flight work, e.g. "10s". */
+  shutdownGrace?: string | number;
+  /** Largest request body, in bytes (default 1 MiB; a single event is still limited to 256 KiB). */
+  bodyLimit?: number;
+}
+
+export interface AppConfig {
+  name: string;
+  /** A folder of function files (every default export of `defineFunction`) or a list of files. Default `./functions`. */
+  functions?: string | readonly string[];
+  /** `"METHOD /path/:param"` to a function name or `{ function, async }`. */
+  routes?: Readonly<Record<string, string | RouteConfig>>;
+  schedules?: Readonly<Record<string, ScheduleConfig>>;
+  rules?: readonly RuleConfig[];
+  buses?: readonly (string | BusConfig)[];
+  server?: ServerConfig;
+}
+
+const appBrand = Symbol.for("sluice.app");
+export type AppDefinition = Readonly<AppConfig> & { readonly [appBrand]: true };
+
+/**
+ * Declares a Sluice application: the default export of `sluice.config.ts` (or `.js`).
+ *
+ * @example
+ * import { defineApp } from "sluice";
+ *
+ * export default defineApp({
+ *   name: "shop",
+ *   functions: "./functions",
+ *   routes: { "POST /orders": "create-order", "GET /orders/:id": "get-order" },
+ *   schedules: { "nightly-report": { cron: "0 2 * * *", timezone: "Europe/Berlin", emit: { type: "report.requested", source: "shop" } } },
+ *   rules: [{ name: "audit", pattern: { source: ["shop"] }, targets: [{ webhook: "http://127.0.0.1:9000/audit" }] }],
+ * });
+ */
+export function defineApp(config: AppConfig): AppDefinition {
+  return Object.freeze({ ...config, [appBrand]: true as const });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Validation
+
+/** One problem found in a config: where, what, and how to fix it. */
+export interface ConfigProblem {
+  /** e.g. `routes["POST /orders"]`. */
+  key: string;
+  message: string;
+  fix?: string;
+}
+
+/** Thrown when a config has problems; `problems` lists every one, the message shows them all. */
+export class ConfigError extends SluiceError {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(ErrorCode.ConfigInvalid, formatProblems(file, problems), problems[0] ? { path: problems[0].key } : {});
+  }
+}
+
+export function formatProblems(file: string, problems: readonly ConfigProblem[]): string {
+  const lines = problems.map((p) => `  - ${p.key}: ${p.message}${p.fix ? `\n      fix: ${p.fix}` : ""}`);
+  return `${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${lines.join("\n")}`;
+}
+
+export interface ValidatedRoute {
+  key: string;
+  method: string;
+  /** Fastify path syntax (`/orders/:id`). */
+  path: string;
+  function: string;
+  async: boolean;
+}
+
+export interface ValidatedRule {
+  name: string;
+  bus: string;
+  pattern: unknown;
+  enabled: boolean;
+  description?: string;
+  targets: (
+    | { id: string; function: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
+    | { id: string; bus: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
+    | {
+        id: string;
+        webhook: { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
+        inputTransformer?: TargetConfig["inputTransformer"];
+        retryPolicy?: TargetConfig["retryPolicy"];
+      }
+  )[];
+}
+
+/** A function as the config validator sees it: its name and implicit-rule pattern, and the file it came from. */
+export interface FunctionInfo {
+  name: string;
+  file: string;
+  on?: unknown;
+}
+
+/** The validated, read-only app. */
+export interface ValidatedApp {
+  name: string;
+  file: string;
+  /** Function files, resolved later by the loader; `functions` as written. */
+  functions: string | readonly string[];
+  routes: readonly ValidatedRoute[];
+  schedules: readonly ScheduleSpec[];
+  rules: readonly ValidatedRule[];
+  buses: readonly { name: string; retentionMs?: number; description?: string }[];
+  server: ServerConfig;
+}
+
+export interface ValidateOptions {
+  /** The config file, for messages. */
+  file: string;
+  /** Functions found by the loader; when given, routes, schedules and rule targets are checked against them. */
+  functions?: readonly FunctionInfo[];
+  /** Validates an event pattern; throws an error with `path` (compilePattern's PatternError). */
+  compilePattern?: (pattern: unknown) => unknown;
+}
+
+const appKeys = ["name", "functions", "routes", "schedules", "rules", "buses", "server"] as const;
+const scheduleKeys = ["cron", "rate", "at", "timezone", "emit", "invoke", "input", "catchUp", "enabled"];
+const emitKeys = ["type", "source", "subject", "data", "bus"];
+const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
+const targetKeys = ["function", "bus", "webhook", "id", "inputTransformer", "retryPolicy"];
+const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit"];
+const routeKeys = ["function", "async"];
+export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
+export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function q(s: string): string {
+  return JSON.stringify(s);
+}
+
+/** `"5s"`, `"10m"`, `"7d"`, or ms as a number. */
+export function parseDurationMs(value: unknown): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
+  if (typeof value !== "string") return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? "ms"] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+/**
+ * Validates an app definition (what `sluice.config.ts` exported) into a read-only `ValidatedApp`.
+ * Throws one `ConfigError` listing every problem.
+ */
+export function validateApp(input: unknown, options: ValidateOptions): ValidatedApp {
+  const problems: ConfigProblem[] = [];
+  const add = (key: string, message: string, fix?: string) =>
+    problems.push(fix === undefined ? { key, message } : { key, message, fix });
+  const unknownKeys = (obj: Record<string, unknown>, known: readonly string[], at: (k: string) => string) => {
+    for (const k of Object.keys(obj)) {
+      if (known.includes(k)) continue;
+      const guess = didYouMean(k, known);
+      add(at(k), "is not a known key", guess ? `did you mean ${q(guess)}?` : `known keys: ${known.join(", ")}`);
+    }
+  };
+
+  if (!isObject(input)) {
+    throw new ConfigError(options.file, [
+      { key: "default export", message: "is not an app definition", fix: "export default defineApp({ name: \"my-app\", … })" },
+    ]);
+  }
+  unknownKeys(input, appKeys, (k) => k);
+
+  const name = input.name;
+  if (typeof name !== "string" || !namePattern.test(name)) {
+    add("name", name === undefined ? "is missing" : `${JSON.stringify(name)} is not a valid app name`, 'use letters, digits, ".", "_" or "-", e.g. name: "shop"');
+  }
+
+  // functions
+  const functions = input.functions ?? "./functions";
+  let functionsOk = true;
+  if (typeof functions === "string") {
+    if (functions.length === 0) (functionsOk = false), add("functions", "is empty", 'write a folder like "./functions"');
+  } else if (Array.isArray(functions)) {
+    functions.forEach((f, i) => {
+      if (typeof f !== "string" || f.length === 0) {
+        functionsOk = false;
+        add(`functions[${i}]`, "is not a file path", 'list files like "./functions/billing.ts"');
+      }
+    });
+  } else {
+    functionsOk = false;
+    add("functions", "must be a folder or a list of files", 'write functions: "./functions"');
+  }
+  const known = options.functions;
+  const fnNames = new Set<string>();
+  if (known) {
+    const seen = new Map<string, string>();
+    for (const f of known) {
+      const first = seen.get(f.name);
+      if (first !== undefined) add(`functions (${f.file})`, `function name ${q(f.name)} is also used by ${first}`, "give each function a unique name");
+      else seen.set(f.name, f.file);
+      fnNames.add(f.name);
+      if (f.on !== undefined && options.compilePattern) {
+        checkPattern(f.on, `function ${q(f.name)} (${f.file}) on`);
+      }
+    }
+  }
+  const checkFunctionRef = (fn: unknown, key: string) => {
+    if (typeof fn !== "string" || fn.length === 0) {
+      add(key, "must name a function", 'write the function\'s name, e.g. "create-order"');
+      return;
+    }
+    if (!known || !functionsOk || fnNames.has(fn)) return;
+    const guess = didYouMean(fn, fnNames);
+    add(
+      key,
+      `refers to unknown function ${q(fn)}`,
+      guess ? `did you mean ${q(guess)}?` : fnNames.size ? `known functions: ${[...fnNames].join(", ")}` : "add a function file that calls defineFunction({ name: … })",
+    );
+  };
+
+  function checkPattern(pattern: unknown, key: string) {
+    if (!options.compilePattern) {
+      if (!isObject(pattern)) add(key, "must be an event pattern object", 'write e.g. { type: ["order.created"] }');
+      return;
+    }
+    try {
+      options.compilePattern(pattern);
+    } catch (err) {
+      const path = (err as { path?: unknown }).path;
+      add(
+        typeof path === "string" && path !== "$" ? `${key}${path.slice(1)}` : key,
+        err instanceof Error ? err.message : String(err),
+        "see docs/patterns.md for the event-pattern syntax",
+      );
+    }
+  }
+
+  // buses
+  const buses: { name: string; retentionMs?: number; description?: string }[] = [];
+  const busNames = new Set(["default"]);
+  if (input.buses !== undefined) {
+    if (!Array.isArray(input.buses)) add("buses", "must be a list", 'write buses: ["orders"] or [{ name: "orders", retention: "7d" }]');
+    else {
+      input.buses.forEach((b, i) => {
+        const key = `buses[${i}]`;
+        const bus = typeof b === "string" ? { name: b } : b;
+        if (!isObject(bus) || typeof bus.name !== "string" || !namePattern.test(bus.name)) {
+          add(key, "is not a bus", 'write a name like "orders" or { name: "orders", retention: "7d" }');
+          return;
+        }
+        unknownKeys(bus, ["name", "retention", "description"], (k) => `${key}.${k}`);
+        if (busNames.has(bus.name) && bus.name !== "default") add(key, `bus ${q(bus.name)} is declared twice`, "remove the duplicate");
+        busNames.add(bus.name);
+        const entry: { name: string; retentionMs?: number; description?: string } = { name: bus.name };
+        if (bus.retention !== undefined) {
+          const ms = parseDurationMs(bus.retention);
+          if (ms === undefined) add(`${key}.retention`, `${JSON.stringify(bus.retention)} is not a duration`, 'write e.g. "7d", "12h" or 0 to disable');
+          else entry.retentionMs = ms;
+        }
+        if (typeof bus.description === "string") entry.description = bus.description;
+        buses.push(entry);
+      });
+    }
+  }
+  const checkBusRef = (bus: unknown, key: string) => {
+    if (bus === undefined) return;
+    if (typeof bus !== "string" || !busNames.has(bus)) {
+      const guess = typeof bus === "string" ? didYouMean(bus, busNames) : undefined;
+      add(key, `refers to unknown bus ${JSON.stringify(bus)}`, guess ? `did you mean ${q(guess)}?` : `declare it in buses: [${JSON.stringify(bus)}]`);
+    }
+  };
+
+  // routes
+  const routes: ValidatedRoute[] = [];
+  if (input.routes !== undefined) {
+    if (!isObject(input.routes)) add("routes", "must be an object", 'write routes: { "POST /orders": "create-order" }');
+    else {
+      const seen = new Set<string>();
+      for (const [routeKey, value] of Object.entries(input.routes)) {
+        const key = `routes[${q(routeKey)}]`;
+        const m = /^([A-Za-z]+)\s+(\/\S*)$/.exec(routeKey.trim());
+        const method = m?.[1]?.toUpperCase();
+        if (!m || !method || !(httpMethods as readonly string[]).includes(method)) {
+          add(key, "is not \"METHOD /path\"", `write e.g. "POST /orders" or "GET /orders/:id" (methods: ${httpMethods.join(", ")})`);
+          continue;
+        }
+        const path = m[2] ?? "/";
+        if (path === "/events" || path.startsWith("/buses/") || path.startsWith("/admin/") || path === "/healthz" || path === "/metrics") {
+          add(key, `path ${q(path)} is reserved by Sluice`, "choose another path, e.g. under /api/");
+          continue;
+        }
+        const norm = `${method} ${path.replace(/:[^/]+/g, ":")}`;
+        if (seen.has(norm)) add(key, "duplicates another route with the same method and path", "remove one of them");
+        seen.add(norm);
+        let fn: unknown;
+        let isAsync = false;
+        if (typeof value === "string") fn = value;
+        else if (isObject(value)) {
+          unknownKeys(value, routeKeys, (k) => `${key}.${k}`);
+          fn = value.function;
+          if (value.async !== undefined && typeof value.async !== "boolean") add(`${key}.async`, "must be true or false");
+          isAsync = value.async === true;
+        } else {
+          add(key, "must be a function name or { function, async }", 'write "POST /orders": "create-order"');
+          continue;
+        }
+        checkFunctionRef(fn, typeof value === "string" ? key : `${key}.function`);
+        if (typeof fn === "string") routes.push({ key: `${method} ${path}`, method, path, function: fn, async: isAsync });
+      }
+    }
+  }
+
+  // schedules
+  const schedules: ScheduleSpec[] = [];
+  if (input.schedules !== undefined) {
+    if (!isObject(input.schedules)) add("schedules", "must be an object", 'write schedules: { "nightly": { cron: "0 2 * * *", emit: { … } } }');
+    else {
+      for (const [sName, s] of Object.entries(input.schedules)) {
+        const key = `schedules[${q(sName)}]`;
+        if (!namePattern.test(sName)) add(key, "is not a valid schedule name", 'use letters, digits, ".", "_" or "-"');
+        if (!isObject(s)) {
+          add(key, "must be an object", 'write { rate: "5 minutes", emit: { type: "…", source: "…" } }');
+          continue;
+        }
+        unknownKeys(s, scheduleKeys, (k) => `${key}.${k}`);
+        let expression: ScheduleExpression | undefined;
+        try {
+          expression = parseScheduleExpression(s, key);
+        } catch (err) {
+          const e = err as SluiceError;
+          const [message, fix] = splitFix(e.message);
+          add(e.path ?? key, message, fix);
+        }
+        let action: ScheduleAction | undefined;
+        if ((s.emit === undefined) === (s.invoke === undefined)) {
+          add(key, "needs exactly one of emit or invoke", 'add emit: { type: "report.requested", source: "shop" } or invoke: "function-name"');
+        } else if (s.emit !== undefined) {
+          const e = s.emit;
+          if (!isObject(e)) add(`${key}.emit`, "must be an object", 'write emit: { type: "report.requested", source: "shop" }');
+          else {
+            unknownKeys(e, emitKeys, (k) => `${key}.emit.${k}`);
+            if (typeof e.type !== "string" || !e.type) add(`${key}.emit.type`, "is missing", 'write type: "report.requested"');
+            if (typeof e.source !== "string" || !e.source) add(`${key}.emit.source`, "is missing", 'write source: "shop"');
+            if (e.subject !== undefined && typeof e.subject !== "string") add(`${key}.emit.subject`, "must be a string");
+            checkBusRef(e.bus, `${key}.emit.bus`);
+            if (typeof e.type === "string" && typeof e.source === "string") {
+              action = {
+                kind: "emit",
+                bus: typeof e.bus === "string" ? e.bus : "default",
+                type: e.type,
+                source: e.source,
+                ...(typeof e.subject === "string" ? { subject: e.subject } : {}),
+                ...(e.data === undefined ? {} : { data: e.data }),
+              };
+            }
+          }
+        } else {
+          checkFunctionRef(s.invoke, `${key}.invoke`);
+          if (typeof s.invoke === "string") action = { kind: "invoke", function: s.invoke, ...(s.input === undefined ? {} : { data: s.input }) };
+        }
+        if (s.catchUp !== undefined && typeof s.catchUp !== "boolean") add(`${key}.catchUp`, "must be true or false");
+        if (s.enabled !== undefined && typeof s.enabled !== "boolean") add(`${key}.enabled`, "must be true or false");
+        if (expression && action && s.enabled !== false) {
+          schedules.push({ name: sName, expression, catchUp: s.catchUp === true, action });
+        }
+      }
+    }
+  }
+
+  // rules
+  const rules: ValidatedRule[] = [];
+  if (input.rules !== undefined) {
+    if (!Array.isArray(input.rules)) add("rules", "must be a list", 'write rules: [{ name: "audit", pattern: { … }, targets: [ … ] }]');
+    else {
+      const seen = new Set<string>(known?.map((f) => `fn:${f.name}`) ?? []);
+      input.rules.forEach((r, i) => {
+        const key = `rules[${i}]`;
+        if (!isObject(r)) {
+          add(key, "must be an object", "write { name, pattern, targets }");
+          return;
+        }
+        unknownKeys(r, ruleKeys, (k) => `${key}.${k}`);
+        const label = typeof r.name === "string" ? `rules[${i}] (${q(r.name)})` : key;
+        if (typeof r.name !== "string" || !namePattern.test(r.name)) add(`${key}.name`, "must be a name", 'write name: "audit"');
+        else {
+          const bus = typeof r.bus === "string" ? r.bus : "default";
+          if (seen.has(`${bus}/${r.name}`)) add(`${label}.name`, `rule ${q(r.name)} is declared twice on bus ${q(bus)}`, "rename one of them");
+          seen.add(`${bus}/${r.name}`);
+        }
+        checkBusRef(r.bus, `${label}.bus`);
+        if (r.pattern === undefined) add(`${label}.pattern`, "is missing", 'write pattern: { type: ["order.created"] }');
+        else checkPattern(r.pattern, `${label}.pattern`);
+        if (r.enabled !== undefined && typeof r.enabled !== "boolean") add(`${label}.enabled`, "must be true or false");
+        const targets: ValidatedRule["targets"] = [];
+        if (!Array.isArray(r.targets) || r.targets.length === 0 || r.targets.length > 5) {
+          add(`${label}.targets`, "must list 1 to 5 targets", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
+        } else {
+          const ids = new Set<string>();
+          r.targets.forEach((t, j) => {
+            const tkey = `${label}.targets[${j}]`;
+            if (!isObject(t)) return void add(tkey, "must be an object", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
+            unknownKeys(t, targetKeys, (k) => `${tkey}.${k}`);
+            const kinds = (["function", "bus", "webhook"] as const).filter((k) => t[k] !== undefined);
+            if (kinds.length !== 1) {
+              return void add(tkey, "needs exactly one of function, bus or webhook", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
+            }
+            const extra = {
+              ...(isObject(t.inputTransformer) ? { inputTransformer: t.inputTransformer as TargetConfig["inputTransformer"] } : {}),
+              ...(isObject(t.retryPolicy) ? { retryPolicy: t.retryPolicy as TargetConfig["retryPolicy"] } : {}),
+            };
+            if (t.inputTransformer !== undefined && !isObject(t.inputTransformer)) add(`${tkey}.inputTransformer`, "must be { inputPaths, inputTemplate }");
+            if (t.retryPolicy !== undefined && !isObject(t.retryPolicy)) add(`${tkey}.retryPolicy`, "must be { maxAttempts, maxEventAgeMs, … }");
+            let id = typeof t.id === "string" ? t.id : "";
+            let target: ValidatedRule["targets"][number] | undefined;
+            if (kinds[0] === "function") {
+              checkFunctionRef(t.function, `${tkey}.function`);
+              id ||= `fn-${String(t.function)}`;
+              if (typeof t.function === "string") target = { id, function: t.function, ...extra };
+            } else if (kinds[0] === "bus") {
+              checkBusRef(t.bus, `${tkey}.bus`);
+              id ||= `bus-${String(t.bus)}`;
+              if (typeof t.bus === "string") target = { id, bus: t.bus, ...extra };
+            } else {
+              const w = typeof t.webhook === "string" ? { url: t.webhook } : t.webhook;
+              if (!isObject(w) || typeof w.url !== "string" || !/^https?:\/\/./.test(w.url)) {
+                add(`${tkey}.webhook`, "must be an http(s) URL or { url, secret, timeoutMs }", 'write webhook: "https://example.com/hook"');
+              } else {
+                unknownKeys(w, ["url", "secret", "timeoutMs", "headers"], (k) => `${tkey}.webhook.${k}`);
+                id ||= `webhook-${j}`;
+                target = { id, webhook: w as { url: string }, ...extra };
+              }
+            }
+            id = id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
+            if (target) {
+              target.id = id;
+              if (ids.has(id)) add(`${tkey}.id`, `target id ${q(id)} is used twice in this rule`, "give the target an id");
+              ids.add(id);
+              targets.push(target);
+            }
+          });
+        }
+        if (typeof r.name === "string") {
+          rules.push({
+            name: r.name,
+            bus: typeof r.bus === "string" ? r.bus : "default",
+            pattern: r.pattern,
+            enabled: r.enabled !== false,
+            ...(typeof r.description === "string" ? { description: r.description } : {}),
+            targets,
+          });
+        }
+      });
+    }
+  }
+
+  // server
+  const server: ServerConfig = {};
+  if (input.server !== undefined) {
+    if (!isObject(input.server)) add("server", "must be an object", "write server: { port: 8787 }");
+    else {
+      unknownKeys(input.server, serverKeys, (k) => `server.${k}`);
+      collectServerProblems(input.server, "server.", add, server);
+    }
+  }
+
+  if (problems.length > 0) throw new ConfigError(options.file, problems);
+  return deepFreeze({
+    name: name as string,
+    file: options.file,
+    functions: functions as string | readonly string[],
+    routes,
+    schedules,
+    rules,
+    buses,
+    server,
+  });
+}
+
+function splitFix(message: string): [string, string | undefined] {
+  const i = message.indexOf("; ");
+  return i < 0 ? [message, undefined] : [message.slice(0, i), message.slice(i + 2)];
+}
+
+/**
+ * Checks server settings from any layer (config file, environment, flags). `prefix` names the key in messages
+ * (`server.` for the file, `SLUICE_` for the environment, `--` for flags). Valid values are copied into `out`.
+ */
+export function collectServerProblems(
+  raw: Record<string, unknown>,
+  prefix: string,
+  add: (key: string, message: string, fix?: string) => void,
+  out: ServerConfig,
+  keyName: (k: string) => string = (k) => `${prefix}${k}`,
+): void {
+  if (raw.port !== undefined) {
+    const port = typeof raw.port === "string" && /^\d+$/.test(raw.port) ? Number(raw.port) : raw.port;
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) {
+      add(keyName("port"), `${JSON.stringify(raw.port)} is not a port`, "use a whole number from 0 to 65535 (0 picks a free port)");
+    } else out.port = port;
+  }
+  if (raw.host !== undefined) {
+    if (typeof raw.host !== "string" || raw.host === "") add(keyName("host"), "must be a host name or address", 'e.g. "127.0.0.1" or "0.0.0.0"');
+    else out.host = raw.host;
+  }
+  if (raw.store !== undefined) {
+    const s = raw.store;
+    if (typeof s !== "string" || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(s)) {
+      add(keyName("store"), `${JSON.stringify(s)} is not a store`, 'write "sqlite:./data/sluice.db" or "postgres://user@host:5432/db"');
+    } else out.store = s;
+  }
+  if (raw.dataDir !== undefined) {
+    if (typeof raw.dataDir !== "string" || raw.dataDir === "") add(keyName("dataDir"), "must be a folder path");
+    else out.dataDir = raw.dataDir;
+  }
+  if (raw.logLevel !== undefined) {
+    if (typeof raw.logLevel !== "string" || !(logLevels as readonly string[]).includes(raw.logLevel)) {
+      add(keyName("logLevel"), `${JSON.stringify(raw.logLevel)} is not a log level`, `use one of ${logLevels.join(", ")}`);
+    } else out.logLevel = raw.logLevel as NonNullable<ServerConfig["logLevel"]>;
+  }
+  if (raw.shutdownGrace !== undefined) {
+    if (parseDurationMs(raw.shutdownGrace) === undefined) add(keyName("shutdownGrace"), `${JSON.stringify(raw.shutdownGrace)} is not a duration`, 'write e.g. "10s"');
+    else out.shutdownGrace = raw.shutdownGrace as string | number;
+  }
+  if (raw.bodyLimit !== undefined) {
+    const n = typeof raw.bodyLimit === "string" && /^\d+$/.test(raw.bodyLimit) ? Number(raw.bodyLimit) : raw.bodyLimit;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1024) add(keyName("bodyLimit"), "must be a number of bytes, at least 1024");
+    else out.bodyLimit = n;
+  }
+}
+
+/** Freezes plain objects and arrays (not class instances such as a Cron). */
+function deepFreeze<T>(value: T): T {
+  if (typeof value !== "object" || value === null || Object.isFrozen(value)) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === Array.prototype || proto === null) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

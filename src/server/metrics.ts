@@ -1,0 +1,113 @@
+/**
+ * Prometheus metrics (prom-client), one registry per server so several servers can share a process (tests).
+ * Counters are fed by the runtime's invocation records and the HTTP/publish paths; gauges are read from the
+ * store and the runtime when `/metrics` is scraped.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export interface MetricsSources {
+  /** Pending deliveries per function target (ready + delayed + leased). */
+  backlog(): Promise<Record<string, number>>;
+  /** Dead letters per target (`bus/rule/target`). */
+  deadLetters(): Promise<Record<string, number>>;
+  /** Instances per function and state (`starting`, `idle`, `busy`). */
+  instances(): Record<string, Record<string, number>>;
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  invocation(functionName: string, outcome: string, durationMs: number): void;
+  published(bus: string, count: number): void;
+  httpRequest(route: string, method: string, status: number): void;
+  /** Plugs in the gauges' sources (once the store and runtime exist). */
+  setSources(sources: MetricsSources): void;
+  /** The text exposition format. */
+  render(): Promise<string>;
+  readonly contentType: string;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "sluice_process_" });
+  let sources: MetricsSources | undefined;
+
+  const invocations = new Counter({
+    name: "sluice_invocations_total",
+    help: "Function invocations by outcome (success, error, timeout, out-of-memory, crashed, throttled, skipped, recursive-loop).",
+    labelNames: ["function", "outcome"] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: "sluice_invocation_duration_seconds",
+    help: "Handler run time of function invocations.",
+    labelNames: ["function"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const published = new Counter({
+    name: "sluice_events_published_total",
+    help: "Events accepted (durably stored) per bus.",
+    labelNames: ["bus"] as const,
+    registers: [registry],
+  });
+  const http = new Counter({
+    name: "sluice_http_requests_total",
+    help: "HTTP requests by route, method and status code.",
+    labelNames: ["route", "method", "status"] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "sluice_backlog",
+    help: "Deliveries waiting for or running in a function (ready, delayed and leased).",
+    labelNames: ["function"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      if (!sources) return;
+      for (const [fn, n] of Object.entries(await sources.backlog())) this.set({ function: fn }, n);
+    },
+  });
+  new Gauge({
+    name: "sluice_dlq_size",
+    help: "Dead letters per target (bus/rule/target).",
+    labelNames: ["target"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      if (!sources) return;
+      for (const [target, n] of Object.entries(await sources.deadLetters())) this.set({ target }, n);
+    },
+  });
+  new Gauge({
+    name: "sluice_instances",
+    help: "Function instances by state (starting, idle, busy).",
+    labelNames: ["function", "state"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!sources) return;
+      for (const [fn, states] of Object.entries(sources.instances())) {
+        for (const [state, n] of Object.entries(states)) this.set({ function: fn, state }, n);
+      }
+    },
+  });
+
+  return {
+    registry,
+    contentType: registry.contentType,
+    invocation(functionName, outcome, durationMs) {
+      invocations.inc({ function: functionName, outcome });
+      if (outcome !== "throttled" && outcome !== "skipped") duration.observe({ function: functionName }, durationMs / 1000);
+    },
+    published(bus, count) {
+      if (count > 0) published.inc({ bus }, count);
+    },
+    httpRequest(route, method, status) {
+      http.inc({ route, method, status: String(status) });
+    },
+    setSources(s) {
+      sources = s;
+    },
+    render: () => registry.metrics(),
+  };
+}

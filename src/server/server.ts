@@ -1,0 +1,382 @@
+/**
+ * The composition root: config -> logger -> store -> broker -> runtime -> schedules -> HTTP.
+ *
+ * `startServer` is what `sluice dev` and `sluice start` run. It owns every long-lived part and closes them in
+ * reverse order on `close()` (SIGTERM in the CLI): stop taking work (HTTP, schedules), let in-flight deliveries
+ * and invocations finish within the grace period, release the rest of the leases, close the store.
+ */
+import { randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { multistream, pino, type Logger as PinoLogger } from "pino";
+import { createBroker, type Broker } from "../bus/broker.ts";
+import type { RuleInput, Target } from "../bus/types.ts";
+import { ErrorCode, SluiceError } from "../errors.ts";
+import type { CloudEvent } from "../event/types.ts";
+import { compilePattern } from "../pattern/compile.ts";
+import { createRuntime, type Runtime } from "../runtime/runtime.ts";
+import type { StorageBackend } from "../store/contract.ts";
+import { createScheduler, tickEvent, type Scheduler, type ScheduleSpec, type Tick } from "../triggers/schedules.ts";
+import { registerAdmin } from "./admin.ts";
+import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
+import { createHttpServer, gatewayEventType, gatewaySource, type PublishOutcome } from "./http.ts";
+import { loadAppModule } from "./load-app.ts";
+import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
+import { resolveSettings, type Mode, type Settings } from "./settings.ts";
+
+export interface StartServerOptions {
+  /** The app folder (holding sluice.config.ts). */
+  appDir: string;
+  mode: Mode;
+  /** Flags; they override the config file and the environment. */
+  flags?: ServerConfig;
+  /** Default `process.env`. */
+  env?: Record<string, string | undefined>;
+  /** Where logs go (default stdout): pretty in dev, JSON lines in start. */
+  logDestination?: NodeJS.WritableStream;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly settings: Settings;
+  readonly app: ValidatedApp;
+  readonly logger: PinoLogger;
+  readonly broker: Broker;
+  readonly runtime: Runtime;
+  readonly scheduler: Scheduler;
+  readonly metrics: Metrics;
+  /** Graceful shutdown; idempotent. */
+  close(): Promise<void>;
+}
+
+/** The implicit rule a function's `on` pattern becomes on the default bus, and its queue. */
+export const functionRuleName = (fn: string) => `function.${fn}`;
+export const functionQueue = (fn: string) => `rule:default/${functionRuleName(fn)}/fn`;
+/** The implicit rule that carries an async route's requests to its function. */
+export const routeRuleName = (method: string, path: string) =>
+  `route.${method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, "_")}`.slice(0, 64);
+const configRuleMark = "managed by sluice.config";
+
+async function openStore(url: string): Promise<StorageBackend> {
+  if (url.startsWith("sqlite:")) {
+    const { createSqliteStore } = await import("../store/sqlite/index.ts");
+    return createSqliteStore({ path: url.slice("sqlite:".length) });
+  }
+  const { createPostgresStore } = await import("../store/postgres/index.ts");
+  return createPostgresStore({ url });
+}
+
+function createLogger(settings: Settings, buffer: LogBuffer, destination: NodeJS.WritableStream): PinoLogger {
+  const ring = new Writable({
+    write(chunk: Buffer | string, _enc, cb) {
+      buffer.write(chunk.toString());
+      cb();
+    },
+  });
+  let out: NodeJS.WritableStream = destination;
+  if (settings.mode === "dev") {
+    // pino-pretty is a devDependency-free optional: loaded lazily, plain JSON when it is missing.
+    out = prettyStream(destination) ?? destination;
+  }
+  const level = settings.logLevel;
+  return pino(
+    { level, base: null, timestamp: pino.stdTimeFunctions.epochTime },
+    multistream([
+      { level: level === "silent" ? "fatal" : level, stream: out },
+      { level: "trace", stream: ring },
+    ]),
+  );
+}
+
+let prettyFactory: ((opts: object) => NodeJS.WritableStream) | undefined;
+function prettyStream(destination: NodeJS.WritableStream): NodeJS.WritableStream | undefined {
+  if (!prettyFactory) return undefined;
+  return prettyFactory({
+    destination,
+    sync: true,
+    colorize: (destination as { isTTY?: boolean }).isTTY === true,
+    ignore: "pid,hostname,component,invocationId,correlationId,function,functionName",
+    translateTime: "HH:MM:ss.l",
+    singleLine: true,
+    messageFormat: "{if function}[{function}] {end}{if functionName}[{functionName}] {end}{msg}",
+  });
+}
+
+async function loadPretty(): Promise<void> {
+  if (prettyFactory) return;
+  try {
+    const mod = (await import("pino-pretty")) as unknown as { default: (opts: object) => NodeJS.WritableStream };
+    prettyFactory = mod.default;
+  } catch {
+    prettyFactory = undefined;
+  }
+}
+
+function publishError(out: PublishOutcome): SluiceError | undefined {
+  const failed = out.entries.find((e) => "errorCode" in e) as { errorCode: ErrorCode; errorMessage: string; path?: string } | undefined;
+  return failed ? new SluiceError(failed.errorCode, failed.errorMessage, failed.path === undefined ? {} : { path: failed.path }) : undefined;
+}
+
+/** Rules the app implies: functions' `on` patterns, async routes, and the config's own rules. */
+function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
+  const rules: RuleInput[] = [];
+  for (const f of runtime.functions()) {
+    if (!f.on) continue;
+    rules.push({
+      name: functionRuleName(f.name),
+      bus: "default",
+      pattern: f.on,
+      description: `the on pattern of function ${f.name}`,
+      targets: [
+        {
+          id: "fn",
+          function: f.name,
+          retryPolicy: { maxAttempts: f.retry.attempts + 1, baseBackoffMs: f.retry.backoff.initialMs, maxBackoffMs: f.retry.backoff.maxMs },
+        },
+      ],
+    });
+  }
+  for (const r of app.routes) {
+    if (!r.async) continue;
+    rules.push({
+      name: routeRuleName(r.method, r.path),
+      bus: "default",
+      pattern: { source: [gatewaySource], type: [gatewayEventType], subject: [r.key] },
+      description: `async route ${r.key}`,
+      targets: [{ id: "fn", function: r.function }],
+    });
+  }
+  for (const r of app.rules) {
+    rules.push({
+      name: r.name,
+      bus: r.bus,
+      pattern: r.pattern,
+      enabled: r.enabled,
+      description: r.description ? `${r.description} (${configRuleMark})` : configRuleMark,
+      targets: r.targets as Target[],
+    });
+  }
+  return rules;
+}
+
+/** Applies the app's buses and rules, and removes rules an earlier version of the app created but no longer has. */
+async function applyDefinitions(app: ValidatedApp, runtime: Runtime, broker: Broker): Promise<void> {
+  for (const b of app.buses) {
+    await broker.putBus({ name: b.name, ...(b.retentionMs === undefined ? {} : { retentionMs: b.retentionMs }), ...(b.description ? { description: b.description } : {}) });
+  }
+  const wanted = desiredRules(app, runtime);
+  const names = new Set(wanted.map((r) => `${r.bus ?? "default"}/${r.name}`));
+  for (const r of wanted) await broker.putRule(r);
+  for (const r of broker.listRules()) {
+    const managed = r.name.startsWith("function.") || r.name.startsWith("route.") || (r.description ?? "").includes(configRuleMark);
+    if (managed && !names.has(`${r.bus}/${r.name}`)) await broker.deleteRule(r.name, { bus: r.bus });
+  }
+}
+
+/** Starts a Sluice server for the app in `appDir`. Throws ConfigError (every problem listed) on a bad app. */
+export async function startServer(options: StartServerOptions): Promise<RunningServer> {
+  const env = options.env ?? process.env;
+  const mod = await loadAppModule(options.appDir);
+  const fileServer = (mod.exported as { server?: unknown } | undefined)?.server;
+  const settings = resolveSettings({
+    appDir: options.appDir,
+    mode: options.mode,
+    ...(fileServer && typeof fileServer === "object" ? { file: fileServer as ServerConfig } : {}),
+    env,
+    ...(options.flags ? { flags: options.flags } : {}),
+  });
+  if (settings.mode === "dev") await loadPretty();
+  const logs = createLogBuffer();
+  const logger = createLogger(settings, logs, options.logDestination ?? process.stdout);
+  const startedAt = Date.now();
+  const metrics = createMetrics();
+
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const c of closers.splice(0).reverse()) {
+      await c().catch((err: unknown) => logger.error({ err }, "shutdown step failed"));
+    }
+  };
+
+  try {
+    if (settings.store.startsWith("sqlite:")) mkdirSync(settings.dataDir, { recursive: true });
+    const store = await openStore(settings.store);
+    closers.push(() => store.close());
+
+    const broker = await createBroker({
+      store,
+      logger: logger.child({ component: "bus" }),
+      limits: { closeGraceMs: settings.shutdownGraceMs },
+    });
+    closers.push(() => broker.close());
+
+    const publish = async (bus: string, events: unknown[]): Promise<PublishOutcome> => {
+      const entries: PublishOutcome["entries"] = [];
+      let failedEntryCount = 0;
+      for (let i = 0; i < events.length; i += 100) {
+        const out = await broker.publish(bus, events.slice(i, i + 100));
+        entries.push(...out.entries);
+        failedEntryCount += out.failedEntryCount;
+      }
+      return { failedEntryCount, entries };
+    };
+
+    const runtime = await createRuntime({
+      functions: mod.functionFiles.map((file) => ({ file })),
+      state: store.state,
+      emit: async (events: CloudEvent[]) => {
+        const out = await publish("default", events);
+        metrics.published("default", out.entries.filter((e) => !("errorCode" in e) && !e.duplicate).length);
+        const err = publishError(out);
+        if (err) throw err;
+        return out;
+      },
+      logger: logger.child({ component: "runtime" }),
+      watch: settings.mode === "dev",
+      cacheDir: join(settings.dataDir, "functions"),
+    }).catch((err: unknown) => {
+      // A function file that does not load is a config problem: name the file and the error.
+      if (err instanceof SluiceError && !(err instanceof ConfigError)) {
+        throw new ConfigError(mod.configFile, [{ key: "functions", message: err.message, fix: "fix that function file" }]);
+      }
+      throw err;
+    });
+    // Shutdown order: the broker first (stop leasing, finish in-flight deliveries, release the rest), then the runtime.
+    closers.pop();
+    closers.push(async () => {
+      await broker.close();
+      await runtime.close();
+    });
+
+    const app = validateApp(mod.exported, {
+      file: mod.configFile,
+      functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
+      compilePattern,
+    });
+
+    broker.setFunctionHandler({
+      deliver: (fn, event, ctx) => runtime.deliver(fn, event, { attempt: ctx.attempt, deliveryId: ctx.deliveryId, signal: ctx.signal }),
+    });
+    await applyDefinitions(app, runtime, broker);
+
+    runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
+    metrics.setSources({
+      async backlog() {
+        const stats = new Map((await broker.queueStats()).map((s) => [s.queue, s]));
+        const out: Record<string, number> = {};
+        for (const f of runtime.functions()) {
+          const s = stats.get(functionQueue(f.name));
+          out[f.name] = s ? s.ready + s.delayed + s.leased : 0;
+        }
+        return out;
+      },
+      async deadLetters() {
+        const out: Record<string, number> = {};
+        for (const s of await broker.queueStats()) out[s.queue.replace(/^rule:/, "")] = s.dead;
+        return out;
+      },
+      instances() {
+        const out: Record<string, Record<string, number>> = {};
+        for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
+        return out;
+      },
+    });
+
+    const scheduler = createScheduler({
+      schedules: app.schedules as ScheduleSpec[],
+      state: store.state,
+      nodeId: `${process.pid}-${randomUUID().slice(0, 8)}`,
+      logger: logger.child({ component: "schedules" }),
+      fire: async (spec: ScheduleSpec, tick: Tick) => {
+        const event = tickEvent(spec, tick);
+        if (spec.action.kind === "emit") {
+          const out = await publish(spec.action.bus, [event]);
+          const err = publishError(out);
+          if (err) throw err;
+          metrics.published(spec.action.bus, out.entries.filter((e) => !("errorCode" in e) && !e.duplicate).length);
+        } else {
+          await runtime.invoke(spec.action.function, event as CloudEvent);
+        }
+      },
+    });
+    await scheduler.start();
+    closers.push(() => scheduler.close());
+
+    let accepting = true;
+    const http = await createHttpServer({
+      routes: app.routes,
+      metrics,
+      logger: logger.child({ component: "http" }),
+      bodyLimit: settings.bodyLimit,
+      ports: {
+        publish,
+        invoke: (fn, event) => runtime.invoke(fn, event),
+        ready: () => accepting,
+        health: async () => ({ app: app.name, mode: settings.mode, store: store.kind }),
+        admin: (a) =>
+          registerAdmin(a, {
+            appName: app.name,
+            mode: settings.mode,
+            storeKind: store.kind,
+            startedAt,
+            broker,
+            runtime,
+            scheduler,
+            logs,
+            functionQueue,
+          }),
+      },
+    });
+    await http.listen({ port: settings.port, host: settings.host });
+    closers.push(async () => {
+      accepting = false;
+      await http.close();
+    });
+    const address = http.server.address();
+    const port = typeof address === "object" && address ? address.port : settings.port;
+    const url = `http://${settings.host === "0.0.0.0" || settings.host === "::" ? "127.0.0.1" : settings.host}:${port}`;
+
+    logger.info(
+      {
+        app: app.name,
+        url,
+        port,
+        mode: settings.mode,
+        store: store.kind,
+        functions: runtime.functions().map((f) => f.name),
+        routes: app.routes.map((r) => r.key),
+        schedules: app.schedules.map((s) => s.name),
+        readyMs: Date.now() - startedAt,
+      },
+      `sluice ready at ${url}`,
+    );
+
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      port,
+      settings,
+      app,
+      logger,
+      broker,
+      runtime,
+      scheduler,
+      metrics,
+      close() {
+        closing ??= (async () => {
+          logger.info({ graceMs: settings.shutdownGraceMs }, "shutting down");
+          await closeAll();
+          logger.info({}, "stopped");
+          logger.flush();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Runs the built `sluice` binary as a child process, as a user would, and reads what it prints.
+ * `startSluice` resolves once the server prints its ready line (with the URL of its ephemeral port).
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+export const root = new URL("../..", import.meta.url).pathname;
+
+/** `npm test` builds first; a lone run of an e2e file builds when dist/ lacks the server. */
+export function ensureBuilt(): void {
+  if (existsSync(join(root, "dist/server/server.js")) && process.env.SLUICE_TEST_REBUILD !== "1") return;
+  const r = spawnSync("npm", ["run", "build"], { cwd: root, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
+}
+
+export interface SluiceProcess {
+  url: string;
+  proc: ChildProcess;
+  /** Everything printed so far (stdout and stderr). */
+  output(): string;
+  /** Resolves with the first output line matching `re` (already printed or printed later). */
+  waitForLine(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Sends `signal` and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+}
+
+const readyLine = /sluice ready at (http:\/\/[0-9.:]+)/;
+
+export async function startSluice(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<SluiceProcess> {
+  const proc = spawn(process.execPath, [join(root, "bin/sluice.mjs"), ...args], {
+    cwd: root,
+    env: { ...process.env, NODE_NO_WARNINGS: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  const waiters: { re: RegExp; resolve(line: string): void }[] = [];
+  const onData = (chunk: Buffer) => {
+    out += chunk.toString();
+    for (const w of [...waiters]) {
+      const line = out.split("\n").find((l) => w.re.test(l));
+      if (line !== undefined) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  };
+  proc.stdout?.on("data", onData);
+  proc.stderr?.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+
+  const waitForLine = (re: RegExp, ms = 20_000) =>
+    new Promise<string>((resolve, reject) => {
+      const line = out.split("\n").find((l) => re.test(l));
+      if (line !== undefined) return resolve(line);
+      const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${ms} ms; output:\n${out}`)), ms);
+      const w = { re, resolve: (l: string) => (clearTimeout(timer), resolve(l)) };
+      waiters.push(w);
+      void exited.then((code) => {
+        if (waiters.includes(w)) {
+          clearTimeout(timer);
+          reject(new Error(`sluice exited (${code}) before printing ${re}; output:\n${out}`));
+        }
+      });
+    });
+
+  let ready: string;
+  try {
+    ready = await waitForLine(readyLine, timeoutMs);
+  } catch (err) {
+    proc.kill("SIGKILL");
+    throw err;
+  }
+  const url = readyLine.exec(ready)?.[1] ?? "";
+  return {
+    url,
+    proc,
+    output: () => out,
+    waitForLine,
+    async stop(signal = "SIGKILL", ms = 15_000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      const timer = setTimeout(() => proc.kill("SIGKILL"), ms);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Runs a CLI command to completion. */
+export function sluiceCli(args: string[], env: Record<string, string> = {}): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(root, "bin/sluice.mjs"), ...args], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 30_000,
+    env: { ...process.env, NODE_NO_WARNINGS: "1", ...env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Polls `probe` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
