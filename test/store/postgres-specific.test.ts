@@ -53,8 +53,10 @@ describe("postgres store", { skip }, () => {
   test("postgres store - concurrent starts apply each migration exactly once under the advisory lock", async () => {
     const { default: pg } = await import("pg");
     const schema = schemaName();
-    // Version 2 fails when applied twice (no IF NOT EXISTS), so a race would surface as an error.
-    const list = [...migrations, { version: 2, name: "extra", sql: "CREATE TABLE $schema.extra (x int)" }];
+    // The extra version fails when applied twice (no IF NOT EXISTS), so a race would surface as an error.
+    const extra = migrations.length + 1;
+    const list = [...migrations, { version: extra, name: "extra", sql: "CREATE TABLE $schema.extra (x int)" }];
+    const all = list.map((m) => m.version);
     const pool = new pg.Pool({ connectionString: db.url, max: 6 });
     try {
       const runs = await Promise.all(
@@ -67,9 +69,9 @@ describe("postgres store", { skip }, () => {
           }
         }),
       );
-      assert.deepEqual(runs.filter((r) => r.length > 0), [[1, 2]]);
+      assert.deepEqual(runs.filter((r) => r.length > 0), [all]);
       const { rows } = await pool.query(`SELECT version FROM "${schema}".schema_version ORDER BY version`);
-      assert.deepEqual(rows.map((r) => r.version), [1, 2]);
+      assert.deepEqual(rows.map((r) => r.version), all);
     } finally {
       await pool.end();
     }
@@ -83,6 +85,30 @@ describe("postgres store", { skip }, () => {
     const other = schemaName();
     const stores = await Promise.all(Array.from({ length: 4 }, () => openStore(other)));
     assert.equal(stores.length, 4);
+  });
+
+  test("postgres store - a schema at version 1 is migrated to the latest on open and keeps its data", async () => {
+    const { default: pg } = await import("pg");
+    const schema = schemaName();
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    try {
+      const client = await pool.connect();
+      try {
+        assert.deepEqual(await migrate(client, schema, migrations.slice(0, 1)), [1]);
+        await client.query(`INSERT INTO "${schema}".state (namespace, key, value) VALUES ('ns', 'k', 'kept')`);
+      } finally {
+        client.release();
+      }
+    } finally {
+      await pool.end();
+    }
+    const store = await openStore(schema);
+    assert.equal(await store.state.get("ns", "k", { now: Date.now() }), "kept");
+    const [stored] = await store.events.append([entry("default", 1, [{ queue: "q", partitionKey: "k" }])], { now: Date.now(), dedupeWindowMs: 60_000 });
+    assert.equal(stored?.status, "stored");
+    const [lease] = await store.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.ok(lease);
+    assert.deepEqual(await store.queues.ack([lease]), { lost: [] });
   });
 
   test("postgres store - waitForWork wakes on an append by another store instance (LISTEN/NOTIFY)", async () => {
@@ -193,6 +219,42 @@ describe("postgres store", { skip }, () => {
     assert.ok(maxParallelKeys >= 2, "different keys proceed in parallel");
     const { rows } = await a.queues.stats(["q"]).then((s) => ({ rows: s }));
     assert.deepEqual(rows, [{ queue: "q", ready: 0, delayed: 0, leased: 0, dead: 0 }]);
+  });
+
+  test("postgres store - a retry in one instance wakes a waiter in another", async () => {
+    const schema = schemaName();
+    const a = await openStore(schema);
+    const b = await openStore(schema);
+    // The append's own wake-up reaches b first; only then does b wait for the retry's.
+    const appended = b.queues.waitForWork(new AbortController().signal);
+    await a.events.append([entry("default", 1, [{ queue: "q" }])], { now: Date.now(), dedupeWindowMs: 60_000 });
+    await withTimeout(appended, 5000, "the append's NOTIFY");
+    const [lease] = await a.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.ok(lease);
+    const waiting = b.queues.waitForWork(new AbortController().signal);
+    await a.queues.retry(lease, { availableAt: Date.now(), error: "boom" });
+    await withTimeout(waiting, 5000, "the retry's NOTIFY");
+    const [again] = await b.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
+    assert.equal(again?.deliveryId, lease.deliveryId);
+    assert.equal(again?.attempt, 2);
+    assert.equal(again?.lastError, "boom");
+  });
+
+  test("postgres store - state compare-and-set and putIfAbsent race across instances: exactly one wins", async () => {
+    const schema = schemaName();
+    const stores = [await openStore(schema), await openStore(schema), await openStore(schema)];
+    const now = Date.now();
+    const claims = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => stores[i % 3]!.state.putIfAbsent("locks", "job", `owner-${i}`, { now, ttlMs: 10_000 })),
+    );
+    assert.equal(claims.filter(Boolean).length, 1);
+    const owner = await stores[0]!.state.get("locks", "job", { now });
+    assert.equal(owner, `owner-${claims.indexOf(true)}`);
+    const swaps = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => stores[i % 3]!.state.compareAndSet("locks", "job", owner ?? "", `next-${i}`, { now })),
+    );
+    assert.equal(swaps.filter(Boolean).length, 1);
+    assert.equal(await stores[1]!.state.get("locks", "job", { now: now + 3_600_000 }), `next-${swaps.indexOf(true)}`, "CAS without ttl clears the expiry");
   });
 
   test("postgres store - unreachable database fails with a retryable E_STORE_UNAVAILABLE", async () => {

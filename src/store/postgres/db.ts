@@ -57,9 +57,21 @@ export class Db {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
   }
 
-  async query<R extends QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {
-    const result = await this.pool.query<R>(text, values);
+  /** One autocommitted statement; with `name`, a prepared statement planned once per connection. */
+  async query<R extends QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<R[]> {
+    const result = await this.pool.query<R>(name === undefined ? { text, values } : { name, text, values });
     return result.rows;
+  }
+
+  /** Runs `fn` (one autocommitted statement) again after a deadlock or serialization failure. */
+  async retryConflicts<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isRetryableConflict(err) || attempt >= maxConflictRetries) throw err;
+      }
+    }
   }
 
   /**

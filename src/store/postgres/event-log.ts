@@ -7,7 +7,6 @@
  * `seq` then increases in commit order (a reader paging with `afterSeq` never skips a late commit) and
  * dedupe needs no further locking. Each append is a handful of multi-row statements (unnest), whatever its size.
  */
-import type { PoolClient } from "pg";
 import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
 import { isWallClock, type Db } from "./db.ts";
 import type { DeliveryRow } from "./deliveries.ts";
@@ -26,73 +25,6 @@ interface PendingAppend {
   reject(err: unknown): void;
 }
 
-const appendLockClass = 0x51c4;
-
-/**
- * An append's checks and writes in one statement (one round trip, whatever the number of entries), run after
- * the append lock is taken so its snapshot sees every earlier append: the dedupe check of each entry ($1-$7),
- * the new events, their dedupe keys, and their deliveries ($8-$13) with per-key heads. The key rows in
- * `partitions` are upserted in a fixed order (locking them) before the deliveries get their ids, so within a
- * key ids follow commit order; a new delivery is its key's head only when the key had nothing pending and
- * it is the key's first in this append. Returns (ord, seq, dup) per entry; NOTIFYs ($14) when it enqueued.
- */
-function insertSql(s: string): string {
-  return `
-WITH ev AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
-    WITH ORDINALITY AS t(bus, event_id, encoded, now, dedupe_key, win, ord)
-), known AS (
-  -- ANY on both primary-key columns: an index scan, never a scan of the whole dedupe table.
-  SELECT bus, dedupe_key, seq, stored_at FROM ${s}.dedupe WHERE bus = ANY($7::text[]) AND dedupe_key = ANY($5::text[])
-), dup AS (
-  -- Within the window of the first accepted append (a duplicate does not extend it).
-  SELECT ev.ord, known.seq FROM ev JOIN known ON known.bus = ev.bus AND known.dedupe_key = ev.dedupe_key
-  WHERE ev.win > 0 AND ev.now - known.stored_at < ev.win
-), fresh AS (
-  SELECT ev.*, row_number() OVER (ORDER BY ev.ord) AS rn FROM ev WHERE ev.ord NOT IN (SELECT ord FROM dup)
-), ins AS (
-  INSERT INTO ${s}.events (bus, event_id, encoded, stored_at)
-  SELECT bus, event_id, encoded, now FROM fresh ORDER BY rn
-  RETURNING seq
-), stored AS (
-  -- Identity values are drawn in row order, so the n-th smallest new seq belongs to the n-th fresh entry.
-  SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
-  FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
-), dd AS (
-  INSERT INTO ${s}.dedupe AS d (bus, dedupe_key, seq, stored_at)
-  SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored ORDER BY bus, dedupe_key, ord DESC
-  ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
-  RETURNING 1
-), dv AS (
-  SELECT t.* FROM unnest($8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
-    WITH ORDINALITY AS t(entry, queue, pk, payload, visible_at, enqueued_at, ord)
-  WHERE t.entry IN (SELECT ord FROM stored)
-), cnt AS (
-  SELECT queue, pk, count(*) AS n FROM dv WHERE pk IS NOT NULL GROUP BY queue, pk
-), up AS (
-  INSERT INTO ${s}.partitions AS p (queue, partition_key, pending)
-  SELECT queue, pk, n FROM cnt ORDER BY queue, pk
-  ON CONFLICT (queue, partition_key) DO UPDATE SET pending = p.pending + EXCLUDED.pending
-  RETURNING queue, partition_key, pending
-), dl AS (
-  INSERT INTO ${s}.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked)
-  SELECT dv.queue, dv.pk, dv.payload, dv.visible_at, dv.enqueued_at,
-         CASE WHEN dv.pk IS NULL THEN false
-              ELSE up.pending - cnt.n > 0 OR row_number() OVER (PARTITION BY dv.queue, dv.pk ORDER BY dv.ord) > 1
-         END
-  FROM dv
-  LEFT JOIN cnt ON cnt.queue = dv.queue AND cnt.pk = dv.pk
-  LEFT JOIN up ON up.queue = dv.queue AND up.partition_key = dv.pk
-  ORDER BY dv.ord
-  RETURNING 1
-), notified AS (
-  SELECT pg_notify($14, '') FROM (SELECT 1 FROM dl LIMIT 1) one
-)
-SELECT ord, seq, false AS dup FROM stored
-UNION ALL SELECT ord, seq, true FROM dup
-UNION ALL SELECT NULL, NULL, NULL FROM notified`;
-}
-
 function dedupeId(entry: AppendEntry): string {
   return `${entry.bus}\u0000${entry.dedupeKey}`;
 }
@@ -107,16 +39,11 @@ export class PgEventLog implements EventLog {
   #flushing = false;
   #lastPruneAt = 0;
 
-  /** BEGIN and the append lock in one round trip (the schema name is validated: safe as a literal). */
-  readonly #beginSql: string;
-  readonly #insertSql: string;
 
-  constructor(db: Db, listener: WorkListener, schema: string, maxGroupEntries: number) {
+  constructor(db: Db, listener: WorkListener, maxGroupEntries: number) {
     this.#db = db;
     this.#listener = listener;
     this.#maxGroupEntries = maxGroupEntries;
-    this.#beginSql = `BEGIN; SELECT pg_advisory_xact_lock(${appendLockClass}, hashtext('${schema}'))`;
-    this.#insertSql = insertSql(db.s);
   }
 
   append(entries: AppendEntry[], options: AppendOptions): Promise<AppendResult[]> {
@@ -158,7 +85,7 @@ export class PgEventLog implements EventLog {
 
   async #commitGroup(group: PendingAppend[]): Promise<void> {
     try {
-      const results = await this.#db.tx((client) => this.#appendTx(client, group), this.#beginSql);
+      const results = await this.#db.retryConflicts(() => this.#appendCall(group));
       group.forEach((call, i) => call.resolve(results[i] ?? []));
       this.#listener.wake();
       this.#maybePrune(group[0]?.options);
@@ -174,7 +101,11 @@ export class PgEventLog implements EventLog {
     }
   }
 
-  async #appendTx(client: PoolClient, group: PendingAppend[]): Promise<AppendResult[][]> {
+  /**
+   * One round trip: `append_entries` (migration 2) takes the append lock, checks dedupe and writes the events,
+   * dedupe keys and deliveries; autocommitted, so the call resolves once the commit is on disk.
+   */
+  async #appendCall(group: PendingAppend[]): Promise<AppendResult[][]> {
     /** One row per entry to check and maybe store; a repeat of a key within one call follows its first. */
     const rows: { entry: AppendEntry; now: number; windowMs: number }[] = [];
     const plan = group.map((call) => {
@@ -202,7 +133,9 @@ export class PgEventLog implements EventLog {
         });
       }
     });
-    const { rows: out } = await client.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(this.#insertSql, [
+    const out = await this.#db.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(
+      `SELECT ord, seq, dup FROM ${this.#db.s}.append_entries($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+      [
       rows.map((r) => r.entry.bus),
       rows.map((r) => r.entry.eventId),
       rows.map((r) => r.entry.encoded),
@@ -216,8 +149,10 @@ export class PgEventLog implements EventLog {
       deliveries.map((d) => d.payload),
       deliveries.map((d) => d.visibleAt),
       deliveries.map((d) => d.enqueuedAt),
-      this.#db.channel,
-    ]);
+        this.#db.channel,
+      ],
+      "sluice_append",
+    );
     const outcome: (AppendResult | undefined)[] = [];
     for (const o of out) {
       if (o.ord === null || o.seq === null) continue; // the NOTIFY marker row

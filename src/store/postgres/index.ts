@@ -90,7 +90,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     throw storeError(err, "open");
   }
   const db = new Db(pool, quoteIdent(schema), channel);
-  const events = new PgEventLog(db, listener, schema, maxGroupEntries);
+  const events = new PgEventLog(db, listener, maxGroupEntries);
   const queues = new PgDeliveryQueues(db, listener);
   const state = new PgStateStore(db);
   let closing: Promise<void> | undefined;

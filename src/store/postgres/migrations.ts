@@ -11,7 +11,7 @@ import { ErrorCode, SluiceError } from "../../errors.ts";
 export interface Migration {
   version: number;
   name: string;
-  /** SQL with `$schema` standing for the quoted schema name. */
+  /** SQL with `$schema` standing for the quoted schema name and `$name` for the bare one (a validated identifier). */
   sql: string;
 }
 
@@ -93,6 +93,188 @@ CREATE TABLE $schema.state (
 );
 `,
   },
+  {
+    version: 2,
+    name: "server-side append and settle functions (one round trip each)",
+    sql: `
+-- The functions below plan their array-driven queries for the actual arrays on every call
+-- (plan_cache_mode = force_custom_plan): the generic plan plpgsql would switch to after five calls guesses array
+-- sizes and picks worse joins (measured 2-5x slower for ack and lease).
+--
+-- An append's checks and writes in one call. VOLATILE plpgsql gives each statement a fresh snapshot, so the
+-- query below, run after the append lock, sees every earlier append: appends of all processes commit one at a
+-- time (seq increases in commit order, dedupe is exact). The query: the dedupe check of each entry ($1-$7), the
+-- new events, their dedupe keys, and their deliveries ($8-$13) with per-key heads. The key rows in partitions
+-- are upserted in a fixed order (locking them) before the deliveries get their ids, so within a key ids follow
+-- commit order; a new delivery is its key's head only when the key had nothing pending and it is the key's
+-- first in this append. Returns (ord, seq, dup) per entry (and a null row when it NOTIFYed $14).
+CREATE FUNCTION $schema.append_entries(
+  text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text
+) RETURNS TABLE (ord bigint, seq bigint, dup boolean) LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
+#variable_conflict use_column
+BEGIN
+  PERFORM pg_advisory_xact_lock(20932, hashtext('$name'));
+  RETURN QUERY
+    WITH ev AS (
+      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
+        WITH ORDINALITY AS t(bus, event_id, encoded, now, dedupe_key, win, ord)
+    ), known AS (
+      -- ANY on both primary-key columns: an index scan, never a scan of the whole dedupe table.
+      SELECT bus, dedupe_key, seq, stored_at FROM $schema.dedupe WHERE bus = ANY($7::text[]) AND dedupe_key = ANY($5::text[])
+    ), dup AS (
+      -- Within the window of the first accepted append (a duplicate does not extend it).
+      SELECT ev.ord, known.seq FROM ev JOIN known ON known.bus = ev.bus AND known.dedupe_key = ev.dedupe_key
+      WHERE ev.win > 0 AND ev.now - known.stored_at < ev.win
+    ), fresh AS (
+      SELECT ev.*, row_number() OVER (ORDER BY ev.ord) AS rn FROM ev WHERE ev.ord NOT IN (SELECT ord FROM dup)
+    ), ins AS (
+      INSERT INTO $schema.events (bus, event_id, encoded, stored_at)
+      SELECT bus, event_id, encoded, now FROM fresh ORDER BY rn
+      RETURNING seq
+    ), stored AS (
+      -- Identity values are drawn in row order, so the n-th smallest new seq belongs to the n-th fresh entry.
+      SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
+      FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
+    ), dd AS (
+      INSERT INTO $schema.dedupe AS d (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored ORDER BY bus, dedupe_key, ord DESC
+      ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
+      RETURNING 1
+    ), dv AS (
+      SELECT t.* FROM unnest($8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+        WITH ORDINALITY AS t(entry, queue, pk, payload, visible_at, enqueued_at, ord)
+      WHERE t.entry IN (SELECT ord FROM stored)
+    ), cnt AS (
+      SELECT queue, pk, count(*) AS n FROM dv WHERE pk IS NOT NULL GROUP BY queue, pk
+    ), up AS (
+      INSERT INTO $schema.partitions AS p (queue, partition_key, pending)
+      SELECT queue, pk, n FROM cnt ORDER BY queue, pk
+      ON CONFLICT (queue, partition_key) DO UPDATE SET pending = p.pending + EXCLUDED.pending
+      RETURNING queue, partition_key, pending
+    ), dl AS (
+      INSERT INTO $schema.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked)
+      SELECT dv.queue, dv.pk, dv.payload, dv.visible_at, dv.enqueued_at,
+             CASE WHEN dv.pk IS NULL THEN false
+                  ELSE up.pending - cnt.n > 0 OR row_number() OVER (PARTITION BY dv.queue, dv.pk ORDER BY dv.ord) > 1
+             END
+      FROM dv
+      LEFT JOIN cnt ON cnt.queue = dv.queue AND cnt.pk = dv.pk
+      LEFT JOIN up ON up.queue = dv.queue AND up.partition_key = dv.pk
+      ORDER BY dv.ord
+      RETURNING 1
+    ), notified AS (
+      SELECT pg_notify($14, '') FROM (SELECT 1 FROM dl LIMIT 1) one
+    )
+    SELECT ord, seq, false AS dup FROM stored
+    UNION ALL SELECT ord, seq, true FROM dup
+    UNION ALL SELECT NULL, NULL, NULL FROM notified;
+END
+$fn$;
+
+-- Moves the heads of keys whose head left the queue; called after their partitions rows were locked and
+-- decremented in the same transaction, so this statement's snapshot sees every delivery of those keys.
+-- Drained keys ($1, $2) lose their row; of each live key ($3, $4) the next pending delivery becomes the head.
+CREATE FUNCTION $schema.move_heads(text[], text[], text[], text[], text) RETURNS void LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+  v_unblocked int8;
+BEGIN
+  DELETE FROM $schema.partitions p USING unnest($1, $2) AS r(q, k)
+  WHERE p.queue = r.q AND p.partition_key = r.k AND p.pending <= 0;
+  WITH unblocked AS (
+    UPDATE $schema.deliveries d SET blocked = false
+    FROM unnest($3, $4) AS r(q, k)
+    CROSS JOIN LATERAL (
+      SELECT x.ctid FROM $schema.deliveries x
+      WHERE x.queue = r.q AND x.partition_key = r.k AND x.blocked
+      ORDER BY x.id LIMIT 1
+    ) nxt
+    WHERE d.ctid = nxt.ctid
+    RETURNING d.id
+  ) SELECT count(*) INTO v_unblocked FROM unblocked;
+  IF v_unblocked > 0 THEN PERFORM pg_notify($5, ''); END IF;
+END
+$fn$;
+
+-- Acks leases ($1 ids, $2 tokens) that may hold keys, in one call: deletes them, decrements their keys (taking
+-- the key rows' locks), then moves the heads. Returns the ids it removed.
+CREATE FUNCTION $schema.ack_keyed(int8[], text[], text) RETURNS SETOF text LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+  v_ids text[]; v_dq text[]; v_dk text[]; v_lq text[]; v_lk text[];
+BEGIN
+  WITH gone AS (
+    DELETE FROM $schema.deliveries d USING unnest($1, $2) AS a(id, token)
+    WHERE d.id = ANY($1) AND NOT d.blocked AND d.id = a.id AND d.lease_token = a.token
+    RETURNING d.id, d.queue, d.partition_key
+  ), cnt AS (
+    SELECT queue, partition_key, count(*) AS n FROM gone WHERE partition_key IS NOT NULL GROUP BY queue, partition_key
+  ), dec AS (
+    UPDATE $schema.partitions p SET pending = p.pending - cnt.n FROM cnt
+    WHERE p.queue = cnt.queue AND p.partition_key = cnt.partition_key
+    RETURNING p.queue, p.partition_key, p.pending
+  )
+  SELECT (SELECT array_agg(id::text) FROM gone),
+         (SELECT array_agg(queue) FROM dec WHERE pending <= 0), (SELECT array_agg(partition_key) FROM dec WHERE pending <= 0),
+         (SELECT array_agg(queue) FROM dec WHERE pending > 0), (SELECT array_agg(partition_key) FROM dec WHERE pending > 0)
+  INTO v_ids, v_dq, v_dk, v_lq, v_lk;
+  IF v_dq IS NOT NULL OR v_lq IS NOT NULL THEN
+    PERFORM $schema.move_heads(coalesce(v_dq, '{}'), coalesce(v_dk, '{}'), coalesce(v_lq, '{}'), coalesce(v_lk, '{}'), $3);
+  END IF;
+  RETURN QUERY SELECT unnest(coalesce(v_ids, '{}'));
+END
+$fn$;
+
+-- Moves one leased delivery ($1 id, $2 token) to the dead letters with reason $3, error $4 (else its last
+-- error), at $5, and moves its key's head. False when the lease is not held.
+CREATE FUNCTION $schema.dead_letter(int8, text, text, text, int8, text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  v_queue text; v_key text; v_pending int8;
+BEGIN
+  WITH gone AS (
+    DELETE FROM $schema.deliveries WHERE id = $1 AND NOT blocked AND lease_token = $2
+    RETURNING id, queue, partition_key, payload, attempt, last_error, enqueued_at
+  )
+  INSERT INTO $schema.dead_letters (id, queue, partition_key, payload, reason, attempts, last_error, enqueued_at, dead_at)
+  SELECT id, queue, partition_key, payload, $3, attempt, COALESCE($4, last_error), enqueued_at, $5 FROM gone
+  RETURNING queue, partition_key INTO v_queue, v_key;
+  IF NOT FOUND THEN RETURN false; END IF;
+  IF v_key IS NOT NULL THEN
+    UPDATE $schema.partitions SET pending = pending - 1 WHERE queue = v_queue AND partition_key = v_key
+    RETURNING pending INTO v_pending;
+    IF v_pending <= 0 THEN
+      PERFORM $schema.move_heads(ARRAY[v_queue], ARRAY[v_key], '{}', '{}', $6);
+    ELSE
+      PERFORM $schema.move_heads('{}', '{}', ARRAY[v_queue], ARRAY[v_key], $6);
+    END IF;
+  END IF;
+  RETURN true;
+END
+$fn$;
+`,
+  },
+  {
+    version: 3,
+    name: "leaner indexes: events keyed (bus, seq), BRIN on event and dedupe times, no separate delivery id index",
+    sql: `
+-- Two btree inserts fewer per event: (bus, seq) serves reads by bus in seq order and is the key, and time
+-- ranges (replay, retention) use a BRIN index, since events are stored in time order.
+ALTER TABLE $schema.events DROP CONSTRAINT events_pkey;
+DROP INDEX $schema.events_bus_seq;
+ALTER TABLE $schema.events ADD PRIMARY KEY (bus, seq);
+DROP INDEX $schema.events_bus_stored_at;
+CREATE INDEX events_stored_at ON $schema.events USING brin (stored_at);
+
+-- Dedupe rows are only ever pruned by time, which follows insertion order: a BRIN index is enough.
+DROP INDEX $schema.dedupe_stored_at;
+CREATE INDEX dedupe_stored_at ON $schema.dedupe USING brin (stored_at);
+
+-- One index fewer per delivery: a leased delivery is never blocked, so lookups of a lease by id (ack, retry,
+-- extend, dead-letter) say NOT blocked and use deliveries_leasable; lease and head moves address rows by ctid.
+ALTER TABLE $schema.deliveries DROP CONSTRAINT deliveries_pkey;
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
@@ -127,7 +309,7 @@ export async function migrate(client: PoolClient, schema: string, list: readonly
     }
     for (const m of [...list].sort((a, b) => a.version - b.version)) {
       if (m.version <= current) continue;
-      await client.query(m.sql.replaceAll("$schema", q));
+      await client.query(m.sql.replaceAll("$schema", q).replaceAll("$name", schema));
       await client.query(`INSERT INTO ${q}.schema_version (version, name) VALUES ($1, $2)`, [m.version, m.name]);
       applied.push(m.version);
     }
