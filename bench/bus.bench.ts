@@ -8,7 +8,8 @@
  * bare SQLite always runs BUS_N), BUS_W2_SECONDS (10), BUS_BACKENDS (sqlite,postgres), BUS_PEERS (bullmq,pgboss,sqlite),
  * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4).
  *
- * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run.
+ * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run;
+ * 200 warm-up events go through the whole path before the clock starts.
  */
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -33,6 +34,7 @@ interface Result {
   p99?: number;
   max?: number;
   peakRssMb?: number;
+  cpuUsPerEvent?: number;
   seconds?: number;
   error?: string;
 }
@@ -107,11 +109,22 @@ async function child(backend: string, workload: string, n: number): Promise<void
       ts: 0,
     },
   });
+  // Warm-up outside the clock (the peers' drivers are plain preloaded JS; ours is compiled by tsx on first use):
+  // 200 events through the whole path, then the counters start from zero.
+  target = 200 * targets;
+  const warm = allAcked();
+  for (let i = 0; i < 200; i += 100) {
+    await broker.publish("default", Array.from({ length: 100 }, (_, j) => ({ ...makeEvent(i + j), id: `warm-${tag}-${i + j}` })));
+  }
+  await warm;
+  latencies.length = 0;
+  acked = 0;
   await new Promise((r) => setTimeout(r, 200));
   let out: Record<string, unknown>;
   if (workload === "w1" || workload === "w3") {
     target = n * targets;
     const inflight = Number(process.env.BUS_INFLIGHT ?? 4);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const done = allAcked();
     let next = 0;
@@ -137,7 +150,9 @@ async function child(backend: string, workload: string, n: number): Promise<void
     const tPublished = performance.now();
     await done;
     const secs = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     out = {
+      cpuUsPerEvent: +((cpu.user + cpu.system) / n).toFixed(1),
       seconds: +secs.toFixed(3),
       publishSeconds: +((tPublished - t0) / 1000).toFixed(3),
       eventsPerSec: Math.round(n / secs),
@@ -202,6 +217,8 @@ function parse(stdout: string, name: string, workload: string, N: number): Resul
     ...(typeof r.deliveriesPerSec === "number" ? { deliveriesPerSec: r.deliveriesPerSec } : {}),
     ...(typeof r.p50 === "number" ? { p50: r.p50, p95: r.p95 as number, p99: r.p99 as number, max: r.max as number } : {}),
     ...(typeof r.peakRssMb === "number" ? { peakRssMb: r.peakRssMb } : {}),
+    ...(typeof r.cpuUsPerEvent === "number" ? { cpuUsPerEvent: r.cpuUsPerEvent } : {}),
+    ...(typeof r.clientCpuS === "number" && typeof r.events === "number" ? { cpuUsPerEvent: +((r.clientCpuS * 1e6) / r.events).toFixed(1) } : {}),
     ...(typeof r.clientPeakRssMB === "number" ? { peakRssMb: r.clientPeakRssMB } : {}),
     ...(typeof r.error === "string" ? { error: r.error } : {}),
   };
@@ -274,11 +291,11 @@ async function parent(): Promise<void> {
   const base = (w: string) => of("sqlite", w);
 
   console.log(`\n### W1 throughput (publish ${N.toLocaleString("en-US")} events of ~300 B in batches of 100, one rule, one no-op function target, until the last ack)\n`);
-  console.log("| system | N | events/s | peak RSS MB | vs bare SQLite | vs BullMQ | vs pg-boss |");
-  console.log("|---|---|---|---|---|---|---|");
+  console.log("| system | N | events/s | client CPU µs/event | peak RSS MB | vs bare SQLite | vs BullMQ | vs pg-boss |");
+  console.log("|---|---|---|---|---|---|---|---|");
   for (const r of results.filter((x) => x.workload === "w1")) {
     console.log(
-      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.eventsPerSec)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.eventsPerSec, base("w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("bullmq", "w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("pgboss", "w1")?.eventsPerSec)} |`,
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.eventsPerSec)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.eventsPerSec, base("w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("bullmq", "w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("pgboss", "w1")?.eventsPerSec)} |`,
     );
   }
   console.log(`\n### W2 latency (1 000 events/s for ${process.env.BUS_W2_SECONDS ?? 10} s, one publish per event; publish → handler start, ms)\n`);
@@ -290,11 +307,11 @@ async function parent(): Promise<void> {
     );
   }
   console.log(`\n### W3 fan-out (${N.toLocaleString("en-US")} events, one rule with 3 function targets; deliveries/s until the last ack)\n`);
-  console.log("| system | N events | deliveries/s | peak RSS MB | vs bare SQLite | vs BullMQ |");
-  console.log("|---|---|---|---|---|---|");
+  console.log("| system | N events | deliveries/s | client CPU µs/event | peak RSS MB | vs bare SQLite | vs BullMQ |");
+  console.log("|---|---|---|---|---|---|---|");
   for (const r of results.filter((x) => x.workload === "w3")) {
     console.log(
-      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.deliveriesPerSec)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.deliveriesPerSec, base("w3")?.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, of("bullmq", "w3")?.deliveriesPerSec)} |`,
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.deliveriesPerSec)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.deliveriesPerSec, base("w3")?.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, of("bullmq", "w3")?.deliveriesPerSec)} |`,
     );
   }
   const s = (w: string) => of("sluice-sqlite", w);

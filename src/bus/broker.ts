@@ -49,7 +49,10 @@ export interface BrokerLimits {
   closeGraceMs?: number;
   /** How often definitions changed by other processes are picked up. Default 1 s. */
   definitionsPollMs?: number;
-  /** How often the pending-delivery estimate is corrected from the store. Default 5 s. */
+  /**
+   * How often the pending-delivery estimate is corrected from the store once it is past half the limit
+   * (capped at 250 ms); below half, six times less often. Default 5 s.
+   */
   statsIntervalMs?: number;
 }
 
@@ -73,6 +76,13 @@ export interface BrokerOptions {
   retryPolicy?: RetryPolicy;
   /** Run the dispatcher in this process. Default true; false makes a publish-only broker. */
   dispatch?: boolean;
+  /**
+   * Start delivering as soon as the broker is created. Default true; with false, deliveries wait for
+   * `broker.startDispatcher()` (e.g. until the runtime has registered its function handler).
+   */
+  startDispatcher?: boolean;
+  /** The function handler from the start (same as calling `setFunctionHandler` before any delivery). */
+  functionHandler?: FunctionHandler;
   limits?: BrokerLimits;
 }
 
@@ -104,8 +114,13 @@ export interface Broker {
   enableRule(name: string, options?: { bus?: string }): Promise<Rule>;
   disableRule(name: string, options?: { bus?: string }): Promise<Rule>;
   deleteRule(name: string, options?: { bus?: string }): Promise<void>;
-  /** The runtime's function handler (or a test's in-process one). */
+  /**
+   * The runtime's function handler (or a test's in-process one). A function delivery that runs while none is set
+   * fails with a retryable E_FUNCTION_NOT_FOUND and is retried.
+   */
   setFunctionHandler(handler: FunctionHandler | undefined): void;
+  /** Starts the dispatcher of a broker created with `startDispatcher: false`. Idempotent. */
+  startDispatcher(): void;
   /** Dead letters of one target, oldest first. */
   listDeadLetters(ref: TargetRef, options?: { limit?: number; afterId?: string }): Promise<DeadLetterInfo[]>;
   getDeadLetter(deliveryId: string): Promise<DeadLetterInfo | undefined>;
@@ -166,6 +181,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxQueuedEntries: positiveInt(l.maxQueuedEntries, 10_000, "$.limits.maxQueuedEntries"),
     maxPendingDeliveries: positiveInt(l.maxPendingDeliveries, 1_000_000, "$.limits.maxPendingDeliveries"),
     statsIntervalMs: positiveInt(l.statsIntervalMs, 5000, "$.limits.statsIntervalMs"),
+    // SQLite runs queued writes in order in one group commit, so a lease issued now joins the append's commit.
+    // A shared backend (separate connections) would only spend a round trip finding nothing.
+    ...(store.kind === "sqlite" ? { onAppendIssued: () => dispatcher?.wake() } : {}),
   });
 
   const listeners = new Map<keyof DeliveryEvents, Set<(e: never) => void>>();
@@ -181,7 +199,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     }
   };
 
-  let functionHandler: FunctionHandler | undefined;
+  let functionHandler: FunctionHandler | undefined = options.functionHandler;
 
   const runTarget: RunTarget = async (target, event, lease, signal) => {
     let delivered = event;
@@ -290,7 +308,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     return total;
   };
 
-  if (dispatcher) dispatcher.start();
+  if (dispatcher && options.startDispatcher !== false) dispatcher.start();
   every(definitionsPollMs, () => defs.refreshIfChanged());
   every(trimIntervalMs, trimArchives);
 
@@ -325,6 +343,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     setFunctionHandler(handler) {
       functionHandler = handler;
       wake();
+    },
+    startDispatcher() {
+      if (!closed) dispatcher?.start();
     },
     async listDeadLetters(ref, o) {
       const limit = positiveInt(o?.limit, 100, "$.limit");

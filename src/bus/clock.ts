@@ -9,13 +9,13 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/**
+ * The wall clock. Its timers keep the process alive, as a running dispatcher should (a broker in a plain script
+ * keeps delivering until `close()`).
+ */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimeout: (callback, ms) => {
-    const t = setTimeout(callback, ms);
-    t.unref?.();
-    return t;
-  },
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 

@@ -128,7 +128,6 @@ export class Dispatcher {
   #loop: Promise<void> | undefined;
   #watcher: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
-  #lastRefreshAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     store: StorageBackend,
@@ -175,16 +174,25 @@ export class Dispatcher {
         await this.#sleep(this.#o.pollIntervalMs);
       }
       this.wake();
+      // One macrotask turn per wake-up: a store that resolves waitForWork at once (closed under us) must not
+      // spin this loop on microtasks and starve the process.
+      await new Promise((r) => setImmediate(r));
     }
   }
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const h = this.#o.clock.setTimeout(resolve, ms);
-      this.#stop.signal.addEventListener("abort", () => {
-        this.#o.clock.clearTimeout(h);
+      const signal = this.#stop.signal;
+      const done = () => {
+        signal.removeEventListener("abort", onAbort);
         resolve();
-      }, { once: true });
+      };
+      const h = this.#o.clock.setTimeout(done, ms);
+      const onAbort = () => {
+        this.#o.clock.clearTimeout(h);
+        done();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 
@@ -290,9 +298,9 @@ export class Dispatcher {
 
   async #target(queue: string): Promise<CompiledTarget | undefined> {
     let target = this.#defs.target(queue);
-    if (target === undefined && this.#o.clock.now() - this.#lastRefreshAt > 1000) {
-      this.#lastRefreshAt = this.#o.clock.now();
-      await this.#defs.refreshIfChanged().catch(() => false); // another process may have added it
+    if (target === undefined) {
+      // Another process may have added it since the last poll: one version read tells.
+      await this.#defs.refreshIfChanged().catch(() => false);
       target = this.#defs.target(queue);
     }
     return target;

@@ -26,6 +26,12 @@ export interface PublisherOptions {
   maxPendingDeliveries: number;
   /** How often the pending-delivery estimate is corrected from the store's stats. */
   statsIntervalMs: number;
+  /**
+   * Called right after an append is handed to the store (before it commits). The dispatcher leases then: on a
+   * store that group-commits in order (SQLite) its lease joins the same commit and sees the new deliveries, which
+   * saves a commit on the publish-to-handler path; elsewhere it finds nothing and the store's wake-up follows.
+   */
+  onAppendIssued?: () => void;
 }
 
 interface Waiting {
@@ -183,8 +189,10 @@ export class Publisher {
       });
     }
     const now = this.#o.now();
+    // Far from the limit the local estimate is enough (a stats read scans the pending deliveries): correct it
+    // rarely; near the limit, often.
     const near = this.#pendingEstimate >= this.#o.maxPendingDeliveries / 2;
-    const interval = near ? Math.min(this.#o.statsIntervalMs, 250) : this.#o.statsIntervalMs;
+    const interval = near ? Math.min(this.#o.statsIntervalMs, 250) : this.#o.statsIntervalMs * 6;
     if (now - this.#statsAt >= interval && this.#statsInFlight === undefined) {
       this.#statsAt = now;
       this.#statsInFlight = this.#refreshStats().finally(() => {
@@ -245,7 +253,9 @@ export class Publisher {
         }
         const all = batch.length === 1 ? batch[0]!.entries : batch.flatMap((w) => w.entries);
         try {
-          const results = await this.#store.events.append(all, { now: this.#o.now(), dedupeWindowMs: this.#o.dedupeWindowMs });
+          const pending = this.#store.events.append(all, { now: this.#o.now(), dedupeWindowMs: this.#o.dedupeWindowMs });
+          this.#o.onAppendIssued?.();
+          const results = await pending;
           let offset = 0;
           let deliveries = 0;
           for (const w of batch) {

@@ -31,7 +31,8 @@
  *
  * Limits (a {@link PatternError} past any of them): nesting depth {@link PATTERN_LIMITS.maxDepth}, total values
  * and operators {@link PATTERN_LIMITS.maxValues}, approximate encoded size {@link PATTERN_LIMITS.maxSizeChars}
- * characters, and {@link PATTERN_LIMITS.maxAlternatives} alternatives once every `$or` is expanded.
+ * characters, and {@link PATTERN_LIMITS.maxAlternatives} alternatives once every `$or` is expanded. In events,
+ * arrays nested deeper than {@link MAX_ARRAY_NESTING} inside one field are not looked into.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 
@@ -497,6 +498,12 @@ export function expandAlternatives(node: PatternNode): Leaf[][] {
 
 // ---- matching ----
 
+/**
+ * Arrays nested deeper than this inside one event field (`[[[...]]]`) are not looked into: their contents are no
+ * values. Bounds the recursion (a 256 KiB event can nest 100 000 arrays); JSON from real producers nests far less.
+ */
+export const MAX_ARRAY_NESTING = 64;
+
 function own(obj: Record<string, unknown>, key: string): unknown {
   return Object.hasOwn(obj, key) ? obj[key] : undefined;
 }
@@ -563,9 +570,10 @@ export function testValue(m: Matcher, v: unknown): boolean {
 }
 
 /** True when some leaf value (flattening arrays, skipping objects) in `v` satisfies one of `matchers`. */
-function anyValue(matchers: readonly Matcher[], v: unknown): boolean {
+function anyValue(matchers: readonly Matcher[], v: unknown, nest = 0): boolean {
   if (Array.isArray(v)) {
-    for (const e of v) if (anyValue(matchers, e)) return true;
+    if (nest === MAX_ARRAY_NESTING) return false;
+    for (const e of v) if (anyValue(matchers, e, nest + 1)) return true;
     return false;
   }
   if (v === undefined || isObject(v)) return false;
@@ -574,15 +582,32 @@ function anyValue(matchers: readonly Matcher[], v: unknown): boolean {
 }
 
 /** @internal True when the event holds a leaf value at `segs` anywhere (through every array element). */
-export function hasLeafAt(v: unknown, segs: readonly string[], i: number): boolean {
+export function hasLeafAt(v: unknown, segs: readonly string[], i: number, nest = 0): boolean {
   if (Array.isArray(v)) {
-    for (const e of v) if (hasLeafAt(e, segs, i)) return true;
+    if (nest === MAX_ARRAY_NESTING) return false;
+    for (const e of v) if (hasLeafAt(e, segs, i, nest + 1)) return true;
     return false;
   }
   if (i === segs.length) return v !== undefined && !isObject(v);
   if (!isObject(v)) return false;
   const key = segs[i] as string;
   return Object.hasOwn(v, key) && hasLeafAt(v[key], segs, i + 1);
+}
+
+/**
+ * @internal True when some leaf value at the leaf's full path (through every array element) satisfies one of its
+ * positive matchers: a necessary condition for a leaf without `exists: false`, cheaper than the full match.
+ */
+export function leafHoldsSomewhere(leaf: Leaf, v: unknown, i = 0, nest = 0): boolean {
+  if (Array.isArray(v)) {
+    if (nest === MAX_ARRAY_NESTING) return false;
+    for (const e of v) if (leafHoldsSomewhere(leaf, e, i, nest + 1)) return true;
+    return false;
+  }
+  if (i === leaf.segs.length) return anyValue(leaf.matchers, v);
+  if (!isObject(v)) return false;
+  const key = leaf.segs[i] as string;
+  return Object.hasOwn(v, key) && leafHoldsSomewhere(leaf, v[key], i + 1);
 }
 
 function matchLeaf(leaf: Leaf, v: unknown, root: unknown): boolean {
@@ -611,9 +636,12 @@ function matchNode(node: PatternNode, ctx: Record<string, unknown> | undefined, 
 }
 
 /** Collects the objects in `v`, flattening arrays (array consistency: each is tried on its own). */
-function objectsIn(v: unknown, out: Record<string, unknown>[]): Record<string, unknown>[] {
-  if (Array.isArray(v)) for (const e of v) objectsIn(e, out);
-  else if (isObject(v)) out.push(v);
+function objectsIn(v: unknown, out: Record<string, unknown>[], nest = 0): Record<string, unknown>[] {
+  if (Array.isArray(v)) {
+    if (nest < MAX_ARRAY_NESTING) for (const e of v) objectsIn(e, out, nest + 1);
+  } else if (isObject(v)) {
+    out.push(v);
+  }
   return out;
 }
 
@@ -666,8 +694,16 @@ function renderLeaf(leaf: Leaf): unknown[] {
   return out;
 }
 
+/** JSON text for explain output: never throws, at most 200 characters. */
 function json(v: unknown): string {
-  return v === undefined ? "absent" : (JSON.stringify(v) ?? String(v));
+  if (v === undefined) return "absent";
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    text = "(nested too deep to print)";
+  }
+  return text.length > 200 ? `${text.slice(0, 199)}…` : text;
 }
 
 function explainNode(

@@ -5,13 +5,17 @@
  * How it works (an "access predicate" index, as content-based pub/sub systems use):
  * - Each rule's pattern is expanded into alternatives (one per combination of `$or` branches); an alternative
  *   is a flat list of leaf conditions that must all hold.
- * - Every alternative is filed under ONE of its required leaves, its anchor: the leaf whose index slot is
- *   currently the smallest. Exact values (and numeric `=`) go into a hash map per field path, equals-ignore-case
+ * - Every alternative is filed under ONE of its required leaves, its anchor (chosen by `cost`, below). Exact values (and numeric `=`) go into a hash map per field path, equals-ignore-case
  *   into a map of lower-cased values, prefixes and suffixes (and wildcards with a literal head or tail) into
  *   maps probed once per distinct affix length; leaves no map can serve (anything-but, numeric ranges,
  *   exists:true, cidr) go into a per-path list that is taken whenever the path holds a value.
  * - The field paths form a trie; `match` walks the event along the trie only (not the whole event), probes the
- *   maps with the leaf values found, and collects the rules whose anchor was hit. Those candidates, and the
+ *   maps with the leaf values found, and collects the rules whose anchor was hit.
+ * - Each slot entry carries a 32-bit signature of what its alternative requires besides the anchor (one hashed
+ *   bit per single exact value or single prefix on a path, and the bits of one leaf listing several values, of
+ *   which one must be present); the walk builds the event's signature from the
+ *   same paths, and an entry whose bits the event lacks is skipped without touching the rule (a Bloom-style
+ *   necessary condition: collisions only let extra candidates through). The candidates, and the
  *   rules with an alternative that has no required leaf (e.g. only `exists: false`), are then checked with the
  *   rule's own compiled pattern. The answer is therefore exactly what evaluating each pattern alone gives: the
  *   index only decides which rules are worth evaluating, and an anchor is a necessary condition of its
@@ -19,7 +23,17 @@
  * - The anchor is the leaf with the lowest expected number of candidates per event (see `cost`); as the index
  *   grows, every anchor is chosen again each time the rule count doubles.
  */
-import { compilePattern, expandAlternatives, matchRoot, patternRoot, type Leaf, type Matcher, type PatternNode } from "./compile.ts";
+import {
+  compilePattern,
+  expandAlternatives,
+  leafHoldsSomewhere,
+  matchRoot,
+  MAX_ARRAY_NESTING,
+  patternRoot,
+  type Leaf,
+  type Matcher,
+  type PatternNode,
+} from "./compile.ts";
 
 /**
  * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
@@ -30,6 +44,11 @@ interface Rule {
   readonly root: PatternNode;
   /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
   anchors: readonly Leaf[];
+  /**
+   * For a rule with one alternative: its required leaves that neither the anchor nor the signature covers,
+   * checked (each on its own, a necessary condition) before the full match, which touches far more memory.
+   */
+  precheck: readonly Leaf[];
   /** Last `match` call that made this rule a candidate. */
   stamp: number;
 }
@@ -38,17 +57,50 @@ type Scalar = string | number | boolean | null;
 type AffixKind = "prefix" | "prefixCi" | "suffix" | "suffixCi";
 type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { kind: AffixKind; key: string };
 
+/**
+ * The rules filed under one key, each with the signature of the alternative anchored here: one bit per exact
+ * value the alternative requires elsewhere (hashed with its path). A rule is a candidate only when the event's
+ * signature has all its bits, which is checked here, in the slot's own memory, before touching the rule.
+ */
+class Slot {
+  /**
+   * Entries of 4 words, interleaved so one event touches one array: the rule, the signature words A and B (the
+   * event needs every bit; two independent words cut false positives from ~30% to ~9%), and the any-of bits
+   * (the event needs one of them; 0 when there is no such requirement).
+   */
+  readonly e: (Rule | number)[] = [];
+
+  /** Number of entries. */
+  get length(): number {
+    return this.e.length >> 2;
+  }
+
+  push(rule: Rule, sig: number, sigB: number, any: number): void {
+    this.e.push(rule, sig, sigB, any);
+  }
+
+  /** Removes one entry of `rule` (a rule has one entry per alternative anchored here). */
+  removeOne(rule: Rule): void {
+    const e = this.e;
+    const i = e.indexOf(rule);
+    if (i < 0) return;
+    const last = e.length - 4;
+    for (let k = 0; k < 4; k++) e[i + k] = e[last + k] as Rule | number;
+    e.length = last;
+  }
+}
+
 /** Maps probed by affix: one lookup per distinct affix length that fits the value. */
 class AffixIndex {
-  readonly map = new Map<string, Rule[]>();
+  readonly map = new Map<string, Slot>();
   /** Distinct key lengths, ascending, with the number of keys of each length. */
   lengths: number[] = [];
   private readonly lengthCount = new Map<number, number>();
 
-  slot(key: string, create: boolean): Rule[] | undefined {
+  slot(key: string, create: boolean): Slot | undefined {
     let s = this.map.get(key);
     if (s === undefined && create) {
-      s = [];
+      s = new Slot();
       this.map.set(key, s);
       const n = this.lengthCount.get(key.length) ?? 0;
       this.lengthCount.set(key.length, n + 1);
@@ -71,22 +123,32 @@ class AffixIndex {
 
 /** Everything filed under one field path. */
 class FieldIndex {
-  exact: Map<Scalar, Rule[]> | null = null;
-  ci: Map<string, Rule[]> | null = null;
+  exact: Map<Scalar, Slot> | null = null;
+  ci: Map<string, Slot> | null = null;
   prefix: AffixIndex | null = null;
   prefixCi: AffixIndex | null = null;
   suffix: AffixIndex | null = null;
   suffixCi: AffixIndex | null = null;
-  broad: Rule[] | null = null;
+  broad: Slot | null = null;
 }
 
 class PathNode {
+  /** Mixed into signature hashes so equal values on different paths set different bits. */
+  readonly id: number;
+  /** Some rule's signature uses an exact value on this path: the walk hashes the event's values here. */
+  signed = false;
+  /** Prefix lengths some rule's signature uses on this path (ascending): the walk hashes those prefixes too. */
+  signedPrefixes: number[] | null = null;
+  constructor(id: number) {
+    this.id = id;
+  }
   children: Map<string, PathNode> | null = null;
   /** For the walk: children as an array (faster to iterate than the map). */
   childList: [string, PathNode][] = [];
   index: FieldIndex | null = null;
 }
 
+const NO_LEAVES: readonly Leaf[] = Object.freeze([]);
 const BROAD_PENALTY = 32;
 const AFFIX_PENALTY = 1.5;
 /** Re-anchoring starts once this many rules were added since the last time (and the count has doubled). */
@@ -130,7 +192,13 @@ function slotRef(m: Matcher): SlotRef | null {
  */
 export class RuleIndex {
   private readonly rules = new Map<string, Rule>();
-  private readonly root = new PathNode();
+  private nodes = 0;
+  private readonly root = new PathNode(this.nodes++);
+  /** Reused by `match`: the slots hit and the event's signature. */
+  private hits: Slot[] = [];
+  private eventSig = 0;
+  private eventSigB = 0;
+  private candidates: Rule[] = [];
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
   private addedSinceReanchor = 0;
@@ -153,7 +221,7 @@ export class RuleIndex {
   add(ruleId: string, pattern: unknown): void {
     const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
-    const rule: Rule = { id: ruleId, root, anchors: [], stamp: 0 };
+    const rule: Rule = { id: ruleId, root, anchors: [], precheck: NO_LEAVES, stamp: 0 };
     this.rules.set(ruleId, rule);
     this.anchorRule(rule);
     if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
@@ -174,18 +242,29 @@ export class RuleIndex {
   /** Ids of all rules whose pattern matches the event, each once, in no particular order. Never throws. */
   match(event: unknown): string[] {
     const epoch = ++this.epoch;
-    const candidates: Rule[] = [];
-    const hit = (slot: Rule[] | undefined) => {
-      if (slot === undefined) return;
-      for (let i = 0; i < slot.length; i++) {
-        const rule = slot[i] as Rule;
+    const hits = this.hits;
+    hits.length = 0;
+    this.eventSig = 0;
+    this.eventSigB = 0;
+    this.walk(event, this.root);
+    const sig = this.eventSig;
+    const sigB = this.eventSigB;
+    const candidates = this.candidates;
+    candidates.length = 0;
+    for (const slot of hits) {
+      const e = slot.e;
+      for (let i = 0; i < e.length; i += 4) {
+        if (((e[i + 1] as number) & ~sig) !== 0 || ((e[i + 2] as number) & ~sigB) !== 0) continue;
+        const any = e[i + 3] as number;
+        if (any !== 0 && (any & sig) === 0) continue;
+        const rule = e[i] as Rule;
         if (rule.stamp !== epoch) {
           rule.stamp = epoch;
           candidates.push(rule);
         }
       }
-    };
-    this.walk(event, this.root, hit);
+    }
+    hits.length = 0;
     for (const rule of this.alwaysRules) {
       if (rule.stamp !== epoch) {
         rule.stamp = epoch;
@@ -194,38 +273,71 @@ export class RuleIndex {
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
-    for (const rule of candidates) if (matchRoot(rule.root, event)) out.push(rule.id);
+    next: for (const rule of candidates) {
+      for (const leaf of rule.precheck) if (!leafHoldsSomewhere(leaf, event)) continue next;
+      if (matchRoot(rule.root, event)) out.push(rule.id);
+    }
+    candidates.length = 0;
     return out;
   }
 
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode, hit: (slot: Rule[] | undefined) => void): void {
+  private walk(v: unknown, node: PathNode, nest = 0): void {
     if (Array.isArray(v)) {
-      for (const e of v) this.walk(e, node, hit);
+      // as deep as the compiled patterns look, no deeper (see MAX_ARRAY_NESTING)
+      if (nest === MAX_ARRAY_NESTING) return;
+      for (const e of v) this.walk(e, node, nest + 1);
       return;
     }
     if (v === undefined) return;
     if (typeof v === "object" && v !== null) {
       const obj = v as Record<string, unknown>;
       for (const [key, child] of node.childList) {
-        if (Object.hasOwn(obj, key)) this.walk(obj[key], child, hit);
+        if (Object.hasOwn(obj, key)) this.walk(obj[key], child);
       }
       return;
     }
+    if (node.signed) this.addToSig(sigHash(node.id, v as Scalar));
+    if (node.signedPrefixes !== null && typeof v === "string") this.addPrefixesToSig(node, v);
     const fi = node.index;
     if (fi === null) return;
-    if (fi.broad !== null) hit(fi.broad);
-    if (fi.exact !== null) hit(fi.exact.get(v as Scalar));
+    const hits = this.hits;
+    if (fi.broad !== null) hits.push(fi.broad);
+    if (fi.exact !== null) {
+      const slot = fi.exact.get(v as Scalar);
+      if (slot !== undefined) hits.push(slot);
+    }
     if (typeof v !== "string") return;
-    if (fi.prefix !== null) probePrefix(fi.prefix, v, hit);
-    if (fi.suffix !== null) probeSuffix(fi.suffix, v, hit);
+    if (fi.prefix !== null) probePrefix(fi.prefix, v, hits);
+    if (fi.suffix !== null) probeSuffix(fi.suffix, v, hits);
     if (fi.ci !== null || fi.prefixCi !== null || fi.suffixCi !== null) {
       const lower = v.toLowerCase();
-      if (fi.ci !== null) hit(fi.ci.get(lower));
-      if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hit);
-      if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hit);
+      if (fi.ci !== null) {
+        const slot = fi.ci.get(lower);
+        if (slot !== undefined) hits.push(slot);
+      }
+      if (fi.prefixCi !== null) probePrefix(fi.prefixCi, lower, hits);
+      if (fi.suffixCi !== null) probeSuffix(fi.suffixCi, lower, hits);
     }
+  }
+
+  /** Adds sigHash(-1 - node.id, v.slice(0, len)) for each signed prefix length, in one pass and no slices. */
+  private addPrefixesToSig(node: PathNode, v: string): void {
+    const lens = node.signedPrefixes as number[];
+    let h = Math.imul(-1 - node.id + 1, 0x9e3779b1);
+    let i = 0;
+    for (const len of lens) {
+      if (len > v.length) break;
+      const upto = Math.min(len, 64);
+      for (; i < upto; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+      this.addToSig(finish(h ^ len));
+    }
+  }
+
+  private addToSig(h: number): void {
+    this.eventSig |= bitA(h);
+    this.eventSigB |= bitB(h);
   }
 
   // ---- anchoring ----
@@ -238,7 +350,7 @@ export class RuleIndex {
       let next = n.children?.get(s);
       if (next === undefined) {
         if (!create) return undefined;
-        next = new PathNode();
+        next = new PathNode(this.nodes++);
         n.children ??= new Map();
         n.children.set(s, next);
         n.childList.push([s, next]);
@@ -267,7 +379,7 @@ export class RuleIndex {
         continue;
       }
       if (ref.kind === "exact" || ref.kind === "ci") {
-        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Rule[]> | null);
+        const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Slot> | null);
         const n = map?.get(ref.key)?.length;
         total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
       } else {
@@ -306,26 +418,88 @@ export class RuleIndex {
         this.alwaysRules.add(rule);
         return;
       }
-      this.anchor(rule, best);
+      this.anchor(rule, best, this.signature(leaves, best));
       anchors.push(best);
     }
     rule.anchors = anchors.slice();
+    const only = alts.length === 1 ? (alts[0] as Leaf[]) : [];
+    const precheck = only.filter((l) => l !== anchors[0] && !l.absent && l.matchers.length > 0 && !signable(l));
+    rule.precheck = precheck.length === 0 ? NO_LEAVES : precheck;
   }
 
   private unanchorRule(rule: Rule): void {
     this.alwaysRules.delete(rule);
     for (const leaf of rule.anchors) this.unanchor(rule, leaf);
-    rule.anchors = [];
+    rule.anchors = NO_LEAVES;
+    rule.precheck = NO_LEAVES;
   }
 
-  private anchor(rule: Rule, leaf: Leaf): void {
+  /**
+   * The signature bit of one matcher on a path: an exact value, or a case-sensitive prefix (the walk then hashes
+   * the event's strings at that prefix length). Null for matchers a bit cannot stand for.
+   */
+  private matcherHash(segs: readonly string[], m: Matcher): number | null {
+    if (m.k === "prefix") {
+      if (m.ci) return null;
+      const node = this.node(segs, true);
+      const lens = (node.signedPrefixes ??= []);
+      if (!lens.includes(m.v.length)) {
+        lens.push(m.v.length);
+        lens.sort((x, y) => x - y);
+      }
+      return sigHash(-1 - node.id, m.v);
+    }
+    const value = exactValue(m);
+    if (value === undefined) return null;
+    const node = this.node(segs, true);
+    node.signed = true;
+    return sigHash(node.id, value);
+  }
+
+  /**
+   * What an alternative requires besides its anchor, as bits: `all`, one bit per leaf with a single exact value
+   * or prefix (the event must have every bit); `any`, the bits of one leaf listing several such values (the
+   * event must have one of them; 0 when there is none). Other leaves add nothing.
+   */
+  private signature(leaves: readonly Leaf[], anchor: Leaf): Signature {
+    let all = 0;
+    let allB = 0;
+    let any = 0;
+    let anyValues = Infinity;
+    for (const leaf of leaves) {
+      if (leaf === anchor || leaf.absent || leaf.matchers.length === 0) continue;
+      if (signable(leaf)) {
+        const h = this.matcherHash(leaf.segs, leaf.matchers[0] as Matcher) as number;
+        all |= bitA(h);
+        allB |= bitB(h);
+        continue;
+      }
+      if (leaf.matchers.length >= anyValues || leaf.matchers.length > 8) continue;
+      let bits = 0;
+      for (const m of leaf.matchers) {
+        const h = m.k === "prefix" || exactValue(m) !== undefined ? this.matcherHash(leaf.segs, m) : null;
+        if (h === null) {
+          bits = 0;
+          break;
+        }
+        bits |= bitA(h);
+      }
+      if (bits !== 0) {
+        any = bits;
+        anyValues = leaf.matchers.length;
+      }
+    }
+    return { all, allB, any };
+  }
+
+  private anchor(rule: Rule, leaf: Leaf, sig: Signature): void {
     const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
-      (fi.broad ??= []).push(rule);
+      (fi.broad ??= new Slot()).push(rule, sig.all, sig.allB, sig.any);
       return;
     }
-    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule);
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule, sig.all, sig.allB, sig.any);
   }
 
   private unanchor(rule: Rule, leaf: Leaf): void {
@@ -334,7 +508,7 @@ export class RuleIndex {
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
       if (fi.broad !== null) {
-        removeOne(fi.broad, rule);
+        fi.broad.removeOne(rule);
         if (fi.broad.length === 0) fi.broad = null;
       }
       return;
@@ -342,19 +516,19 @@ export class RuleIndex {
     for (const ref of refs as SlotRef[]) {
       const slot = this.slot(fi, ref, false);
       if (slot === undefined) continue;
-      removeOne(slot, rule);
+      slot.removeOne(rule);
       if (slot.length === 0) this.dropSlot(fi, ref);
     }
   }
 
-  private slot(fi: FieldIndex, ref: SlotRef, create: true): Rule[];
-  private slot(fi: FieldIndex, ref: SlotRef, create: false): Rule[] | undefined;
-  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Rule[] | undefined {
+  private slot(fi: FieldIndex, ref: SlotRef, create: true): Slot;
+  private slot(fi: FieldIndex, ref: SlotRef, create: false): Slot | undefined;
+  private slot(fi: FieldIndex, ref: SlotRef, create: boolean): Slot | undefined {
     if (ref.kind === "exact" || ref.kind === "ci") {
-      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Rule[]>);
+      const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Slot>);
       let s = map.get(ref.key);
       if (s === undefined && create) {
-        s = [];
+        s = new Slot();
         map.set(ref.key, s);
       }
       return s;
@@ -382,23 +556,63 @@ export class RuleIndex {
   }
 }
 
-function removeOne(list: Rule[], rule: Rule): void {
-  const i = list.indexOf(rule);
-  if (i < 0) return;
-  list[i] = list[list.length - 1] as Rule;
-  list.pop();
+/** The single exact value, or the single case-sensitive prefix, a leaf requires (what a signature can hold). */
+function exactValue(m: Matcher): Scalar | undefined {
+  return m.k === "eq" ? m.v : m.k === "num" && m.lo === m.hi ? m.lo : undefined;
+}
+function signable(leaf: Leaf): boolean {
+  if (leaf.matchers.length === 0) return false;
+  const first = leaf.matchers[0] as Matcher;
+  if (first.k === "prefix" && !first.ci) return leaf.matchers.every((m) => m.k === "prefix" && !m.ci && m.v === first.v);
+  const value = exactValue(first);
+  return value !== undefined && leaf.matchers.every((m) => exactValue(m) === value);
 }
 
-function probePrefix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+interface Signature {
+  all: number;
+  allB: number;
+  any: number;
+}
+
+const bitA = (h: number) => 1 << (h & 31);
+const bitB = (h: number) => 1 << ((h >>> 5) & 31);
+
+/**
+ * The signature hash of a value on a path; equal values (SameValueZero, as exact matching uses) hash alike.
+ */
+function sigHash(pathId: number, v: Scalar): number {
+  let h = Math.imul(pathId + 1, 0x9e3779b1);
+  if (typeof v === "string") {
+    const n = Math.min(v.length, 64);
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ v.charCodeAt(i), 0x01000193);
+    h ^= v.length;
+  } else if (typeof v === "number") {
+    h ^= v === 0 ? 0x7f4a7c15 : Math.imul((v | 0) ^ ((v * 1048576) | 0), 0x85ebca6b) ^ 0x2c1b3c6d;
+  } else {
+    h ^= v === true ? 0x165667b1 : v === false ? 0x27d4eb2f : 0x61c88647;
+  }
+  return finish(h);
+}
+
+function finish(h: number): number {
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  h ^= h >>> 13;
+  return h;
+}
+
+function probePrefix(affix: AffixIndex, s: string, hits: Slot[]): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
-    hit(affix.map.get(len === s.length ? s : s.slice(0, len)));
+    const slot = affix.map.get(len === s.length ? s : s.slice(0, len));
+    if (slot !== undefined) hits.push(slot);
   }
 }
 
-function probeSuffix(affix: AffixIndex, s: string, hit: (slot: Rule[] | undefined) => void): void {
+function probeSuffix(affix: AffixIndex, s: string, hits: Slot[]): void {
   for (const len of affix.lengths) {
     if (len > s.length) break;
-    hit(affix.map.get(len === s.length ? s : s.slice(s.length - len)));
+    const slot = affix.map.get(len === s.length ? s : s.slice(s.length - len));
+    if (slot !== undefined) hits.push(slot);
   }
 }

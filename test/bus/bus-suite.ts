@@ -661,6 +661,47 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.equal(res.failedEntryCount, 0);
   });
 
+  busTest("publish fails with E_BACKPRESSURE when too many entries wait for the store, and memory stays bounded", { limits: { maxQueuedEntries: 150 } }, async ({ broker }) => {
+    const batch = () => Array.from({ length: 100 }, (_, i) => ev("x", i));
+    const results = await Promise.allSettled([broker.publish("default", batch()), broker.publish("default", batch()), broker.publish("default", batch())]);
+    assert.equal(results[0]!.status, "fulfilled");
+    assert.equal(results[1]!.status, "fulfilled");
+    assert.equal(results[2]!.status, "rejected");
+    const err = (results[2] as PromiseRejectedResult).reason;
+    assert.ok(isSluiceError(err, "E_BACKPRESSURE") && err.retryable, String(err));
+    // Once the waiting entries are stored, publishing works again.
+    assert.equal((await broker.publish("default", batch())).failedEntryCount, 0);
+  });
+
+  busTest("a long handler keeps its lease: no second delivery while it runs", { limits: { leaseMs: 300, pollIntervalMs: 50 } }, async ({ broker, rec, changes }) => {
+    await broker.putRule({ name: "r", pattern: { type: ["slow"] }, targets: [{ id: "a", function: "fa" }] });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    rec.behaviour = () => gate;
+    await broker.publish("default", ev("slow", 1));
+    await changes.until(() => rec.calls.length === 1, "the first delivery");
+    // Four lease periods: without extension the delivery would be leased (and delivered) again meanwhile.
+    await new Promise((r) => setTimeout(r, 1200));
+    assert.equal(rec.calls.length, 1, "not redelivered while running");
+    release();
+    await changes.until(() => rec.ok().length === 1, "the success");
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(rec.calls.length, 1, "acked once, never redelivered");
+  });
+
+  busTest("a store closed under a running broker fails publishes with a typed error and close() still returns", {}, async ({ broker, store }) => {
+    await broker.putRule({ name: "r", pattern: { type: ["x"] }, targets: [{ id: "a", function: "fa" }] });
+    await store.close();
+    let err: unknown;
+    try {
+      await broker.publish("default", ev("x", 1));
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(isSluiceError(err) && (err.code === "E_CLOSED" || err.code === "E_STORE_UNAVAILABLE"), String(err));
+    await broker.close();
+  });
+
   busTest("close finishes in-flight deliveries within the grace period and releases the rest", { limits: { closeGraceMs: 50, pollIntervalMs: 200 } }, async ({ broker, rec, changes, open }) => {
     await broker.putRule({ name: "r", pattern: { type: ["x"] }, targets: [{ id: "a", function: "fa" }] });
     let aborted = 0;

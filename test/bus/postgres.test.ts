@@ -25,14 +25,5 @@ runBusSuite({
       cleanup: async () => {},
     };
   },
-  skip: skip
-    ? [{ reason: skip, tests: ["*"] }]
-    : [
-        {
-          // Known gap of feat-pg (src/store/postgres/event-log.ts): a key stored exactly `dedupeWindowMs` ago is still
-          // reported duplicate (>=), while the contract says the window is strictly less than dedupeWindowMs.
-          reason: "postgres store: dedupe window is inclusive at its edge (contract: exclusive); reported to the lead",
-          tests: ["dedupe ends with the window (injectable clock)"],
-        },
-      ],
+  skip: skip ? [{ reason: skip, tests: ["*"] }] : [],
 });

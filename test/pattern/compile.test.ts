@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { compilePattern, PatternError, PATTERN_LIMITS } from "../../src/pattern/compile.ts";
+import { compilePattern, MAX_ARRAY_NESTING, PatternError, PATTERN_LIMITS } from "../../src/pattern/compile.ts";
 import { isSluiceError, ErrorCode } from "../../src/errors.ts";
 
 /** Each case: a pattern, events that must match, events that must not. */
@@ -376,4 +376,21 @@ test("pattern - cycles and exotic inputs give PatternError, never a crash", () =
   }
   assert.throws(() => compilePattern({ a: [1n] }), PatternError);
   assert.throws(() => compilePattern({ a: [Infinity] }), PatternError);
+});
+
+test("pattern - deeply nested event arrays: no stack overflow; values deeper than MAX_ARRAY_NESTING are not seen", () => {
+  const nest = (levels: number, inner: unknown): unknown => {
+    let v = inner;
+    for (let i = 0; i < levels; i++) v = [v];
+    return v;
+  };
+  const p = compilePattern({ a: ["x"], b: { c: [{ exists: false }] } });
+  const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000)) as unknown;
+  assert.equal(p.matches({ a: deep, b: { c: deep } }), false);
+  assert.equal(p.explain({ a: deep })?.path, "$.a");
+  assert.equal(compilePattern({ a: ["x"] }).matches({ a: nest(MAX_ARRAY_NESTING, "x") }), true);
+  assert.equal(compilePattern({ a: ["x"] }).matches({ a: nest(MAX_ARRAY_NESTING + 1, "x") }), false);
+  assert.equal(compilePattern({ a: { b: ["x"] } }).matches({ a: nest(MAX_ARRAY_NESTING, { b: "x" }) }), true);
+  assert.equal(compilePattern({ a: { b: ["x"] } }).matches({ a: nest(MAX_ARRAY_NESTING + 1, { b: "x" }) }), false);
+  assert.equal(compilePattern({ a: [{ exists: false }] }).matches({ a: nest(MAX_ARRAY_NESTING + 1, 1) }), true);
 });

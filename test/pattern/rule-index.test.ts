@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RuleIndex } from "../../src/pattern/rule-index.ts";
-import { compilePattern, PatternError, type CompiledPattern } from "../../src/pattern/compile.ts";
+import { compilePattern, MAX_ARRAY_NESTING, PatternError, type CompiledPattern } from "../../src/pattern/compile.ts";
 import { Gen, prng, randomEvent, randomJson, randomPattern } from "./random.ts";
 
 const sorted = (xs: string[]) => [...xs].sort();
@@ -155,4 +155,54 @@ test("rule-index - fuzz: random JSON gives a compiled pattern or a PatternError,
     assert.equal(compiled.explain(event) === null, m);
   }
   assert.ok(valid > 1000 && invalid > 1000, `valid ${valid}, invalid ${invalid}`);
+});
+
+test("rule-index - differential on dense single-value rules (anchors, signatures, numbers by value)", () => {
+  const g = new Gen(prng(7));
+  const values: unknown[] = [0, -0, 1, 2.5, 300, "a", "ab", "abc", "", true, false, null];
+  const prefixes = ["", "a", "ab"];
+  const leaf = (): unknown[] => {
+    const r = g.int(4);
+    if (r === 0) return [{ prefix: g.pick(prefixes) }];
+    if (r === 1) return [{ numeric: ["=", g.pick([0, 1, 2.5, 300])] }];
+    return [g.pick(values)];
+  };
+  const paths = ["p", "q", "r"];
+  const index = new RuleIndex();
+  const reference = new Map<string, CompiledPattern>();
+  for (let i = 0; i < 400; i++) {
+    const pattern: Record<string, unknown> = {};
+    for (const p of paths) if (g.chance(0.7)) pattern[p] = leaf();
+    if (g.chance(0.5)) pattern["d"] = { p: leaf(), q: leaf() };
+    if (Object.keys(pattern).length === 0) pattern["p"] = leaf();
+    index.add(`d${i}`, pattern);
+    reference.set(`d${i}`, compilePattern(pattern));
+  }
+  let matched = 0;
+  for (let i = 0; i < 3000; i++) {
+    const event: Record<string, unknown> = {};
+    const value = () => (g.chance(0.2) ? [g.pick(values), g.pick(values)] : g.pick(values));
+    for (const p of paths) if (g.chance(0.9)) event[p] = value();
+    if (g.chance(0.7)) event["d"] = g.chance(0.3) ? [{ p: value() }, { p: value(), q: value() }] : { p: value(), q: value() };
+    const expected = naive(reference, event);
+    assert.deepEqual(index.match(event).sort(), expected, JSON.stringify(event));
+    matched += expected.length;
+  }
+  assert.ok(matched > 500, `dense vocabulary should match often (got ${matched})`);
+});
+
+test("rule-index - deeply nested event arrays: no stack overflow, same answer as the compiled patterns", () => {
+  const nest = (levels: number, inner: unknown): unknown => {
+    let v = inner;
+    for (let i = 0; i < levels; i++) v = [v];
+    return v;
+  };
+  const index = new RuleIndex();
+  index.add("flat", { a: ["x"] });
+  index.add("nested", { a: { b: ["x"] } });
+  index.add("absent", { a: [{ exists: false }], c: [1] });
+  const deep = JSON.parse("[".repeat(100_000) + "]".repeat(100_000)) as unknown;
+  assert.deepEqual(index.match({ a: deep, c: 1 }), ["absent"]);
+  assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING - 1, "x"), nest(MAX_ARRAY_NESTING - 1, { b: "x" })] }), ["flat", "nested"]);
+  assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING, "x"), nest(MAX_ARRAY_NESTING, { b: "x" })], c: 1 }), ["absent"]);
 });
