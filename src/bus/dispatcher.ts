@@ -15,7 +15,7 @@ import type { CloudEvent } from "../event/types.ts";
 import type { Lease, StorageBackend } from "../store/contract.ts";
 import type { Clock, Logger } from "./clock.ts";
 import type { CompiledTarget, Definitions } from "./definitions.ts";
-import { classifyFailure, describeError } from "./handler-errors.ts";
+import { classifyFailure, describeError, failureText } from "./handler-errors.ts";
 import { decideAfterFailure } from "./retry.ts";
 import type { DeliveryEvents } from "./types.ts";
 
@@ -87,8 +87,8 @@ interface Running {
   abortReason?: unknown;
   /** Set when close() released the lease: the outcome of the run is then ignored. */
   released: boolean;
-  /** Resolves the ack wait once the batch holding this delivery is acked. */
-  done?: () => void;
+  /** Resolves the ack wait once the batch holding this delivery was acked: true when this ack took effect. */
+  done?: (acked: boolean) => void;
 }
 
 function signalOf(r: Running): AbortSignal {
@@ -335,7 +335,7 @@ export class Dispatcher {
       }
       const now = this.#o.clock.now();
       const decision = decideAfterFailure(classifyFailure(err), lease.attempt, lease.enqueuedAt, now, target.policy, this.#o.random);
-      const error = describeError(err);
+      const error = failureText(err);
       if (decision.action === "dead") {
         await this.#dead(r, decision.reason, error);
         return;
@@ -358,7 +358,8 @@ export class Dispatcher {
       return;
     }
     if (r.released) return;
-    await this.#ack(r);
+    // A lost lease (it expired and another run owns the delivery) or a failed ack is not a delivery yet.
+    if (!(await this.#ack(r))) return;
     this.#emit("delivered", {
       deliveryId: lease.deliveryId,
       queue: lease.queue,
@@ -388,8 +389,8 @@ export class Dispatcher {
   }
 
   /** Acks are batched: every ack waiting while one store call runs goes in the next call. */
-  #ack(r: Running): Promise<void> {
-    return new Promise<void>((resolve) => {
+  #ack(r: Running): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
       r.done = resolve;
       this.#acks.push(r);
       if (!this.#ackFlushing) void this.#flushAcks();
@@ -401,21 +402,28 @@ export class Dispatcher {
     try {
       while (this.#acks.length > 0) {
         const batch = this.#acks.splice(0, 1000);
+        let lostIds: ReadonlySet<string> | undefined;
         try {
           const { lost } = await this.#store.queues.ack(batch.map((r) => r.lease));
           this.#onSettled(batch.length - lost.length);
           for (const id of lost) this.#o.logger.info({ deliveryId: id }, "ack after the lease was lost");
+          lostIds = new Set(lost);
         } catch (err) {
           this.#o.logger.error({ err: describeError(err), count: batch.length }, "acking deliveries failed");
         }
-        for (const r of batch) r.done?.();
+        for (const r of batch) r.done?.(lostIds !== undefined && !lostIds.has(r.lease.deliveryId));
       }
     } finally {
       this.#ackFlushing = false;
     }
   }
 
-  /** Extends leases of long-running deliveries before they expire. */
+  /**
+   * Extends leases of long-running deliveries before they expire. Every third of `leaseMs`, a lease with less
+   * than two thirds left is extended to a full `leaseMs`, so at least a third of the lease (10 s by default) is
+   * left when it is renewed, however the ticks fall: a handler may run far longer than the lease (a function's
+   * `timeout`) without its delivery being leased again, even when the event loop lags.
+   */
   #scheduleUpkeep(): void {
     if (this.#stop.signal.aborted) return;
     const every = Math.max(50, Math.floor(this.#o.leaseMs / 3));
@@ -426,7 +434,7 @@ export class Dispatcher {
 
   async #extendLeases(): Promise<void> {
     const now = this.#o.clock.now();
-    const due = [...this.#running.values()].filter((r) => !r.released && r.lease.leaseUntil - now < this.#o.leaseMs / 2);
+    const due = [...this.#running.values()].filter((r) => !r.released && r.lease.leaseUntil - now < (this.#o.leaseMs * 2) / 3);
     for (const r of due) {
       const leaseUntil = now + this.#o.leaseMs;
       try {

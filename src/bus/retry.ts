@@ -15,7 +15,8 @@ export const defaultRetryPolicy: ResolvedRetryPolicy = Object.freeze({
   maxBackoffMs: 10 * 60 * 1000,
 });
 
-const limits = {
+/** The range each retry policy field accepts (inclusive). */
+export const retryPolicyLimits = {
   maxAttempts: [1, 1000],
   maxEventAgeMs: [1000, 7 * 24 * 60 * 60 * 1000],
   baseBackoffMs: [0, 24 * 60 * 60 * 1000],
@@ -30,12 +31,12 @@ export function resolveRetryPolicy(policy: unknown, path: string, base: Resolved
   }
   const out = { ...base };
   for (const [key, value] of Object.entries(policy)) {
-    if (!(key in limits)) {
-      throw new SluiceError(ErrorCode.BadRequest, `unknown retry policy field "${key}" (known: ${Object.keys(limits).join(", ")})`, {
+    if (!(key in retryPolicyLimits)) {
+      throw new SluiceError(ErrorCode.BadRequest, `unknown retry policy field "${key}" (known: ${Object.keys(retryPolicyLimits).join(", ")})`, {
         path: `${path}.${key}`,
       });
     }
-    const [min, max] = limits[key as keyof typeof limits];
+    const [min, max] = retryPolicyLimits[key as keyof typeof retryPolicyLimits];
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
       throw new SluiceError(ErrorCode.BadRequest, `${key} must be an integer from ${min} to ${max}`, { path: `${path}.${key}` });
     }
@@ -55,7 +56,8 @@ export function backoffMs(attempt: number, policy: ResolvedRetryPolicy, random: 
 
 export type RetryDecision =
   | { action: "retry"; delayMs: number; availableAt: number }
-  | { action: "dead"; reason: "max-attempts" | "max-age" | "non-retriable" };
+  /** `max-attempts`, `max-age`, `non-retriable`, or a final failure's own reason (`recursive-loop`). */
+  | { action: "dead"; reason: string };
 
 /** What to do after attempt number `attempt` of a delivery enqueued at `enqueuedAt` failed at `now`. */
 export function decideAfterFailure(
@@ -66,7 +68,7 @@ export function decideAfterFailure(
   policy: ResolvedRetryPolicy,
   random: () => number,
 ): RetryDecision {
-  if (failure.kind === "non-retriable") return { action: "dead", reason: "non-retriable" };
+  if (failure.kind === "non-retriable") return { action: "dead", reason: failure.reason ?? "non-retriable" };
   if (attempt >= policy.maxAttempts) return { action: "dead", reason: "max-attempts" };
   const delayMs = failure.delayMs ?? backoffMs(attempt, policy, random);
   const availableAt = now + delayMs;

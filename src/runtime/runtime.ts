@@ -191,8 +191,11 @@ function failure(err: SluiceError, reason: string, invocationId: string): Invoca
 function handlerError(wire: WireError, invocationId: string): InvocationError {
   const reason = `error: ${wire.message}`;
   let err: SluiceError;
-  if (wire.name === "NonRetriableError") err = new NonRetriableError(wire.message);
-  else if (wire.name === "RetryAfterError" && typeof wire.delayMs === "number") err = new RetryAfterError(wire.delayMs, wire.message);
+  // By code first (what the bus branches on); the class name covers errors that lost their code on the way.
+  if (wire.code === ErrorCode.NonRetriable || wire.name === "NonRetriableError") err = new NonRetriableError(wire.message);
+  else if ((wire.code === ErrorCode.RetryAfter || wire.name === "RetryAfterError") && typeof wire.delayMs === "number" && Number.isFinite(wire.delayMs) && wire.delayMs >= 0) {
+    err = new RetryAfterError(wire.delayMs, wire.message);
+  }
   else err = new SluiceError(ErrorCode.HandlerError, reason, { retryable: true });
   if (wire.stack !== undefined) err.stack = wire.stack;
   return failure(err, reason, invocationId);
@@ -946,6 +949,10 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       return run(name, event, opts?.attempt ?? 1, opts?.signal);
     },
     async deliver(functionName, event, opts) {
+      // A function this node does not have (yet: a rolling deploy) is retried, not dead-lettered on the spot.
+      if (!closed && !fns.has(functionName)) {
+        throw new SluiceError(ErrorCode.FunctionNotFound, `function "${functionName}" does not exist on this node`, { retryable: true });
+      }
       await run(functionName, event, opts.attempt, opts.signal);
     },
     functions: () => [...fns.values()].map((f) => f.config),

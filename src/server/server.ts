@@ -12,7 +12,7 @@ import { Writable } from "node:stream";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
 import { createBroker, type Broker } from "../bus/broker.ts";
 import type { RuleInput, Target } from "../bus/types.ts";
-import { ErrorCode, SluiceError } from "../errors.ts";
+import { SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
@@ -25,6 +25,7 @@ import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
+import { functionQueue, functionRules, publishError, runtimeEmit, wireRuntime } from "./wire.ts";
 
 export interface StartServerOptions {
   /** The app folder (holding sluice.config.ts). */
@@ -52,9 +53,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** The implicit rule a function's `on` pattern becomes on the default bus, and its queue. */
-export const functionRuleName = (fn: string) => `function.${fn}`;
-export const functionQueue = (fn: string) => `rule:default/${functionRuleName(fn)}/fn`;
+export { functionQueue, functionRuleName } from "./wire.ts";
 /** The implicit rule that carries an async route's requests to its function. */
 export const routeRuleName = (method: string, path: string) =>
   `route.${method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, "_")}`.slice(0, 64);
@@ -115,30 +114,9 @@ async function loadPretty(): Promise<void> {
   }
 }
 
-function publishError(out: PublishOutcome): SluiceError | undefined {
-  const failed = out.entries.find((e) => "errorCode" in e) as { errorCode: ErrorCode; errorMessage: string; path?: string } | undefined;
-  return failed ? new SluiceError(failed.errorCode, failed.errorMessage, failed.path === undefined ? {} : { path: failed.path }) : undefined;
-}
-
 /** Rules the app implies: functions' `on` patterns, async routes, and the config's own rules. */
 function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
-  const rules: RuleInput[] = [];
-  for (const f of runtime.functions()) {
-    if (!f.on) continue;
-    rules.push({
-      name: functionRuleName(f.name),
-      bus: "default",
-      pattern: f.on,
-      description: `the on pattern of function ${f.name}`,
-      targets: [
-        {
-          id: "fn",
-          function: f.name,
-          retryPolicy: { maxAttempts: f.retry.attempts + 1, baseBackoffMs: f.retry.backoff.initialMs, maxBackoffMs: f.retry.backoff.maxMs },
-        },
-      ],
-    });
-  }
+  const rules: RuleInput[] = functionRules(runtime.functions());
   for (const r of app.routes) {
     if (!r.async) continue;
     rules.push({
@@ -210,6 +188,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       store,
       logger: logger.child({ component: "bus" }),
       limits: { closeGraceMs: settings.shutdownGraceMs },
+      // Delivery starts once the runtime is its function handler (wireRuntime below).
+      startDispatcher: false,
     });
     closers.push(() => broker.close());
 
@@ -227,13 +207,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const runtime = await createRuntime({
       functions: mod.functionFiles.map((file) => ({ file })),
       state: store.state,
-      emit: async (events: CloudEvent[]) => {
-        const out = await publish("default", events);
-        metrics.published("default", out.entries.filter((e) => !("errorCode" in e) && !e.duplicate).length);
-        const err = publishError(out);
-        if (err) throw err;
-        return out;
-      },
+      emit: runtimeEmit(publish, (bus, accepted) => metrics.published(bus, accepted)),
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
@@ -257,10 +231,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       compilePattern,
     });
 
-    broker.setFunctionHandler({
-      deliver: (fn, event, ctx) => runtime.deliver(fn, event, { attempt: ctx.attempt, deliveryId: ctx.deliveryId, signal: ctx.signal }),
-    });
-    await applyDefinitions(app, runtime, broker);
+    await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));
 
     runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
     metrics.setSources({
