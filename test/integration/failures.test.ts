@@ -162,11 +162,17 @@ test("integration - a chain past 16 hops is dead-lettered once with recursive-lo
 
 test("integration - NonRetriableError dead-letters after one attempt despite a retry policy", async () => {
   const s = await startStack({
-    functions: (dir) => [writeFunction(dir, "picky", `on: { type: ["t.picky"] }, retry: { attempts: 5, backoff: { initial: "10ms", max: "10ms" } },`, `throw new NonRetriableError("bad input");`)],
+    functions: (dir) => [
+      writeFunction(dir, "picky", `on: { type: ["t.picky"] }, retry: { attempts: 5, backoff: { initial: "10ms", max: "10ms" } },`, `throw new NonRetriableError("bad input");`),
+      // Recognised by code, not class: an error of the user's own making with the code is final too.
+      writeFunction(dir, "coded", `on: { type: ["t.coded"] }, retry: { attempts: 5, backoff: { initial: "10ms", max: "10ms" } },`, `throw Object.assign(new Error("gone for good"), { code: "E_NON_RETRIABLE" });`),
+    ],
   });
   try {
-    await s.broker.publish("default", ev("t.picky"));
-    await s.changes.until(() => s.deliveries("dead", "picky").length === 1, "the dead letter", 30_000);
+    await s.broker.publish("default", [ev("t.picky"), ev("t.coded")]);
+    await s.changes.until(() => s.deliveries("dead", "picky").length === 1 && s.deliveries("dead", "coded").length === 1, "the dead letters", 30_000);
+    const [coded] = await s.broker.listDeadLetters(s.ref("coded"));
+    assert.deepEqual(coded && [coded.reason, coded.attempts, coded.lastError], ["non-retriable", 1, "error: gone for good"]);
     const [dead] = await s.broker.listDeadLetters(s.ref("picky"));
     assert.equal(dead?.reason, "non-retriable");
     assert.equal(dead?.attempts, 1);
