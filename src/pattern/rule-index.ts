@@ -26,7 +26,6 @@
 import {
   compilePattern,
   expandAlternatives,
-  leafHoldsSomewhere,
   matchRoot,
   MAX_ARRAY_NESTING,
   patternRoot,
@@ -34,6 +33,7 @@ import {
   type Matcher,
   type PatternNode,
 } from "./compile.ts";
+import { buildProgram, DECIDED_YES, programStrings, runProgram, UNDECIDED, type Program, type Registers } from "./program.ts";
 
 /**
  * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
@@ -45,10 +45,10 @@ interface Rule {
   /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
   anchors: readonly Leaf[];
   /**
-   * For a rule with one alternative: its required leaves that neither the anchor nor the signature covers,
-   * checked (each on its own, a necessary condition) before the full match, which touches far more memory.
+   * For a rule with one alternative: its flat check program (see program.ts), evaluated on the values the walk
+   * collected; the compiled tree is only walked when the program cannot decide. Null for rules with `$or`.
    */
-  precheck: readonly Leaf[];
+  readonly prog: Program | null;
   /** Last `match` call that made this rule a candidate. */
   stamp: number;
 }
@@ -63,30 +63,42 @@ type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { 
  * signature has all its bits, which is checked here, in the slot's own memory, before touching the rule.
  */
 class Slot {
+  /** The rules, one per entry (a rule has one entry per alternative anchored here). */
+  readonly r: Rule[] = [];
   /**
-   * Entries of 4 words, interleaved so one event touches one array: the rule, the signature words A and B (the
-   * event needs every bit; two independent words cut false positives from ~30% to ~9%), and the any-of bits
-   * (the event needs one of them; 0 when there is no such requirement).
+   * Per entry 3 words: the signature words A and B (the event needs every bit; two independent words cut false
+   * positives from ~30% to ~9%) and the any-of bits (the event needs one of them; 0 when there is no such
+   * requirement). A typed array: filtering reads one contiguous block of untagged words and never a boxed number
+   * (signature words outside the small-integer range would otherwise be heap objects, a cache miss each).
    */
-  readonly e: (Rule | number)[] = [];
+  s = new Int32Array(6);
 
   /** Number of entries. */
   get length(): number {
-    return this.e.length >> 2;
+    return this.r.length;
   }
 
   push(rule: Rule, sig: number, sigB: number, any: number): void {
-    this.e.push(rule, sig, sigB, any);
+    const n = this.r.length;
+    if (3 * n + 3 > this.s.length) {
+      const grown = new Int32Array(this.s.length * 2);
+      grown.set(this.s);
+      this.s = grown;
+    }
+    this.s[3 * n] = sig;
+    this.s[3 * n + 1] = sigB;
+    this.s[3 * n + 2] = any;
+    this.r.push(rule);
   }
 
-  /** Removes one entry of `rule` (a rule has one entry per alternative anchored here). */
+  /** Removes one entry of `rule`. */
   removeOne(rule: Rule): void {
-    const e = this.e;
-    const i = e.indexOf(rule);
+    const i = this.r.indexOf(rule);
     if (i < 0) return;
-    const last = e.length - 4;
-    for (let k = 0; k < 4; k++) e[i + k] = e[last + k] as Rule | number;
-    e.length = last;
+    const last = this.r.length - 1;
+    this.r[i] = this.r[last] as Rule;
+    this.r.length = last;
+    this.s.copyWithin(3 * i, 3 * last, 3 * last + 3);
   }
 }
 
@@ -146,6 +158,8 @@ class PathNode {
   /** For the walk: children as an array (faster to iterate than the map). */
   childList: [string, PathNode][] = [];
   index: FieldIndex | null = null;
+  /** The value register of this path (see program.ts), or -1 when no program reads it. */
+  reg = -1;
 }
 
 const NO_LEAVES: readonly Leaf[] = Object.freeze([]);
@@ -201,6 +215,14 @@ export class RuleIndex {
   private candidates: Rule[] = [];
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
+  /** Value registers filled by the walk, one per path some program reads. */
+  private regs: Registers = { seen: new Float64Array(8), through: new Float64Array(8), value: [] };
+  private regCount = 0;
+  /**
+   * One shared instance per string the programs and slot keys hold (with a reference count), so that comparing
+   * an event value with a rule's string reads memory every rule with that string shares: it stays in cache.
+   */
+  private readonly strings = new Map<string, { s: string; n: number }>();
   private addedSinceReanchor = 0;
   /** Diagnostics: how many rules the last `match` evaluated (candidates from the index plus always-checked rules). */
   lastCandidates = 0;
@@ -221,7 +243,9 @@ export class RuleIndex {
   add(ruleId: string, pattern: unknown): void {
     const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
-    const rule: Rule = { id: ruleId, root, anchors: [], precheck: NO_LEAVES, stamp: 0 };
+    const alts = expandAlternatives(root);
+    const prog = alts.length === 1 ? buildProgram(alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t)) : null;
+    const rule: Rule = { id: ruleId, root, anchors: [], prog, stamp: 0 };
     this.rules.set(ruleId, rule);
     this.anchorRule(rule);
     if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
@@ -236,6 +260,7 @@ export class RuleIndex {
     if (rule === undefined) return false;
     this.rules.delete(ruleId);
     this.unanchorRule(rule);
+    if (rule.prog !== null) for (const t of programStrings(rule.prog)) this.release(t);
     return true;
   }
 
@@ -246,18 +271,19 @@ export class RuleIndex {
     hits.length = 0;
     this.eventSig = 0;
     this.eventSigB = 0;
-    this.walk(event, this.root);
+    this.walk(event, this.root, 0, false);
     const sig = this.eventSig;
     const sigB = this.eventSigB;
     const candidates = this.candidates;
     candidates.length = 0;
     for (const slot of hits) {
-      const e = slot.e;
-      for (let i = 0; i < e.length; i += 4) {
-        if (((e[i + 1] as number) & ~sig) !== 0 || ((e[i + 2] as number) & ~sigB) !== 0) continue;
-        const any = e[i + 3] as number;
+      const s = slot.s;
+      const n = slot.r.length;
+      for (let j = 0, i = 0; j < n; j++, i += 3) {
+        if (((s[i] as number) & ~sig) !== 0 || ((s[i + 1] as number) & ~sigB) !== 0) continue;
+        const any = s[i + 2] as number;
         if (any !== 0 && (any & sig) === 0) continue;
-        const rule = e[i] as Rule;
+        const rule = slot.r[j] as Rule;
         if (rule.stamp !== epoch) {
           rule.stamp = epoch;
           candidates.push(rule);
@@ -273,9 +299,10 @@ export class RuleIndex {
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
-    next: for (const rule of candidates) {
-      for (const leaf of rule.precheck) if (!leafHoldsSomewhere(leaf, event)) continue next;
-      if (matchRoot(rule.root, event)) out.push(rule.id);
+    const regs = this.regs;
+    for (const rule of candidates) {
+      const verdict = rule.prog === null ? UNDECIDED : runProgram(rule.prog, regs, epoch);
+      if (verdict === DECIDED_YES || (verdict === UNDECIDED && matchRoot(rule.root, event))) out.push(rule.id);
     }
     candidates.length = 0;
     return out;
@@ -283,20 +310,30 @@ export class RuleIndex {
 
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode, nest = 0): void {
+  /** `through`: the value was reached through an array (its path's register cannot decide a program). */
+  private walk(v: unknown, node: PathNode, nest: number, through: boolean): void {
     if (Array.isArray(v)) {
       // as deep as the compiled patterns look, no deeper (see MAX_ARRAY_NESTING)
       if (nest === MAX_ARRAY_NESTING) return;
-      for (const e of v) this.walk(e, node, nest + 1);
+      for (const e of v) this.walk(e, node, nest + 1, true);
       return;
     }
     if (v === undefined) return;
     if (typeof v === "object" && v !== null) {
       const obj = v as Record<string, unknown>;
       for (const [key, child] of node.childList) {
-        if (Object.hasOwn(obj, key)) this.walk(obj[key], child);
+        if (Object.hasOwn(obj, key)) this.walk(obj[key], child, 0, through);
       }
       return;
+    }
+    const reg = node.reg;
+    if (reg >= 0) {
+      const r = this.regs;
+      if (through || r.seen[reg] === this.epoch) r.through[reg] = this.epoch;
+      else {
+        r.seen[reg] = this.epoch;
+        r.value[reg] = v;
+      }
     }
     if (node.signed) this.addToSig(sigHash(node.id, v as Scalar));
     if (node.signedPrefixes !== null && typeof v === "string") this.addPrefixesToSig(node, v);
@@ -338,6 +375,41 @@ export class RuleIndex {
   private addToSig(h: number): void {
     this.eventSig |= bitA(h);
     this.eventSigB |= bitB(h);
+  }
+
+  // ---- registers and shared strings ----
+
+  /** The register of a path, created on first use (paths, like trie nodes, are never freed). */
+  private register(segs: readonly string[]): number {
+    const node = this.node(segs, true);
+    if (node.reg < 0) {
+      node.reg = this.regCount++;
+      const regs = this.regs;
+      if (node.reg >= regs.seen.length) {
+        const seen = new Float64Array(regs.seen.length * 2);
+        const through = new Float64Array(regs.seen.length * 2);
+        seen.set(regs.seen);
+        through.set(regs.through);
+        this.regs = { seen, through, value: regs.value };
+      }
+      this.regs.value.push(undefined);
+    }
+    return node.reg;
+  }
+
+  private intern(t: string): string {
+    const e = this.strings.get(t);
+    if (e !== undefined) {
+      e.n++;
+      return e.s;
+    }
+    this.strings.set(t, { s: t, n: 1 });
+    return t;
+  }
+
+  private release(t: string): void {
+    const e = this.strings.get(t);
+    if (e !== undefined && --e.n === 0) this.strings.delete(t);
   }
 
   // ---- anchoring ----
@@ -422,16 +494,12 @@ export class RuleIndex {
       anchors.push(best);
     }
     rule.anchors = anchors.slice();
-    const only = alts.length === 1 ? (alts[0] as Leaf[]) : [];
-    const precheck = only.filter((l) => l !== anchors[0] && !l.absent && l.matchers.length > 0 && !signable(l));
-    rule.precheck = precheck.length === 0 ? NO_LEAVES : precheck;
   }
 
   private unanchorRule(rule: Rule): void {
     this.alwaysRules.delete(rule);
     for (const leaf of rule.anchors) this.unanchor(rule, leaf);
     rule.anchors = NO_LEAVES;
-    rule.precheck = NO_LEAVES;
   }
 
   /**
@@ -529,15 +597,16 @@ export class RuleIndex {
       let s = map.get(ref.key);
       if (s === undefined && create) {
         s = new Slot();
-        map.set(ref.key, s);
+        map.set(typeof ref.key === "string" ? this.intern(ref.key) : ref.key, s);
       }
       return s;
     }
     const affix = (fi[ref.kind] ??= new AffixIndex());
-    return affix.slot(ref.key, create);
+    return affix.slot(ref.key, false) ?? (create ? affix.slot(this.intern(ref.key), true) : undefined);
   }
 
   private dropSlot(fi: FieldIndex, ref: SlotRef): void {
+    if (typeof ref.key === "string") this.release(ref.key);
     if (ref.kind === "exact") fi.exact?.delete(ref.key);
     else if (ref.kind === "ci") fi.ci?.delete(ref.key);
     else fi[ref.kind]?.drop(ref.key);
