@@ -44,22 +44,26 @@ export interface Registers {
 }
 
 /**
- * Writes the program of one alternative. `rec` gives the register of a path; `intern` the shared instance of a
+ * Appends the program of one alternative to `p` (offsets in it are absolute). `rec` gives the register of a path; `intern` the shared instance of a
  * string. Leaves most likely to reject come first (numeric ranges and anything-but, then the rest).
  */
-export function buildProgram(
+export function writeProgram(
+  p: ProgramWord[],
   leaves: readonly Leaf[],
   rec: (segs: readonly string[]) => number,
   intern: (s: string) => string,
-): Program {
+): void {
   const order = [...leaves].sort((a, b) => rank(a) - rank(b));
-  const p: ProgramWord[] = [];
   for (const leaf of order) {
     const at = p.length;
     p.push(rec(leaf.segs), leaf.absent ? 1 : 0, 0);
     for (const m of leaf.matchers) {
       if (m.k === "eq") p.push(OP_EQ, typeof m.v === "string" ? intern(m.v) : m.v);
-      else if (m.k === "num") p.push(OP_NUM, m.lo, m.hi, (m.loIn ? 1 : 0) | (m.hiIn ? 2 : 0));
+      else if (m.k === "num") {
+        // an unbounded side is a flag, not a stored Infinity (a boxed number: one more object to read)
+        const flags = (m.loIn ? 1 : 0) | (m.hiIn ? 2 : 0) | (m.lo === -Infinity ? 4 : 0) | (m.hi === Infinity ? 8 : 0);
+        p.push(OP_NUM, m.lo === -Infinity ? 0 : m.lo, m.hi === Infinity ? 0 : m.hi, flags);
+      }
       else if (m.k === "prefix" && !m.ci) p.push(OP_PREFIX, intern(m.v));
       else if (m.k === "not" && m.any.every((x) => x.k === "eq")) {
         p.push(OP_NOT_EQ, m.any.length);
@@ -70,7 +74,6 @@ export function buildProgram(
     }
     p[at + 2] = p.length;
   }
-  return p.slice();
 }
 
 function rank(leaf: Leaf): number {
@@ -78,18 +81,18 @@ function rank(leaf: Leaf): number {
   return k === "num" || k === "not" ? 0 : 1;
 }
 
-/** The strings a program holds (each was interned once by {@link buildProgram}). */
-export function programStrings(p: Program): string[] {
-  return p.filter((w): w is string => typeof w === "string");
+/** The strings of the program that starts at `start` in `p` (each was interned once by {@link writeProgram}). */
+export function programStrings(p: Program, start: number): string[] {
+  return p.slice(start).filter((w): w is string => typeof w === "string");
 }
 
 /**
  * Evaluates a program against the registers of walk `walk`: DECIDED_YES / DECIDED_NO, or UNDECIDED when a
  * leaf's path held values through an array (and no decided leaf failed).
  */
-export function runProgram(p: Program, r: Registers, walk: number): number {
+export function runProgram(p: Program, start: number, r: Registers, walk: number): number {
   let undecided = false;
-  let i = 0;
+  let i = start;
   const n = p.length;
   while (i < n) {
     const reg = p[i] as number;
@@ -119,7 +122,7 @@ export function runProgram(p: Program, r: Registers, walk: number): number {
             const lo = p[i + 1] as number;
             const hi = p[i + 2] as number;
             const f = p[i + 3] as number;
-            if ((f & 1 ? v >= lo : v > lo) && (f & 2 ? v <= hi : v < hi)) {
+            if ((f & 4 || (f & 1 ? v >= lo : v > lo)) && (f & 8 || (f & 2 ? v <= hi : v < hi))) {
               ok = true;
               break;
             }

@@ -33,7 +33,16 @@ import {
   type Matcher,
   type PatternNode,
 } from "./compile.ts";
-import { buildProgram, DECIDED_YES, programStrings, runProgram, UNDECIDED, type Program, type Registers } from "./program.ts";
+import {
+  DECIDED_YES,
+  programStrings,
+  runProgram,
+  UNDECIDED,
+  writeProgram,
+  type Program,
+  type ProgramWord,
+  type Registers,
+} from "./program.ts";
 
 /**
  * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
@@ -44,62 +53,48 @@ interface Rule {
   readonly root: PatternNode;
   /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
   anchors: readonly Leaf[];
-  /**
-   * For a rule with one alternative: its flat check program (see program.ts), evaluated on the values the walk
-   * collected; the compiled tree is only walked when the program cannot decide. Null for rules with `$or`.
-   */
-  readonly prog: Program | null;
-  /** Last `match` call that made this rule a candidate. */
-  stamp: number;
+  /** What the slots point to: everything `match` reads of a candidate in one array (see Head). */
+  readonly head: Head;
 }
+
+/**
+ * A rule as `match` sees it, one array: `[rule, id, stamp, hasProgram, ...program]`. `stamp` is the last `match`
+ * that made the rule a candidate; for a rule with one alternative, the program (see program.ts) is evaluated on
+ * the values the walk collected, and the rule object (with its compiled tree) is only read when the program
+ * cannot decide or the rule has `$or` (hasProgram 0). A candidate that matches costs this array and the
+ * strings it shares with other rules, not a walk through a tree of objects scattered over the heap.
+ */
+type Head = (Rule | ProgramWord)[];
+const H_RULE = 0;
+const H_ID = 1;
+const H_STAMP = 2;
+const H_HAS_PROGRAM = 3;
+const H_PROGRAM = 4;
 
 type Scalar = string | number | boolean | null;
 type AffixKind = "prefix" | "prefixCi" | "suffix" | "suffixCi";
 type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { kind: AffixKind; key: string };
 
 /**
- * The rules filed under one key, each with the signature of the alternative anchored here: one bit per exact
- * value the alternative requires elsewhere (hashed with its path). A rule is a candidate only when the event's
- * signature has all its bits, which is checked here, in the slot's own memory, before touching the rule.
+ * The rules filed under one key: entries of 4 words, interleaved so one event reads one array (the maps hold it
+ * directly, no wrapper object): the rule's head, the signature words A and B of what its alternative requires
+ * besides the anchor (the event needs every bit; two independent words cut false positives from ~30% to ~9%), and
+ * the any-of bits (the event needs one of them; 0 when there is no such requirement). Entries the event's
+ * signature rules out are skipped here, in the slot's own memory, without reading the rule. Signature words use
+ * 30 bits so they are small integers stored inline (a boxed number would be one more object to read).
  */
-class Slot {
-  /** The rules, one per entry (a rule has one entry per alternative anchored here). */
-  readonly r: Rule[] = [];
-  /**
-   * Per entry 3 words: the signature words A and B (the event needs every bit; two independent words cut false
-   * positives from ~30% to ~9%) and the any-of bits (the event needs one of them; 0 when there is no such
-   * requirement). A typed array: filtering reads one contiguous block of untagged words and never a boxed number
-   * (signature words outside the small-integer range would otherwise be heap objects, a cache miss each).
-   */
-  s = new Int32Array(6);
+type Slot = (Head | number)[];
 
-  /** Number of entries. */
-  get length(): number {
-    return this.r.length;
-  }
+/** Number of entries in a slot. */
+const entries = (slot: Slot | null | undefined): number | undefined => (slot == null ? undefined : slot.length >> 2);
 
-  push(rule: Rule, sig: number, sigB: number, any: number): void {
-    const n = this.r.length;
-    if (3 * n + 3 > this.s.length) {
-      const grown = new Int32Array(this.s.length * 2);
-      grown.set(this.s);
-      this.s = grown;
-    }
-    this.s[3 * n] = sig;
-    this.s[3 * n + 1] = sigB;
-    this.s[3 * n + 2] = any;
-    this.r.push(rule);
-  }
-
-  /** Removes one entry of `rule`. */
-  removeOne(rule: Rule): void {
-    const i = this.r.indexOf(rule);
-    if (i < 0) return;
-    const last = this.r.length - 1;
-    this.r[i] = this.r[last] as Rule;
-    this.r.length = last;
-    this.s.copyWithin(3 * i, 3 * last, 3 * last + 3);
-  }
+/** Removes one entry of the rule with this head (a rule has one entry per alternative anchored here). */
+function removeEntry(e: Slot, head: Head): void {
+  const i = e.indexOf(head);
+  if (i < 0) return;
+  const last = e.length - 4;
+  for (let k = 0; k < 4; k++) e[i + k] = e[last + k] as Head | number;
+  e.length = last;
 }
 
 /** Maps probed by affix: one lookup per distinct affix length that fits the value. */
@@ -112,7 +107,7 @@ class AffixIndex {
   slot(key: string, create: boolean): Slot | undefined {
     let s = this.map.get(key);
     if (s === undefined && create) {
-      s = new Slot();
+      s = [];
       this.map.set(key, s);
       const n = this.lengthCount.get(key.length) ?? 0;
       this.lengthCount.set(key.length, n + 1);
@@ -212,7 +207,7 @@ export class RuleIndex {
   private hits: Slot[] = [];
   private eventSig = 0;
   private eventSigB = 0;
-  private candidates: Rule[] = [];
+  private candidates: Head[] = [];
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
   /** Value registers filled by the walk, one per path some program reads. */
@@ -244,8 +239,10 @@ export class RuleIndex {
     const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
     const alts = expandAlternatives(root);
-    const prog = alts.length === 1 ? buildProgram(alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t)) : null;
-    const rule: Rule = { id: ruleId, root, anchors: [], prog, stamp: 0 };
+    const head: Head = [null, ruleId, 0, alts.length === 1 ? 1 : 0];
+    if (alts.length === 1) writeProgram(head as ProgramWord[], alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t));
+    const rule: Rule = { id: ruleId, root, anchors: [], head: head.slice() };
+    rule.head[H_RULE] = rule;
     this.rules.set(ruleId, rule);
     this.anchorRule(rule);
     if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
@@ -260,12 +257,13 @@ export class RuleIndex {
     if (rule === undefined) return false;
     this.rules.delete(ruleId);
     this.unanchorRule(rule);
-    if (rule.prog !== null) for (const t of programStrings(rule.prog)) this.release(t);
+    for (const t of programStrings(rule.head as Program, H_PROGRAM)) this.release(t);
     return true;
   }
 
   /** Ids of all rules whose pattern matches the event, each once, in no particular order. Never throws. */
   match(event: unknown): string[] {
+    if (this.epoch >= 0x3fffffff) this.resetEpoch();
     const epoch = ++this.epoch;
     const hits = this.hits;
     hits.length = 0;
@@ -277,35 +275,44 @@ export class RuleIndex {
     const candidates = this.candidates;
     candidates.length = 0;
     for (const slot of hits) {
-      const s = slot.s;
-      const n = slot.r.length;
-      for (let j = 0, i = 0; j < n; j++, i += 3) {
-        if (((s[i] as number) & ~sig) !== 0 || ((s[i + 1] as number) & ~sigB) !== 0) continue;
-        const any = s[i + 2] as number;
+      const e = slot;
+      for (let i = 0; i < e.length; i += 4) {
+        if (((e[i + 1] as number) & ~sig) !== 0 || ((e[i + 2] as number) & ~sigB) !== 0) continue;
+        const any = e[i + 3] as number;
         if (any !== 0 && (any & sig) === 0) continue;
-        const rule = slot.r[j] as Rule;
-        if (rule.stamp !== epoch) {
-          rule.stamp = epoch;
-          candidates.push(rule);
+        const head = e[i] as Head;
+        if (head[H_STAMP] !== epoch) {
+          head[H_STAMP] = epoch;
+          candidates.push(head);
         }
       }
     }
     hits.length = 0;
     for (const rule of this.alwaysRules) {
-      if (rule.stamp !== epoch) {
-        rule.stamp = epoch;
-        candidates.push(rule);
+      if (rule.head[H_STAMP] !== epoch) {
+        rule.head[H_STAMP] = epoch;
+        candidates.push(rule.head);
       }
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
     const regs = this.regs;
-    for (const rule of candidates) {
-      const verdict = rule.prog === null ? UNDECIDED : runProgram(rule.prog, regs, epoch);
-      if (verdict === DECIDED_YES || (verdict === UNDECIDED && matchRoot(rule.root, event))) out.push(rule.id);
+    for (const head of candidates) {
+      const verdict = head[H_HAS_PROGRAM] === 1 ? runProgram(head as Program, H_PROGRAM, regs, epoch) : UNDECIDED;
+      if (verdict === DECIDED_YES || (verdict === UNDECIDED && matchRoot((head[H_RULE] as Rule).root, event))) {
+        out.push(head[H_ID] as string);
+      }
     }
     candidates.length = 0;
     return out;
+  }
+
+  /** Walk numbers stay small integers (stored inline in the heads); past 2^30 walks they start again. */
+  private resetEpoch(): void {
+    this.epoch = 0;
+    for (const rule of this.rules.values()) rule.head[H_STAMP] = 0;
+    this.regs.seen.fill(0);
+    this.regs.through.fill(0);
   }
 
   // ---- matching ----
@@ -445,18 +452,18 @@ export class RuleIndex {
     let total = 0;
     for (const m of leaf.matchers) {
       const ref = slotRef(m);
-      if (ref === null) return (fi?.broad?.length ?? 0) + 1 + BROAD_PENALTY;
+      if (ref === null) return (entries(fi?.broad) ?? 0) + 1 + BROAD_PENALTY;
       if (fi === null) {
         total += 1;
         continue;
       }
       if (ref.kind === "exact" || ref.kind === "ci") {
         const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Slot> | null);
-        const n = map?.get(ref.key)?.length;
+        const n = entries(map?.get(ref.key));
         total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
       } else {
         const affix = fi[ref.kind];
-        const n = affix?.map.get(ref.key)?.length;
+        const n = entries(affix?.map.get(ref.key));
         const lengths = (affix?.lengths.length ?? 0) + (affix?.lengths.includes(ref.key.length) ? 0 : 1);
         total += (AFFIX_PENALTY * ((n ?? 0) + 1) * lengths) / ((affix?.map.size ?? 0) + (n === undefined ? 1 : 0));
       }
@@ -564,10 +571,10 @@ export class RuleIndex {
     const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
-      (fi.broad ??= new Slot()).push(rule, sig.all, sig.allB, sig.any);
+      (fi.broad ??= []).push(rule.head, sig.all, sig.allB, sig.any);
       return;
     }
-    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule, sig.all, sig.allB, sig.any);
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule.head, sig.all, sig.allB, sig.any);
   }
 
   private unanchor(rule: Rule, leaf: Leaf): void {
@@ -576,7 +583,7 @@ export class RuleIndex {
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
       if (fi.broad !== null) {
-        fi.broad.removeOne(rule);
+        removeEntry(fi.broad, rule.head);
         if (fi.broad.length === 0) fi.broad = null;
       }
       return;
@@ -584,7 +591,7 @@ export class RuleIndex {
     for (const ref of refs as SlotRef[]) {
       const slot = this.slot(fi, ref, false);
       if (slot === undefined) continue;
-      slot.removeOne(rule);
+      removeEntry(slot, rule.head);
       if (slot.length === 0) this.dropSlot(fi, ref);
     }
   }
@@ -596,7 +603,7 @@ export class RuleIndex {
       const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Slot>);
       let s = map.get(ref.key);
       if (s === undefined && create) {
-        s = new Slot();
+        s = [];
         map.set(typeof ref.key === "string" ? this.intern(ref.key) : ref.key, s);
       }
       return s;
@@ -643,8 +650,9 @@ interface Signature {
   any: number;
 }
 
-const bitA = (h: number) => 1 << (h & 31);
-const bitB = (h: number) => 1 << ((h >>> 5) & 31);
+/** Signature bits: 30 of them per word, so every word is a small integer (see Slot). */
+const bitA = (h: number) => 1 << ((h >>> 0) % 30);
+const bitB = (h: number) => 1 << ((h >>> 8) % 30);
 
 /**
  * The signature hash of a value on a path; equal values (SameValueZero, as exact matching uses) hash alike.
