@@ -7,9 +7,9 @@
  * program is one array whose strings are interned (shared with every other rule and with the index's own map
  * keys, so they stay cached), read front to back.
  *
- * Layout: one record per leaf of the alternative, `[rec, absent, end, op, operands..., op, operands...]`: `rec`
- * is the index's value register for the leaf's path, `absent` is 1 for `exists: false`, `end` is where the next
- * record starts; then one op per positive matcher (the leaf holds when one of them accepts the value).
+ * Layout: one record per leaf of the alternative, `[header, op, operands..., op, operands...]`: the header packs
+ * the record's length in words, the index's value register for the leaf's path and 1 for `exists: false` into
+ * one small integer; then one op per positive matcher (the leaf holds when one of them accepts the value).
  *
  * Exactness: a register holds the path's value only when the event has exactly one leaf value there and reached
  * it through no array (then the leaf's outcome does not depend on array consistency: it is the outcome of
@@ -22,6 +22,10 @@ import { testValue, type Leaf, type Matcher } from "./compile.ts";
 /** One operand or op code of a program. */
 export type ProgramWord = string | number | boolean | null | Matcher;
 export type Program = readonly ProgramWord[];
+
+/** A leaf record's header packs its length, register and `exists: false` flag into one small integer. */
+const MAX_REGISTER = 2 ** 18 - 1;
+const MAX_RECORD = 2 ** 12 - 1;
 
 const OP_EQ = 0;
 const OP_NUM = 1;
@@ -44,19 +48,23 @@ export interface Registers {
 }
 
 /**
- * Appends the program of one alternative to `p` (offsets in it are absolute). `rec` gives the register of a path; `intern` the shared instance of a
- * string. Leaves most likely to reject come first (numeric ranges and anything-but, then the rest).
+ * Appends the program of one alternative to `p`. `rec` gives the register of a path; `intern` the shared
+ * instance of a string. Leaves most likely to reject come first (numeric ranges and anything-but, then the rest).
+ * Returns false when the program cannot be written (a register or a record past what a header holds); the
+ * strings interned so far are in `p` for the caller to release.
  */
 export function writeProgram(
   p: ProgramWord[],
   leaves: readonly Leaf[],
   rec: (segs: readonly string[]) => number,
   intern: (s: string) => string,
-): void {
+): boolean {
   const order = [...leaves].sort((a, b) => rank(a) - rank(b));
   for (const leaf of order) {
     const at = p.length;
-    p.push(rec(leaf.segs), leaf.absent ? 1 : 0, 0);
+    const reg = rec(leaf.segs);
+    if (reg > MAX_REGISTER) return false;
+    p.push(0);
     for (const m of leaf.matchers) {
       if (m.k === "eq") p.push(OP_EQ, typeof m.v === "string" ? intern(m.v) : m.v);
       else if (m.k === "num") {
@@ -72,8 +80,11 @@ export function writeProgram(
         p.push(OP_TEST, m);
       }
     }
-    p[at + 2] = p.length;
+    const words = p.length - at;
+    if (words > MAX_RECORD) return false;
+    p[at] = words * 2 ** 19 + reg * 2 + (leaf.absent ? 1 : 0);
   }
+  return true;
 }
 
 function rank(leaf: Leaf): number {
@@ -95,8 +106,9 @@ export function runProgram(p: Program, start: number, r: Registers, walk: number
   let i = start;
   const n = p.length;
   while (i < n) {
-    const reg = p[i] as number;
-    const end = p[i + 2] as number;
+    const header = p[i] as number;
+    const reg = (header >>> 1) & MAX_REGISTER;
+    const end = i + (header >>> 19);
     if (r.through[reg] === walk) {
       undecided = true;
       i = end;
@@ -104,11 +116,11 @@ export function runProgram(p: Program, start: number, r: Registers, walk: number
     }
     let ok: boolean;
     if (r.seen[reg] !== walk) {
-      ok = p[i + 1] === 1;
+      ok = (header & 1) === 1;
     } else {
       ok = false;
       const v = r.value[reg];
-      i += 3;
+      i += 1;
       while (i < end) {
         const op = p[i] as number;
         if (op === OP_EQ) {

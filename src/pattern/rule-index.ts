@@ -240,7 +240,11 @@ export class RuleIndex {
     this.remove(ruleId);
     const alts = expandAlternatives(root);
     const head: Head = [null, ruleId, 0, alts.length === 1 ? 1 : 0];
-    if (alts.length === 1) writeProgram(head as ProgramWord[], alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t));
+    if (alts.length === 1 && !writeProgram(head as ProgramWord[], alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t))) {
+      for (const t of programStrings(head as Program, H_PROGRAM)) this.release(t);
+      head.length = H_PROGRAM;
+      head[H_HAS_PROGRAM] = 0;
+    }
     const rule: Rule = { id: ruleId, root, anchors: [], head: head.slice() };
     rule.head[H_RULE] = rule;
     this.rules.set(ruleId, rule);
