@@ -1,7 +1,7 @@
 /**
  * Bus and rule definitions: validated once, persisted in the StateStore (so they survive restarts and are shared
- * by every process on one PostgreSQL), compiled into one RuleIndex per bus. A change swaps the bus's index in one
- * assignment, so publishes in flight see either the old or the new rule set, never a half-built one.
+ * by every process on one PostgreSQL), compiled into one RuleIndex per bus. A change updates the bus's index in
+ * place with one synchronous add or remove, so publishes in flight see either the old or the new rule set.
  *
  * Other processes notice changes by polling a version key (`sluice.meta/definitions`): every write stores the
  * definition first, then a fresh version, so a reader that loads after seeing a new version sees the write.
@@ -334,15 +334,19 @@ export class Definitions {
     }
   }
 
-  /** Replaces one rule in a bus and swaps the bus's index. */
+  /**
+   * Replaces one rule in a bus and updates the bus's index in place (one `add` or `remove`, not a rebuild: that
+   * took seconds at 100 000 rules). Both are synchronous, so no publish sees a half-updated index.
+   */
   #install(entry: BusEntry, name: string, compiled: CompiledRule | undefined): void {
+    if (compiled?.rule.enabled) entry.index.add(name, compiled.rule.pattern);
+    else entry.index.remove(name);
     const old = entry.rules.get(name);
     for (const t of old?.targets ?? []) this.#queues.delete(t.queue);
     const rules = new Map(entry.rules);
     if (compiled) rules.set(name, compiled);
     else rules.delete(name);
     for (const t of compiled?.targets ?? []) this.#queues.set(t.queue, t);
-    entry.index = buildIndex(rules);
     entry.rules = rules;
   }
 

@@ -594,22 +594,6 @@ export function hasLeafAt(v: unknown, segs: readonly string[], i: number, nest =
   return Object.hasOwn(v, key) && hasLeafAt(v[key], segs, i + 1);
 }
 
-/**
- * @internal True when some leaf value at the leaf's full path (through every array element) satisfies one of its
- * positive matchers: a necessary condition for a leaf without `exists: false`, cheaper than the full match.
- */
-export function leafHoldsSomewhere(leaf: Leaf, v: unknown, i = 0, nest = 0): boolean {
-  if (Array.isArray(v)) {
-    if (nest === MAX_ARRAY_NESTING) return false;
-    for (const e of v) if (leafHoldsSomewhere(leaf, e, i, nest + 1)) return true;
-    return false;
-  }
-  if (i === leaf.segs.length) return anyValue(leaf.matchers, v);
-  if (!isObject(v)) return false;
-  const key = leaf.segs[i] as string;
-  return Object.hasOwn(v, key) && leafHoldsSomewhere(leaf, v[key], i + 1);
-}
-
 function matchLeaf(leaf: Leaf, v: unknown, root: unknown): boolean {
   if (leaf.matchers.length > 0 && anyValue(leaf.matchers, v)) return true;
   return leaf.absent && !hasLeafAt(root, leaf.segs, 0);

@@ -26,7 +26,6 @@
 import {
   compilePattern,
   expandAlternatives,
-  leafHoldsSomewhere,
   matchRoot,
   MAX_ARRAY_NESTING,
   patternRoot,
@@ -34,6 +33,16 @@ import {
   type Matcher,
   type PatternNode,
 } from "./compile.ts";
+import {
+  DECIDED_YES,
+  programStrings,
+  runProgram,
+  UNDECIDED,
+  writeProgram,
+  type Program,
+  type ProgramWord,
+  type Registers,
+} from "./program.ts";
 
 /**
  * A rule is itself the entry in the index slots (one entry per alternative's anchor), so a hit reaches the
@@ -44,50 +53,48 @@ interface Rule {
   readonly root: PatternNode;
   /** The anchor leaf of each alternative; empty when the rule is checked on every event. */
   anchors: readonly Leaf[];
-  /**
-   * For a rule with one alternative: its required leaves that neither the anchor nor the signature covers,
-   * checked (each on its own, a necessary condition) before the full match, which touches far more memory.
-   */
-  precheck: readonly Leaf[];
-  /** Last `match` call that made this rule a candidate. */
-  stamp: number;
+  /** What the slots point to: everything `match` reads of a candidate in one array (see Head). */
+  readonly head: Head;
 }
+
+/**
+ * A rule as `match` sees it, one array: `[rule, id, stamp, hasProgram, ...program]`. `stamp` is the last `match`
+ * that made the rule a candidate; for a rule with one alternative, the program (see program.ts) is evaluated on
+ * the values the walk collected, and the rule object (with its compiled tree) is only read when the program
+ * cannot decide or the rule has `$or` (hasProgram 0). A candidate that matches costs this array and the
+ * strings it shares with other rules, not a walk through a tree of objects scattered over the heap.
+ */
+type Head = (Rule | ProgramWord)[];
+const H_RULE = 0;
+const H_ID = 1;
+const H_STAMP = 2;
+const H_HAS_PROGRAM = 3;
+const H_PROGRAM = 4;
 
 type Scalar = string | number | boolean | null;
 type AffixKind = "prefix" | "prefixCi" | "suffix" | "suffixCi";
 type SlotRef = { kind: "exact"; key: Scalar } | { kind: "ci"; key: string } | { kind: AffixKind; key: string };
 
 /**
- * The rules filed under one key, each with the signature of the alternative anchored here: one bit per exact
- * value the alternative requires elsewhere (hashed with its path). A rule is a candidate only when the event's
- * signature has all its bits, which is checked here, in the slot's own memory, before touching the rule.
+ * The rules filed under one key: entries of 4 words, interleaved so one event reads one array (the maps hold it
+ * directly, no wrapper object): the rule's head, the signature words A and B of what its alternative requires
+ * besides the anchor (the event needs every bit; two independent words cut false positives from ~30% to ~9%), and
+ * the any-of bits (the event needs one of them; 0 when there is no such requirement). Entries the event's
+ * signature rules out are skipped here, in the slot's own memory, without reading the rule. Signature words use
+ * 30 bits so they are small integers stored inline (a boxed number would be one more object to read).
  */
-class Slot {
-  /**
-   * Entries of 4 words, interleaved so one event touches one array: the rule, the signature words A and B (the
-   * event needs every bit; two independent words cut false positives from ~30% to ~9%), and the any-of bits
-   * (the event needs one of them; 0 when there is no such requirement).
-   */
-  readonly e: (Rule | number)[] = [];
+type Slot = (Head | number)[];
 
-  /** Number of entries. */
-  get length(): number {
-    return this.e.length >> 2;
-  }
+/** Number of entries in a slot. */
+const entries = (slot: Slot | null | undefined): number | undefined => (slot == null ? undefined : slot.length >> 2);
 
-  push(rule: Rule, sig: number, sigB: number, any: number): void {
-    this.e.push(rule, sig, sigB, any);
-  }
-
-  /** Removes one entry of `rule` (a rule has one entry per alternative anchored here). */
-  removeOne(rule: Rule): void {
-    const e = this.e;
-    const i = e.indexOf(rule);
-    if (i < 0) return;
-    const last = e.length - 4;
-    for (let k = 0; k < 4; k++) e[i + k] = e[last + k] as Rule | number;
-    e.length = last;
-  }
+/** Removes one entry of the rule with this head (a rule has one entry per alternative anchored here). */
+function removeEntry(e: Slot, head: Head): void {
+  const i = e.indexOf(head);
+  if (i < 0) return;
+  const last = e.length - 4;
+  for (let k = 0; k < 4; k++) e[i + k] = e[last + k] as Head | number;
+  e.length = last;
 }
 
 /** Maps probed by affix: one lookup per distinct affix length that fits the value. */
@@ -100,7 +107,7 @@ class AffixIndex {
   slot(key: string, create: boolean): Slot | undefined {
     let s = this.map.get(key);
     if (s === undefined && create) {
-      s = new Slot();
+      s = [];
       this.map.set(key, s);
       const n = this.lengthCount.get(key.length) ?? 0;
       this.lengthCount.set(key.length, n + 1);
@@ -146,6 +153,8 @@ class PathNode {
   /** For the walk: children as an array (faster to iterate than the map). */
   childList: [string, PathNode][] = [];
   index: FieldIndex | null = null;
+  /** The value register of this path (see program.ts), or -1 when no program reads it. */
+  reg = -1;
 }
 
 const NO_LEAVES: readonly Leaf[] = Object.freeze([]);
@@ -198,9 +207,17 @@ export class RuleIndex {
   private hits: Slot[] = [];
   private eventSig = 0;
   private eventSigB = 0;
-  private candidates: Rule[] = [];
+  private candidates: Head[] = [];
   private readonly alwaysRules = new Set<Rule>();
   private epoch = 0;
+  /** Value registers filled by the walk, one per path some program reads. */
+  private regs: Registers = { seen: new Float64Array(8), through: new Float64Array(8), value: [] };
+  private regCount = 0;
+  /**
+   * One shared instance per string the programs and slot keys hold (with a reference count), so that comparing
+   * an event value with a rule's string reads memory every rule with that string shares: it stays in cache.
+   */
+  private readonly strings = new Map<string, { s: string; n: number }>();
   private addedSinceReanchor = 0;
   /** Diagnostics: how many rules the last `match` evaluated (candidates from the index plus always-checked rules). */
   lastCandidates = 0;
@@ -221,7 +238,15 @@ export class RuleIndex {
   add(ruleId: string, pattern: unknown): void {
     const root = patternRoot(compilePattern(pattern));
     this.remove(ruleId);
-    const rule: Rule = { id: ruleId, root, anchors: [], precheck: NO_LEAVES, stamp: 0 };
+    const alts = expandAlternatives(root);
+    const head: Head = [null, ruleId, 0, alts.length === 1 ? 1 : 0];
+    if (alts.length === 1 && !writeProgram(head as ProgramWord[], alts[0] as Leaf[], (segs) => this.register(segs), (t) => this.intern(t))) {
+      for (const t of programStrings(head as Program, H_PROGRAM)) this.release(t);
+      head.length = H_PROGRAM;
+      head[H_HAS_PROGRAM] = 0;
+    }
+    const rule: Rule = { id: ruleId, root, anchors: [], head: head.slice() };
+    rule.head[H_RULE] = rule;
     this.rules.set(ruleId, rule);
     this.anchorRule(rule);
     if (++this.addedSinceReanchor >= Math.max(REANCHOR_FROM, this.rules.size / 2)) {
@@ -236,67 +261,90 @@ export class RuleIndex {
     if (rule === undefined) return false;
     this.rules.delete(ruleId);
     this.unanchorRule(rule);
+    for (const t of programStrings(rule.head as Program, H_PROGRAM)) this.release(t);
     return true;
   }
 
   /** Ids of all rules whose pattern matches the event, each once, in no particular order. Never throws. */
   match(event: unknown): string[] {
+    if (this.epoch >= 0x3fffffff) this.resetEpoch();
     const epoch = ++this.epoch;
     const hits = this.hits;
     hits.length = 0;
     this.eventSig = 0;
     this.eventSigB = 0;
-    this.walk(event, this.root);
+    this.walk(event, this.root, 0, false);
     const sig = this.eventSig;
     const sigB = this.eventSigB;
     const candidates = this.candidates;
     candidates.length = 0;
     for (const slot of hits) {
-      const e = slot.e;
+      const e = slot;
       for (let i = 0; i < e.length; i += 4) {
         if (((e[i + 1] as number) & ~sig) !== 0 || ((e[i + 2] as number) & ~sigB) !== 0) continue;
         const any = e[i + 3] as number;
         if (any !== 0 && (any & sig) === 0) continue;
-        const rule = e[i] as Rule;
-        if (rule.stamp !== epoch) {
-          rule.stamp = epoch;
-          candidates.push(rule);
+        const head = e[i] as Head;
+        if (head[H_STAMP] !== epoch) {
+          head[H_STAMP] = epoch;
+          candidates.push(head);
         }
       }
     }
     hits.length = 0;
     for (const rule of this.alwaysRules) {
-      if (rule.stamp !== epoch) {
-        rule.stamp = epoch;
-        candidates.push(rule);
+      if (rule.head[H_STAMP] !== epoch) {
+        rule.head[H_STAMP] = epoch;
+        candidates.push(rule.head);
       }
     }
     this.lastCandidates = candidates.length;
     const out: string[] = [];
-    next: for (const rule of candidates) {
-      for (const leaf of rule.precheck) if (!leafHoldsSomewhere(leaf, event)) continue next;
-      if (matchRoot(rule.root, event)) out.push(rule.id);
+    const regs = this.regs;
+    for (const head of candidates) {
+      const verdict = head[H_HAS_PROGRAM] === 1 ? runProgram(head as Program, H_PROGRAM, regs, epoch) : UNDECIDED;
+      if (verdict === DECIDED_YES || (verdict === UNDECIDED && matchRoot((head[H_RULE] as Rule).root, event))) {
+        out.push(head[H_ID] as string);
+      }
     }
     candidates.length = 0;
     return out;
   }
 
+  /** Walk numbers stay small integers (stored inline in the heads); past 2^30 walks they start again. */
+  private resetEpoch(): void {
+    this.epoch = 0;
+    for (const rule of this.rules.values()) rule.head[H_STAMP] = 0;
+    this.regs.seen.fill(0);
+    this.regs.through.fill(0);
+  }
+
   // ---- matching ----
 
-  private walk(v: unknown, node: PathNode, nest = 0): void {
+  /** `through`: the value was reached through an array (its path's register cannot decide a program). */
+  private walk(v: unknown, node: PathNode, nest: number, through: boolean): void {
     if (Array.isArray(v)) {
       // as deep as the compiled patterns look, no deeper (see MAX_ARRAY_NESTING)
       if (nest === MAX_ARRAY_NESTING) return;
-      for (const e of v) this.walk(e, node, nest + 1);
+      for (const e of v) this.walk(e, node, nest + 1, true);
       return;
     }
     if (v === undefined) return;
     if (typeof v === "object" && v !== null) {
       const obj = v as Record<string, unknown>;
       for (const [key, child] of node.childList) {
-        if (Object.hasOwn(obj, key)) this.walk(obj[key], child);
+        if (Object.hasOwn(obj, key)) this.walk(obj[key], child, 0, through);
       }
       return;
+    }
+    const reg = node.reg;
+    if (reg >= 0) {
+      const r = this.regs;
+      if (through || r.seen[reg] === this.epoch) r.through[reg] = this.epoch;
+      else {
+        r.seen[reg] = this.epoch;
+        r.value[reg] = v;
+      }
     }
     if (node.signed) this.addToSig(sigHash(node.id, v as Scalar));
     if (node.signedPrefixes !== null && typeof v === "string") this.addPrefixesToSig(node, v);
@@ -340,6 +388,41 @@ export class RuleIndex {
     this.eventSigB |= bitB(h);
   }
 
+  // ---- registers and shared strings ----
+
+  /** The register of a path, created on first use (paths, like trie nodes, are never freed). */
+  private register(segs: readonly string[]): number {
+    const node = this.node(segs, true);
+    if (node.reg < 0) {
+      node.reg = this.regCount++;
+      const regs = this.regs;
+      if (node.reg >= regs.seen.length) {
+        const seen = new Float64Array(regs.seen.length * 2);
+        const through = new Float64Array(regs.seen.length * 2);
+        seen.set(regs.seen);
+        through.set(regs.through);
+        this.regs = { seen, through, value: regs.value };
+      }
+      this.regs.value.push(undefined);
+    }
+    return node.reg;
+  }
+
+  private intern(t: string): string {
+    const e = this.strings.get(t);
+    if (e !== undefined) {
+      e.n++;
+      return e.s;
+    }
+    this.strings.set(t, { s: t, n: 1 });
+    return t;
+  }
+
+  private release(t: string): void {
+    const e = this.strings.get(t);
+    if (e !== undefined && --e.n === 0) this.strings.delete(t);
+  }
+
   // ---- anchoring ----
 
   private node(segs: readonly string[], create: true): PathNode;
@@ -373,18 +456,18 @@ export class RuleIndex {
     let total = 0;
     for (const m of leaf.matchers) {
       const ref = slotRef(m);
-      if (ref === null) return (fi?.broad?.length ?? 0) + 1 + BROAD_PENALTY;
+      if (ref === null) return (entries(fi?.broad) ?? 0) + 1 + BROAD_PENALTY;
       if (fi === null) {
         total += 1;
         continue;
       }
       if (ref.kind === "exact" || ref.kind === "ci") {
         const map = ref.kind === "exact" ? fi.exact : (fi.ci as Map<Scalar, Slot> | null);
-        const n = map?.get(ref.key)?.length;
+        const n = entries(map?.get(ref.key));
         total += ((n ?? 0) + 1) / ((map?.size ?? 0) + (n === undefined ? 1 : 0));
       } else {
         const affix = fi[ref.kind];
-        const n = affix?.map.get(ref.key)?.length;
+        const n = entries(affix?.map.get(ref.key));
         const lengths = (affix?.lengths.length ?? 0) + (affix?.lengths.includes(ref.key.length) ? 0 : 1);
         total += (AFFIX_PENALTY * ((n ?? 0) + 1) * lengths) / ((affix?.map.size ?? 0) + (n === undefined ? 1 : 0));
       }
@@ -422,16 +505,12 @@ export class RuleIndex {
       anchors.push(best);
     }
     rule.anchors = anchors.slice();
-    const only = alts.length === 1 ? (alts[0] as Leaf[]) : [];
-    const precheck = only.filter((l) => l !== anchors[0] && !l.absent && l.matchers.length > 0 && !signable(l));
-    rule.precheck = precheck.length === 0 ? NO_LEAVES : precheck;
   }
 
   private unanchorRule(rule: Rule): void {
     this.alwaysRules.delete(rule);
     for (const leaf of rule.anchors) this.unanchor(rule, leaf);
     rule.anchors = NO_LEAVES;
-    rule.precheck = NO_LEAVES;
   }
 
   /**
@@ -496,10 +575,10 @@ export class RuleIndex {
     const fi = (this.node(leaf.segs, true).index ??= new FieldIndex());
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
-      (fi.broad ??= new Slot()).push(rule, sig.all, sig.allB, sig.any);
+      (fi.broad ??= []).push(rule.head, sig.all, sig.allB, sig.any);
       return;
     }
-    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule, sig.all, sig.allB, sig.any);
+    for (const ref of refs as SlotRef[]) this.slot(fi, ref, true).push(rule.head, sig.all, sig.allB, sig.any);
   }
 
   private unanchor(rule: Rule, leaf: Leaf): void {
@@ -508,7 +587,7 @@ export class RuleIndex {
     const refs = leaf.matchers.map(slotRef);
     if (refs.some((r) => r === null)) {
       if (fi.broad !== null) {
-        fi.broad.removeOne(rule);
+        removeEntry(fi.broad, rule.head);
         if (fi.broad.length === 0) fi.broad = null;
       }
       return;
@@ -516,7 +595,7 @@ export class RuleIndex {
     for (const ref of refs as SlotRef[]) {
       const slot = this.slot(fi, ref, false);
       if (slot === undefined) continue;
-      slot.removeOne(rule);
+      removeEntry(slot, rule.head);
       if (slot.length === 0) this.dropSlot(fi, ref);
     }
   }
@@ -528,16 +607,17 @@ export class RuleIndex {
       const map = ref.kind === "exact" ? (fi.exact ??= new Map()) : ((fi.ci ??= new Map()) as Map<Scalar, Slot>);
       let s = map.get(ref.key);
       if (s === undefined && create) {
-        s = new Slot();
-        map.set(ref.key, s);
+        s = [];
+        map.set(typeof ref.key === "string" ? this.intern(ref.key) : ref.key, s);
       }
       return s;
     }
     const affix = (fi[ref.kind] ??= new AffixIndex());
-    return affix.slot(ref.key, create);
+    return affix.slot(ref.key, false) ?? (create ? affix.slot(this.intern(ref.key), true) : undefined);
   }
 
   private dropSlot(fi: FieldIndex, ref: SlotRef): void {
+    if (typeof ref.key === "string") this.release(ref.key);
     if (ref.kind === "exact") fi.exact?.delete(ref.key);
     else if (ref.kind === "ci") fi.ci?.delete(ref.key);
     else fi[ref.kind]?.drop(ref.key);
@@ -574,8 +654,9 @@ interface Signature {
   any: number;
 }
 
-const bitA = (h: number) => 1 << (h & 31);
-const bitB = (h: number) => 1 << ((h >>> 5) & 31);
+/** Signature bits: 30 of them per word, so every word is a small integer (see Slot). */
+const bitA = (h: number) => 1 << ((h >>> 0) % 30);
+const bitB = (h: number) => 1 << ((h >>> 8) % 30);
 
 /**
  * The signature hash of a value on a path; equal values (SameValueZero, as exact matching uses) hash alike.

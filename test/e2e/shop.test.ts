@@ -136,7 +136,9 @@ test("shop - CloudEvents ingest through the official SDK in binary, structured a
   const body = JSON.parse(res.body);
   assert.deepEqual(body.ids, batch.map((e) => e.id));
   assert.equal(body.failedEntryCount, 0);
-  assert.equal((await publishedCount()) - before, 5);
+  // At least our 5: the stock-report schedule (every 2 s here) may publish to the default bus meanwhile.
+  const published = (await publishedCount()) - before;
+  assert.ok(published >= 5, `5 SDK events counted as published on the default bus, got ${published}`);
 });
 
 async function publishedCount(): Promise<number> {

@@ -206,3 +206,50 @@ test("rule-index - deeply nested event arrays: no stack overflow, same answer as
   assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING - 1, "x"), nest(MAX_ARRAY_NESTING - 1, { b: "x" })] }), ["flat", "nested"]);
   assert.deepEqual(index.match({ a: [nest(MAX_ARRAY_NESTING, "x"), nest(MAX_ARRAY_NESTING, { b: "x" })], c: 1 }), ["absent"]);
 });
+
+test("rule-index - check programs agree with the compiled patterns on arrays, absence, objects and number corners", () => {
+  const patterns: Record<string, unknown>[] = [
+    { t: ["a"], d: { n: [{ numeric: [">", 0] }] } },
+    { t: ["a"], d: { n: [{ numeric: [">=", -5, "<", 5] }] } },
+    { t: ["a"], d: { n: [{ numeric: ["<=", 0] }] } },
+    { t: ["a"], d: { n: [0] } },
+    { t: ["a"], d: { s: [{ "anything-but": ["x", "y"] }] } },
+    { t: ["a"], d: { s: [{ "anything-but": [1, 2] }] } },
+    { t: ["a"], d: { s: [{ prefix: "x" }, "zz"] } },
+    { t: ["a"], d: { s: [{ exists: false }] } },
+    { t: ["a"], d: { s: [{ exists: false }, "x"] } },
+    { t: ["a"], d: { s: [{ exists: true }] } },
+    { t: ["a"], d: { s: [{ suffix: { "equals-ignore-case": "Z" } }] } },
+    { t: ["a"], d: { s: [null] } },
+    { t: ["a"], d: { i: { k: ["x"], q: [1] } } },
+    { t: ["a"], d: { i: { k: [{ exists: false }] } } },
+  ];
+  const events: unknown[] = [
+    { t: "a", d: { n: 1, s: "x" } },
+    { t: "a", d: { n: -0, s: "y" } },
+    { t: "a", d: { n: 0, s: null } },
+    { t: "a", d: { n: [1, -1], s: ["x", "q"] } },
+    { t: "a", d: { n: [[7]], s: [] } },
+    { t: "a", d: { n: "1", s: { x: 1 } } },
+    { t: "a", d: { s: 1 } },
+    { t: "a", d: { s: "xaz" } },
+    { t: "a", d: { s: "ZZ" } },
+    { t: ["a", "b"], d: [{ n: 3 }, { s: "x" }] },
+    { t: "a", d: { i: [{ k: "x", q: 2 }, { k: "y", q: 1 }] } },
+    { t: "a", d: { i: [{ k: "x", q: 1 }] } },
+    { t: "a", d: { i: { k: "x", q: 1 } } },
+    { t: "a", d: { i: { k: { x: 1 } } } },
+    { t: "a", d: 5 },
+    { t: "a" },
+    [{ t: "a", d: { n: 1 } }],
+  ];
+  const index = new RuleIndex();
+  const compiled = patterns.map((p, i) => {
+    index.add(`p${i}`, p);
+    return compilePattern(p);
+  });
+  for (const [k, event] of events.entries()) {
+    const want = compiled.flatMap((c, i) => (c.matches(event) ? [`p${i}`] : []));
+    assert.deepEqual(sorted(index.match(event)), sorted(want), `event ${k}: ${JSON.stringify(event)}`);
+  }
+});

@@ -1,4 +1,6 @@
 import { test } from "node:test";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
 import assert from "node:assert/strict";
 import { createRuntime, type InstanceChange } from "../../src/runtime/runtime.ts";
 import type { InvocationRecord } from "../../src/runtime/metering.ts";
@@ -6,6 +8,12 @@ import { event, maxOverlap, noEmit, tempDir, within, writeFunction } from "./hel
 
 const timed = `const start = Date.now(); await sleep(data.ms ?? 100); return { start, end: Date.now(), threadId };`;
 type Timed = { start: number; end: number; threadId: number };
+/** Waits until `data.parties` invocations have arrived at the folder `data.barrier` (or 20 s passed). */
+const rendezvous = `const start = Date.now();
+  const { writeFileSync, readdirSync } = await import("node:fs");
+  writeFileSync(data.barrier + "/" + ctx.invocationId, "");
+  while (readdirSync(data.barrier).length < data.parties && Date.now() - start < 20000) await sleep(10);
+  return { start, end: Date.now(), threadId, met: readdirSync(data.barrier).length >= data.parties };`;
 
 test("runtime scaling - scales from zero on the first event and back to zero after the idle timeout", async () => {
   const dir = tempDir();
@@ -76,7 +84,7 @@ test("runtime scaling - the node-wide limit caps all functions, reservedConcurre
     functions: [
       { file: writeFunction(dir, "greedy", "concurrency: 10,", timed) },
       { file: writeFunction(dir, "other", "concurrency: 10,", timed) },
-      { file: writeFunction(dir, "reserved", "reservedConcurrency: 2,", timed) },
+      { file: writeFunction(dir, "reserved", "reservedConcurrency: 2,", rendezvous) },
     ],
     emit: noEmit,
     limits: { maxInstances: 5 },
@@ -87,10 +95,15 @@ test("runtime scaling - the node-wide limit caps all functions, reservedConcurre
       ...Array.from({ length: 12 }, () => runtime.invoke("greedy", event("x", { ms: 200 }))),
       ...Array.from({ length: 12 }, () => runtime.invoke("other", event("x", { ms: 200 }))),
     ];
-    const reserved = (await Promise.all(Array.from({ length: 2 }, () => runtime.invoke("reserved", event("x", { ms: 500 }))))) as Timed[];
+    // Both reserved invocations must be running at the same moment: each waits (up to 20 s) for the other to
+    // arrive, so the check does not depend on how fast instances start on a loaded machine.
+    const barrier = mkdtempSync(join(dir, "barrier-"));
+    const reserved = (await Promise.all(
+      Array.from({ length: 2 }, () => runtime.invoke("reserved", event("x", { barrier, parties: 2 }))),
+    )) as (Timed & { met: boolean })[];
+    assert.deepEqual(reserved.map((r) => r.met), [true, true], "the reserved function ran both at once while the pool was full");
     const shared = (await Promise.all(flood)) as Timed[];
     assert.ok(maxOverlap(shared) <= 3, `shared pool respected (${maxOverlap(shared)})`);
-    assert.equal(maxOverlap(reserved), 2, "the reserved function ran both at once while the pool was full");
     const sharedEnd = Math.max(...shared.map((r) => r.end));
     assert.ok(Math.max(...reserved.map((r) => r.end)) < sharedEnd, "it did not wait for the flood to drain");
     const all = [...shared, ...reserved];
