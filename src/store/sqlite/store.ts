@@ -21,7 +21,7 @@
  */
 import Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ErrorCode, SluiceError } from "../../errors.ts";
 import type {
@@ -40,6 +40,7 @@ import type {
   StoredEvent,
 } from "../contract.ts";
 import { WorkSignal } from "../work-signal.ts";
+import { startCheckpointer, defaultWalMaxBytes, type Checkpointer, type CheckpointOptions, type CheckpointStats } from "./checkpointer.ts";
 import { migrate } from "./schema.ts";
 
 export interface SqliteStoreOptions {
@@ -52,7 +53,19 @@ export interface SqliteStoreOptions {
   synchronous?: "normal" | "full";
   /** How long a write waits for another connection's lock before failing with E_STORE_UNAVAILABLE. Default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * WAL checkpoints run on a worker thread with its own connection (see checkpointer.ts); `false` leaves them to
+   * SQLite's automatic checkpoint inside the committing call (every ~40 MB of WAL), on the writer's thread.
+   */
+  checkpoint?: CheckpointOptions | false;
 }
+
+/** SQLite's own checkpoint threshold when the checkpointer is off (or died): ~40 MB of WAL. */
+const AUTO_CHECKPOINT_PAGES = 10_000;
+
+/** With the checkpointer, a flush waits WAL_WAIT_MS at a time, at most MAX_WAL_WAITS times, while the WAL is past its cap. */
+const WAL_WAIT_MS = 2;
+const MAX_WAL_WAITS = 50;
 
 /** Dedupe and state rows past their window/expiry are deleted at most once per this much of the callers' clock. */
 const SWEEP_EVERY_MS = 60_000;
@@ -432,9 +445,21 @@ export class SqliteStore implements StorageBackend {
   readonly #lastDedupeSweepAt = new Map<string, number>();
   #lastStateSweepAt = Number.NEGATIVE_INFINITY;
 
-  constructor(db: Database.Database, path: string) {
+  #checkpointer: Checkpointer | undefined;
+  /** With the checkpointer: WAL size past which flushes wait for it (see #walTooLarge). */
+  readonly #walCapBytes: number;
+  readonly #walPath: string;
+
+  constructor(
+    db: Database.Database,
+    path: string,
+    checkpointer?: { start: (store: SqliteStore) => Checkpointer; walCapBytes: number },
+  ) {
     this.#db = db;
     this.path = path;
+    this.#walPath = `${path}-wal`;
+    this.#walCapBytes = checkpointer?.walCapBytes ?? 0;
+    this.#checkpointer = checkpointer?.start(this);
     this.#sql = prepareStatements(db);
     this.#signal = acquireSignal(path);
     this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
@@ -486,6 +511,10 @@ export class SqliteStore implements StorageBackend {
   }
 
   #flush(): void {
+    if (this.#walCapBytes > 0 && this.#walTooLarge()) {
+      setTimeout(() => this.#flush(), WAL_WAIT_MS);
+      return;
+    }
     const writes = this.#pending;
     this.#pending = [];
     this.#flushScheduled = false;
@@ -545,12 +574,58 @@ export class SqliteStore implements StorageBackend {
     this.#closing ??= (async () => {
       await this.#idle();
       this.#closed = true;
+      // First the checkpointer, so that the writer's connection is the last one and its close checkpoints the
+      // WAL and removes it.
+      await this.#checkpointer?.close();
       this.#db.close();
       releaseSignal(this.path);
       // Wake parked workers so their loops see the store is closed.
       this.#signal.notify();
     })();
     return this.#closing;
+  }
+
+  /**
+   * Backpressure behind the checkpointer: while the WAL file is past the cap (the checkpointer thread is starved of
+   * CPU, or its RESTART keeps missing a gap between commits), a flush waits a few ms, up to MAX_WAL_WAITS times in a
+   * row, giving the checkpointer CPU and gaps. The writes just queue meanwhile; the event loop never blocks. One
+   * stat(2) per flush; the file only exceeds `journal_size_limit` while frames pile up (a rewind cuts it back).
+   * (Checkpointing here instead mostly finds the checkpointer mid-checkpoint, SQLITE_BUSY, and stalls the loop when
+   * it does run.)
+   */
+  #walTooLarge(): boolean {
+    if (this.#walWaits >= MAX_WAL_WAITS) {
+      this.#walWaits = 0;
+      return false;
+    }
+    let size: number;
+    try {
+      size = statSync(this.#walPath).size;
+    } catch {
+      return false;
+    }
+    if (size <= this.#walCapBytes) {
+      this.#walWaits = 0;
+      return false;
+    }
+    this.#walWaits++;
+    this.#walWaitsTotal++;
+    return true;
+  }
+
+  #walWaits = 0;
+  #walWaitsTotal = 0;
+
+  /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
+  checkpointStats(): Promise<CheckpointStats | undefined> {
+    if (this.#checkpointer === undefined) return Promise.resolve(undefined);
+    return this.#checkpointer.stats().then((stats) => ({ ...stats, writerWaits: this.#walWaitsTotal }));
+  }
+
+  /** The checkpointer died: fall back to SQLite's automatic checkpoints so the WAL stays bounded. */
+  fallBackToAutoCheckpoint(): void {
+    this.#checkpointer = undefined;
+    if (!this.#closed) this.#db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
   }
 
   // ---- writes run inside the group-commit transaction ----
@@ -886,11 +961,24 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
     db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
     db.pragma("temp_store = MEMORY");
     db.pragma("cache_size = -16000");
-    // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
-    // pages rewritten between two checkpoints are copied back once.
-    db.pragma("wal_autocheckpoint = 10000");
     migrate(db);
-    return new SqliteStore(db, path);
+    const checkpoint = options.checkpoint;
+    if (checkpoint === false) {
+      // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
+      // pages rewritten between two checkpoints are copied back once.
+      db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
+      return new SqliteStore(db, path);
+    }
+    db.pragma("wal_autocheckpoint = 0");
+    db.pragma(`journal_size_limit = ${checkpoint?.walMaxBytes ?? defaultWalMaxBytes}`);
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    return new SqliteStore(db, path, {
+      start: (store) =>
+        startCheckpointer(path, { ...checkpoint, busyTimeoutMs }, (unexpected) => {
+          if (unexpected) store.fallBackToAutoCheckpoint();
+        }),
+      walCapBytes: 4 * (checkpoint?.walMaxBytes ?? defaultWalMaxBytes),
+    });
   } catch (err) {
     db?.close();
     throw storeError(err);
