@@ -15,17 +15,20 @@ function tempDir(): { dir: string; path: string; remove(): void } {
   return { dir, path: join(dir, "data.db"), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-runStoreConformance({
-  name: "sqlite",
-  async open() {
-    const { path, remove } = tempDir();
-    return {
-      store: await createSqliteStore({ path }),
-      reopen: () => createSqliteStore({ path }),
-      cleanup: async () => remove(),
-    };
-  },
-});
+// Both modes: the store on its own thread (the default) and on the caller's thread.
+for (const thread of [true, false]) {
+  runStoreConformance({
+    name: thread ? "sqlite (store thread)" : "sqlite (in-thread)",
+    async open() {
+      const { path, remove } = tempDir();
+      return {
+        store: await createSqliteStore({ path, thread }),
+        reopen: () => createSqliteStore({ path, thread }),
+        cleanup: async () => remove(),
+      };
+    },
+  });
+}
 
 test("sqlite store - opens in WAL mode, records the schema version, and migrates only once", async (t) => {
   const { path, remove } = tempDir();

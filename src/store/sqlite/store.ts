@@ -42,6 +42,7 @@ import type {
 import { WorkSignal } from "../work-signal.ts";
 import { startCheckpointer, defaultWalMaxBytes, type Checkpointer, type CheckpointOptions, type CheckpointStats } from "./checkpointer.ts";
 import { migrate } from "./schema.ts";
+import { acquireSignal, openThreadedSqliteStore, releaseSignal } from "./thread-client.ts";
 
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. */
@@ -58,6 +59,12 @@ export interface SqliteStoreOptions {
    * SQLite's automatic checkpoint inside the committing call (every ~40 MB of WAL), on the writer's thread.
    */
   checkpoint?: CheckpointOptions | false;
+  /**
+   * `true` (default): the database work runs on a worker thread of its own, and the store's methods on the calling
+   * thread batch their requests into one message per tick (see thread-client.ts). `false`: it runs on the calling
+   * thread (the event loop), as group commits on `setImmediate`.
+   */
+  thread?: boolean;
 }
 
 /** SQLite's own checkpoint threshold when the checkpointer is off (or died): ~40 MB of WAL. */
@@ -113,24 +120,6 @@ type LeaseRef = Pick<Lease, "deliveryId" | "token">;
 
 /** Thrown (and caught) to roll back a batch delete that did not find every lease of the batch. */
 const someLeaseLost = new Error("some lease of the batch was lost");
-
-/** One WorkSignal per database file in this process, so store objects on one file wake each other. */
-const signals = new Map<string, { signal: WorkSignal; refs: number }>();
-
-function acquireSignal(file: string): WorkSignal {
-  let entry = signals.get(file);
-  if (!entry) {
-    entry = { signal: new WorkSignal(), refs: 0 };
-    signals.set(file, entry);
-  }
-  entry.refs++;
-  return entry.signal;
-}
-
-function releaseSignal(file: string): void {
-  const entry = signals.get(file);
-  if (entry && --entry.refs === 0) signals.delete(file);
-}
 
 const retryableSqliteCodes = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|PROTOCOL)/;
 
@@ -419,8 +408,20 @@ interface StatsRow {
 }
 
 /** The SQLite `StorageBackend`. Create it with `createSqliteStore`. */
-export class SqliteStore implements StorageBackend {
+export interface SqliteStore extends StorageBackend {
+  readonly kind: "sqlite";
+  /** Absolute path of the database file. */
+  readonly path: string;
+  /** True when the database work runs on the store's own worker thread (see thread-client.ts). */
+  readonly threaded: boolean;
+  /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
+  checkpointStats(): Promise<CheckpointStats | undefined>;
+}
+
+/** The store running on the calling thread: the group-commit engine (also what the store thread runs). */
+export class LocalSqliteStore implements SqliteStore {
   readonly kind = "sqlite";
+  readonly threaded = false;
   readonly events: EventLog;
   readonly queues: DeliveryQueues;
   readonly state: StateStore;
@@ -453,7 +454,7 @@ export class SqliteStore implements StorageBackend {
   constructor(
     db: Database.Database,
     path: string,
-    checkpointer?: { start: (store: SqliteStore) => Checkpointer; walCapBytes: number },
+    checkpointer?: { start: (store: LocalSqliteStore) => Checkpointer; walCapBytes: number },
   ) {
     this.#db = db;
     this.path = path;
@@ -952,6 +953,12 @@ export class SqliteStore implements StorageBackend {
  * ```
  */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
+  if (options.thread === false) return openLocalSqliteStore(options);
+  return openThreadedSqliteStore({ ...options, path: resolve(options.path) });
+}
+
+/** Opens the store on the calling thread (the `thread: false` mode, and what the store thread runs). */
+export function openLocalSqliteStore(options: SqliteStoreOptions): LocalSqliteStore {
   const path = resolve(options.path);
   let db: Database.Database | undefined;
   try {
@@ -967,12 +974,12 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
       // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
       // pages rewritten between two checkpoints are copied back once.
       db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
-      return new SqliteStore(db, path);
+      return new LocalSqliteStore(db, path);
     }
     db.pragma("wal_autocheckpoint = 0");
     db.pragma(`journal_size_limit = ${checkpoint?.walMaxBytes ?? defaultWalMaxBytes}`);
     const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-    return new SqliteStore(db, path, {
+    return new LocalSqliteStore(db, path, {
       start: (store) =>
         startCheckpointer(path, { ...checkpoint, busyTimeoutMs }, (unexpected) => {
           if (unexpected) store.fallBackToAutoCheckpoint();
