@@ -21,7 +21,7 @@ export const crashQueues = ["crash-a", "crash-b"] as const;
 
 /**
  * How the child process opens a store: `sqlite` (location = file; the store on its own thread), `sqlite-in-thread`
- * (the same on the caller's thread) or `postgres` (location = URL).
+ * (the same on the caller's thread, the default mode) or `postgres` (location = URL).
  */
 export async function openStore(kind: string, location: string): Promise<StorageBackend> {
   if (kind === "sqlite" || kind === "sqlite-in-thread") {

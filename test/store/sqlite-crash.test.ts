@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import { consumerCrash, publisherCrash, type CrashTarget } from "./crash-harness.ts";
 
-// Both modes: the store on its own thread (the default) and on the caller's thread.
+// Both modes: the store on its own thread (`thread: true`) and on the caller's thread (the default).
 for (const thread of [true, false]) {
   const mode = thread ? "store thread" : "in-thread";
 

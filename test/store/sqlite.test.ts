@@ -15,7 +15,7 @@ function tempDir(): { dir: string; path: string; remove(): void } {
   return { dir, path: join(dir, "data.db"), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-// Both modes: the store on its own thread (the default) and on the caller's thread.
+// Both modes: the store on the caller's thread (the default) and on its own thread.
 for (const thread of [true, false]) {
   runStoreConformance({
     name: thread ? "sqlite (store thread)" : "sqlite (in-thread)",

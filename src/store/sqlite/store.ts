@@ -15,6 +15,15 @@
  * its promise settles only after the shared commit. Reads run at once on the same connection and see every
  * write whose promise has resolved.
  *
+ * Threads. By default the store runs on the caller's thread; `thread: true` moves the database work to a worker
+ * thread of its own (thread-client.ts, store-thread.ts). On the bus benchmark (`npm run bench -- bus`, three runs of
+ * each mode on the shared 2-core machine at load 6-10) the store thread did not pay: W1 0.24-0.39x of bare SQLite
+ * against 0.20-0.46x in-thread, W3 0.16-0.53x against 0.29-0.61x, but W2 p99 9.7-76 ms against 4.8-7.3 ms, CPU
+ * per event 43-51 µs against 39-47 µs (the hop costs a structured clone and a message each way) and peak RSS
+ * 205-221 MB against 165-182 MB (a second V8 heap; over the bus's 200 MB goal). With the second core busy with other
+ * work, as on this machine, there is no idle core for the thread to use. Revisit on a quiet machine.
+ * WAL checkpoints run on a checkpointer thread in both modes (checkpointer.ts).
+ *
  * Concurrency. Calls of one store object are serialised by the flush; several store objects (or processes)
  * on one file take SQLite's write lock with BEGIN IMMEDIATE before reading leasable rows, so two leasers never
  * lease the same delivery. Wake-ups (`waitForWork`) reach every store object of the same file in this process.
@@ -60,9 +69,9 @@ export interface SqliteStoreOptions {
    */
   checkpoint?: CheckpointOptions | false;
   /**
-   * `true` (default): the database work runs on a worker thread of its own, and the store's methods on the calling
-   * thread batch their requests into one message per tick (see thread-client.ts). `false`: it runs on the calling
-   * thread (the event loop), as group commits on `setImmediate`.
+   * `false` (default): the database work runs on the calling thread (the event loop), as group commits on
+   * `setImmediate`. `true`: it runs on a worker thread of its own, and the store's methods on the calling thread
+   * batch their requests into one message per tick (see thread-client.ts). Why the default, see the file header.
    */
   thread?: boolean;
 }
@@ -953,7 +962,7 @@ export class LocalSqliteStore implements SqliteStore {
  * ```
  */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
-  if (options.thread === false) return openLocalSqliteStore(options);
+  if (options.thread !== true) return openLocalSqliteStore(options);
   return openThreadedSqliteStore({ ...options, path: resolve(options.path) });
 }
 

@@ -1,5 +1,5 @@
 /**
- * The SQLite store on a thread of its own: `createSqliteStore` (default `thread: true`) starts store-thread.ts, which
+ * The SQLite store on a thread of its own: `createSqliteStore({ thread: true })` starts store-thread.ts, which
  * runs the group-commit engine (`LocalSqliteStore`), and returns this proxy. Each method queues a request; the
  * requests of one tick go to the thread in ONE `postMessage` (queued on a microtask), and each call resolves when
  * the thread's reply arrives, which the thread sends only after the group commit that made its writes durable. So
