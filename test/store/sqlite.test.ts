@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -15,17 +15,20 @@ function tempDir(): { dir: string; path: string; remove(): void } {
   return { dir, path: join(dir, "data.db"), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-runStoreConformance({
-  name: "sqlite",
-  async open() {
-    const { path, remove } = tempDir();
-    return {
-      store: await createSqliteStore({ path }),
-      reopen: () => createSqliteStore({ path }),
-      cleanup: async () => remove(),
-    };
-  },
-});
+// Both modes: the store on the caller's thread (the default) and on its own thread.
+for (const thread of [true, false]) {
+  runStoreConformance({
+    name: thread ? "sqlite (store thread)" : "sqlite (in-thread)",
+    async open() {
+      const { path, remove } = tempDir();
+      return {
+        store: await createSqliteStore({ path, thread }),
+        reopen: () => createSqliteStore({ path, thread }),
+        cleanup: async () => remove(),
+      };
+    },
+  });
+}
 
 test("sqlite store - opens in WAL mode, records the schema version, and migrates only once", async (t) => {
   const { path, remove } = tempDir();
@@ -162,4 +165,68 @@ test("sqlite store - a large append (several multi-row statements) keeps dedupe,
   await store.queues.ack(leases.filter((l) => l.partitionKey === "k1"));
   const next = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: 1000 });
   assert.deepEqual(next.map((l) => l.payload), ['{"i":5}']);
+});
+
+/** Waits for `condition` to hold, checking every few ms, failing after `timeoutMs`. */
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function walSize(path: string): number {
+  return existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0;
+}
+
+test("sqlite store - the checkpointer thread keeps the WAL bounded under sustained appends, truncates it when idle, and stops on close", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const walMaxBytes = 1024 * 1024;
+  const store = await createSqliteStore({ path, checkpoint: { intervalMs: 10, walMaxBytes } });
+  const body = `{"data":"${"x".repeat(1000)}"}`;
+  let maxWal = 0;
+  // ~48 MB of events (each with a delivery; ~110 MB of WAL frames with the indexes), written back to back.
+  const batches = 480;
+  for (let batch = 0; batch < batches; batch++) {
+    const entries = Array.from({ length: 100 }, (_, i) => ({
+      bus: "b",
+      eventId: `${batch}-${i}`,
+      dedupeKey: `${batch}-${i}`,
+      encoded: body,
+      deliveries: [{ queue: "q" }],
+    }));
+    await store.events.append(entries, { now: 1000 + batch, dedupeWindowMs: 60_000 });
+    maxWal = Math.max(maxWal, walSize(path));
+  }
+  const stats = await store.checkpointStats();
+  t.diagnostic(`largest WAL ${(maxWal / 1048576).toFixed(1)} MiB; checkpoints ${JSON.stringify(stats)}`);
+  assert.ok(stats !== undefined && stats.passive > 0, "passive checkpoints ran");
+  assert.ok(stats.restart > 0, "the WAL was restarted when it passed walMaxBytes");
+  // The checkpointer keeps it near walMaxBytes when it gets CPU; the writer holding its commits back past
+  // 4 × walMaxBytes bounds it when not (one group commit of ~250 KB may land past the cap). Without checkpoints it
+  // grows to ~110 MB.
+  assert.ok(maxWal < 5 * walMaxBytes, `the WAL stayed bounded (largest ${maxWal} bytes)`);
+  // Idle: the checkpointer truncates the WAL.
+  await until(() => walSize(path) === 0, 10_000, "the idle WAL to be truncated");
+  assert.equal((await store.events.read("b", { limit: 1, afterSeq: batches * 100 - 1 })).length, 1, "every event is readable");
+  await store.close();
+  // The checkpointer's connection was closed first, so the writer's close (the last connection) removed the WAL.
+  assert.equal(existsSync(`${path}-wal`), false, "the WAL file is gone after close");
+  assert.equal(await store.checkpointStats().then((s) => s?.lastError), "closed");
+});
+
+test("sqlite store - with checkpoint: false SQLite checkpoints automatically and no checkpointer runs", async (t) => {
+  const { path, remove } = tempDir();
+  t.after(remove);
+  const store = await createSqliteStore({ path, checkpoint: false });
+  t.after(() => store.close());
+  assert.equal(await store.checkpointStats(), undefined);
+  const db = new Database(path, { readonly: true });
+  try {
+    assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
+  } finally {
+    db.close();
+  }
 });

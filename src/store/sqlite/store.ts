@@ -15,13 +15,22 @@
  * its promise settles only after the shared commit. Reads run at once on the same connection and see every
  * write whose promise has resolved.
  *
+ * Threads. By default the store runs on the caller's thread; `thread: true` moves the database work to a worker
+ * thread of its own (thread-client.ts, store-thread.ts). On the bus benchmark (`npm run bench -- bus`, three runs of
+ * each mode on the shared 2-core machine at load 6-10) the store thread did not pay: W1 0.24-0.39x of bare SQLite
+ * against 0.20-0.46x in-thread, W3 0.16-0.53x against 0.29-0.61x, but W2 p99 9.7-76 ms against 4.8-7.3 ms, CPU
+ * per event 43-51 µs against 39-47 µs (the hop costs a structured clone and a message each way) and peak RSS
+ * 205-221 MB against 165-182 MB (a second V8 heap; over the bus's 200 MB goal). With the second core busy with other
+ * work, as on this machine, there is no idle core for the thread to use. Revisit on a quiet machine.
+ * WAL checkpoints run on a checkpointer thread in both modes (checkpointer.ts).
+ *
  * Concurrency. Calls of one store object are serialised by the flush; several store objects (or processes)
  * on one file take SQLite's write lock with BEGIN IMMEDIATE before reading leasable rows, so two leasers never
  * lease the same delivery. Wake-ups (`waitForWork`) reach every store object of the same file in this process.
  */
 import Database from "better-sqlite3";
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ErrorCode, SluiceError } from "../../errors.ts";
 import type {
@@ -40,7 +49,9 @@ import type {
   StoredEvent,
 } from "../contract.ts";
 import { WorkSignal } from "../work-signal.ts";
+import { startCheckpointer, defaultWalMaxBytes, type Checkpointer, type CheckpointOptions, type CheckpointStats } from "./checkpointer.ts";
 import { migrate } from "./schema.ts";
+import { acquireSignal, openThreadedSqliteStore, releaseSignal } from "./thread-client.ts";
 
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. */
@@ -52,7 +63,25 @@ export interface SqliteStoreOptions {
   synchronous?: "normal" | "full";
   /** How long a write waits for another connection's lock before failing with E_STORE_UNAVAILABLE. Default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * WAL checkpoints run on a worker thread with its own connection (see checkpointer.ts); `false` leaves them to
+   * SQLite's automatic checkpoint inside the committing call (every ~40 MB of WAL), on the writer's thread.
+   */
+  checkpoint?: CheckpointOptions | false;
+  /**
+   * `false` (default): the database work runs on the calling thread (the event loop), as group commits on
+   * `setImmediate`. `true`: it runs on a worker thread of its own, and the store's methods on the calling thread
+   * batch their requests into one message per tick (see thread-client.ts). Why the default, see the file header.
+   */
+  thread?: boolean;
 }
+
+/** SQLite's own checkpoint threshold when the checkpointer is off (or died): ~40 MB of WAL. */
+const AUTO_CHECKPOINT_PAGES = 10_000;
+
+/** With the checkpointer, a flush waits WAL_WAIT_MS at a time, at most MAX_WAL_WAITS times, while the WAL is past its cap. */
+const WAL_WAIT_MS = 2;
+const MAX_WAL_WAITS = 50;
 
 /** Dedupe and state rows past their window/expiry are deleted at most once per this much of the callers' clock. */
 const SWEEP_EVERY_MS = 60_000;
@@ -100,24 +129,6 @@ type LeaseRef = Pick<Lease, "deliveryId" | "token">;
 
 /** Thrown (and caught) to roll back a batch delete that did not find every lease of the batch. */
 const someLeaseLost = new Error("some lease of the batch was lost");
-
-/** One WorkSignal per database file in this process, so store objects on one file wake each other. */
-const signals = new Map<string, { signal: WorkSignal; refs: number }>();
-
-function acquireSignal(file: string): WorkSignal {
-  let entry = signals.get(file);
-  if (!entry) {
-    entry = { signal: new WorkSignal(), refs: 0 };
-    signals.set(file, entry);
-  }
-  entry.refs++;
-  return entry.signal;
-}
-
-function releaseSignal(file: string): void {
-  const entry = signals.get(file);
-  if (entry && --entry.refs === 0) signals.delete(file);
-}
 
 const retryableSqliteCodes = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|CANTOPEN|PROTOCOL)/;
 
@@ -406,8 +417,20 @@ interface StatsRow {
 }
 
 /** The SQLite `StorageBackend`. Create it with `createSqliteStore`. */
-export class SqliteStore implements StorageBackend {
+export interface SqliteStore extends StorageBackend {
+  readonly kind: "sqlite";
+  /** Absolute path of the database file. */
+  readonly path: string;
+  /** True when the database work runs on the store's own worker thread (see thread-client.ts). */
+  readonly threaded: boolean;
+  /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
+  checkpointStats(): Promise<CheckpointStats | undefined>;
+}
+
+/** The store running on the calling thread: the group-commit engine (also what the store thread runs). */
+export class LocalSqliteStore implements SqliteStore {
   readonly kind = "sqlite";
+  readonly threaded = false;
   readonly events: EventLog;
   readonly queues: DeliveryQueues;
   readonly state: StateStore;
@@ -432,9 +455,21 @@ export class SqliteStore implements StorageBackend {
   readonly #lastDedupeSweepAt = new Map<string, number>();
   #lastStateSweepAt = Number.NEGATIVE_INFINITY;
 
-  constructor(db: Database.Database, path: string) {
+  #checkpointer: Checkpointer | undefined;
+  /** With the checkpointer: WAL size past which flushes wait for it (see #walTooLarge). */
+  readonly #walCapBytes: number;
+  readonly #walPath: string;
+
+  constructor(
+    db: Database.Database,
+    path: string,
+    checkpointer?: { start: (store: LocalSqliteStore) => Checkpointer; walCapBytes: number },
+  ) {
     this.#db = db;
     this.path = path;
+    this.#walPath = `${path}-wal`;
+    this.#walCapBytes = checkpointer?.walCapBytes ?? 0;
+    this.#checkpointer = checkpointer?.start(this);
     this.#sql = prepareStatements(db);
     this.#signal = acquireSignal(path);
     this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
@@ -486,6 +521,10 @@ export class SqliteStore implements StorageBackend {
   }
 
   #flush(): void {
+    if (this.#walCapBytes > 0 && this.#walTooLarge()) {
+      setTimeout(() => this.#flush(), WAL_WAIT_MS);
+      return;
+    }
     const writes = this.#pending;
     this.#pending = [];
     this.#flushScheduled = false;
@@ -545,12 +584,58 @@ export class SqliteStore implements StorageBackend {
     this.#closing ??= (async () => {
       await this.#idle();
       this.#closed = true;
+      // First the checkpointer, so that the writer's connection is the last one and its close checkpoints the
+      // WAL and removes it.
+      await this.#checkpointer?.close();
       this.#db.close();
       releaseSignal(this.path);
       // Wake parked workers so their loops see the store is closed.
       this.#signal.notify();
     })();
     return this.#closing;
+  }
+
+  /**
+   * Backpressure behind the checkpointer: while the WAL file is past the cap (the checkpointer thread is starved of
+   * CPU, or its RESTART keeps missing a gap between commits), a flush waits a few ms, up to MAX_WAL_WAITS times in a
+   * row, giving the checkpointer CPU and gaps. The writes just queue meanwhile; the event loop never blocks. One
+   * stat(2) per flush; the file only exceeds `journal_size_limit` while frames pile up (a rewind cuts it back).
+   * (Checkpointing here instead mostly finds the checkpointer mid-checkpoint, SQLITE_BUSY, and stalls the loop when
+   * it does run.)
+   */
+  #walTooLarge(): boolean {
+    if (this.#walWaits >= MAX_WAL_WAITS) {
+      this.#walWaits = 0;
+      return false;
+    }
+    let size: number;
+    try {
+      size = statSync(this.#walPath).size;
+    } catch {
+      return false;
+    }
+    if (size <= this.#walCapBytes) {
+      this.#walWaits = 0;
+      return false;
+    }
+    this.#walWaits++;
+    this.#walWaitsTotal++;
+    return true;
+  }
+
+  #walWaits = 0;
+  #walWaitsTotal = 0;
+
+  /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
+  checkpointStats(): Promise<CheckpointStats | undefined> {
+    if (this.#checkpointer === undefined) return Promise.resolve(undefined);
+    return this.#checkpointer.stats().then((stats) => ({ ...stats, writerWaits: this.#walWaitsTotal }));
+  }
+
+  /** The checkpointer died: fall back to SQLite's automatic checkpoints so the WAL stays bounded. */
+  fallBackToAutoCheckpoint(): void {
+    this.#checkpointer = undefined;
+    if (!this.#closed) this.#db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
   }
 
   // ---- writes run inside the group-commit transaction ----
@@ -877,6 +962,12 @@ export class SqliteStore implements StorageBackend {
  * ```
  */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
+  if (options.thread !== true) return openLocalSqliteStore(options);
+  return openThreadedSqliteStore({ ...options, path: resolve(options.path) });
+}
+
+/** Opens the store on the calling thread (the `thread: false` mode, and what the store thread runs). */
+export function openLocalSqliteStore(options: SqliteStoreOptions): LocalSqliteStore {
   const path = resolve(options.path);
   let db: Database.Database | undefined;
   try {
@@ -886,11 +977,24 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
     db.pragma(`synchronous = ${options.synchronous === "full" ? "FULL" : "NORMAL"}`);
     db.pragma("temp_store = MEMORY");
     db.pragma("cache_size = -16000");
-    // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
-    // pages rewritten between two checkpoints are copied back once.
-    db.pragma("wal_autocheckpoint = 10000");
     migrate(db);
-    return new SqliteStore(db, path);
+    const checkpoint = options.checkpoint;
+    if (checkpoint === false) {
+      // Checkpoint every ~40 MB of WAL instead of 4 MB: fewer checkpoints (each fsyncs the database file), and
+      // pages rewritten between two checkpoints are copied back once.
+      db.pragma(`wal_autocheckpoint = ${AUTO_CHECKPOINT_PAGES}`);
+      return new LocalSqliteStore(db, path);
+    }
+    db.pragma("wal_autocheckpoint = 0");
+    db.pragma(`journal_size_limit = ${checkpoint?.walMaxBytes ?? defaultWalMaxBytes}`);
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    return new LocalSqliteStore(db, path, {
+      start: (store) =>
+        startCheckpointer(path, { ...checkpoint, busyTimeoutMs }, (unexpected) => {
+          if (unexpected) store.fallBackToAutoCheckpoint();
+        }),
+      walCapBytes: 4 * (checkpoint?.walMaxBytes ?? defaultWalMaxBytes),
+    });
   } catch (err) {
     db?.close();
     throw storeError(err);
