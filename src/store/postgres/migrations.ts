@@ -288,6 +288,19 @@ CREATE INDEX dedupe_stored_at ON $schema.dedupe USING brin (stored_at);
 ALTER TABLE $schema.deliveries DROP CONSTRAINT deliveries_pkey;
 `,
   },
+  {
+    version: 4,
+    name: "append's dedupe lookup always through the key index",
+    sql: `
+-- A fresh or fast-growing dedupe table has no statistics (autovacuum analyzes it a minute later at best), and the
+-- planner then took a sequential scan for the key lookup: one comparison per stored key and batch key, so an append
+-- of 400 events went from ~25 ms at 12 000 keys to ~90 ms at 60 000 (and past jit_above_cost, into JIT
+-- compilation). Every table access in append_entries has an index to use, so forbidding sequential scans in it
+-- only ever removes that plan.
+ALTER FUNCTION $schema.append_entries(text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text)
+  SET enable_seqscan = off;
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
