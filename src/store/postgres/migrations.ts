@@ -301,6 +301,41 @@ ALTER FUNCTION $schema.append_entries(text[], text[], text[], int8[], text[], in
   SET enable_seqscan = off;
 `,
   },
+  {
+    version: 5,
+    name: "ack_keyed commits asynchronously",
+    sql: `
+CREATE OR REPLACE FUNCTION $schema.ack_keyed(int8[], text[], text) RETURNS SETOF text LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+  v_ids text[]; v_dq text[]; v_dk text[]; v_lq text[]; v_lk text[];
+BEGIN
+  -- Commits asynchronously, like the keyless ack (see deliveries.ts): lost only with a server crash, and then
+  -- the deliveries run again.
+  PERFORM set_config('synchronous_commit', 'off', true);
+  WITH gone AS (
+    DELETE FROM $schema.deliveries d USING unnest($1, $2) AS a(id, token)
+    WHERE d.id = ANY($1) AND NOT d.blocked AND d.id = a.id AND d.lease_token = a.token
+    RETURNING d.id, d.queue, d.partition_key
+  ), cnt AS (
+    SELECT queue, partition_key, count(*) AS n FROM gone WHERE partition_key IS NOT NULL GROUP BY queue, partition_key
+  ), dec AS (
+    UPDATE $schema.partitions p SET pending = p.pending - cnt.n FROM cnt
+    WHERE p.queue = cnt.queue AND p.partition_key = cnt.partition_key
+    RETURNING p.queue, p.partition_key, p.pending
+  )
+  SELECT (SELECT array_agg(id::text) FROM gone),
+         (SELECT array_agg(queue) FROM dec WHERE pending <= 0), (SELECT array_agg(partition_key) FROM dec WHERE pending <= 0),
+         (SELECT array_agg(queue) FROM dec WHERE pending > 0), (SELECT array_agg(partition_key) FROM dec WHERE pending > 0)
+  INTO v_ids, v_dq, v_dk, v_lq, v_lk;
+  IF v_dq IS NOT NULL OR v_lq IS NOT NULL THEN
+    PERFORM $schema.move_heads(coalesce(v_dq, '{}'), coalesce(v_dk, '{}'), coalesce(v_lq, '{}'), coalesce(v_lk, '{}'), $3);
+  END IF;
+  RETURN QUERY SELECT unnest(coalesce(v_ids, '{}'));
+END
+$fn$;
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
