@@ -336,6 +336,97 @@ END
 $fn$;
 `,
   },
+  {
+    version: 6,
+    name: "append_entries: each event's body sent once, cached plans",
+    sql: `
+-- Two changes to append_entries (migration 2), measured with 400-event and 1-event appends under load:
+-- - A delivery's payload ($11) is null when it is the event itself: the body crosses the wire and is parsed once,
+--   not once more per delivery (client CPU of 400-event appends with 3 deliveries each: 112-116 -> 49-59 us per
+--   event; with one: 39-49 -> 32-35).
+-- - The plan is cached (plan_cache_mode = auto) instead of replanned on every call: replanning cost about half of
+--   a one-event append's server CPU (1.26-1.56 ms -> 0.78 ms), and the cached plan runs 400-event appends no slower
+--   (server CPU 47 -> 35-40 us per event; with sequential scans off, the dedupe lookup is the key index whatever
+--   the array sizes).
+CREATE OR REPLACE FUNCTION $schema.append_entries(
+  text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text
+) RETURNS TABLE (ord bigint, seq bigint, dup boolean) LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = auto SET enable_seqscan = off AS $fn$
+#variable_conflict use_column
+BEGIN
+  PERFORM pg_advisory_xact_lock(20932, hashtext('$name'));
+  RETURN QUERY
+    WITH ev AS (
+      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
+        WITH ORDINALITY AS t(bus, event_id, encoded, now, dedupe_key, win, ord)
+    ), known AS (
+      -- ANY on both primary-key columns: an index scan, never a scan of the whole dedupe table.
+      SELECT bus, dedupe_key, seq, stored_at FROM $schema.dedupe WHERE bus = ANY($7::text[]) AND dedupe_key = ANY($5::text[])
+    ), dup AS (
+      -- Within the window of the first accepted append (a duplicate does not extend it).
+      SELECT ev.ord, known.seq FROM ev JOIN known ON known.bus = ev.bus AND known.dedupe_key = ev.dedupe_key
+      WHERE ev.win > 0 AND ev.now - known.stored_at < ev.win
+    ), fresh AS (
+      SELECT ev.*, row_number() OVER (ORDER BY ev.ord) AS rn FROM ev WHERE ev.ord NOT IN (SELECT ord FROM dup)
+    ), ins AS (
+      INSERT INTO $schema.events (bus, event_id, encoded, stored_at)
+      SELECT bus, event_id, encoded, now FROM fresh ORDER BY rn
+      RETURNING seq
+    ), stored AS (
+      -- Identity values are drawn in row order, so the n-th smallest new seq belongs to the n-th fresh entry.
+      SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
+      FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
+    ), dd_new AS (
+      -- Keys the lookup did not find: a plain insert (cheaper than ON CONFLICT). Under the append lock nobody
+      -- else inserts dedupe keys; the prune only deletes.
+      INSERT INTO $schema.dedupe (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
+      RETURNING 1
+    ), dd_old AS (
+      -- Keys whose window expired (or with dedupe off): overwrite, or insert if the prune deleted them meanwhile.
+      INSERT INTO $schema.dedupe AS d (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
+      ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
+      RETURNING 1
+    ), dv AS (
+      -- A null payload is the entry's own event ($3), sent once however many deliveries it has.
+      SELECT t.entry, t.queue, t.pk, coalesce(t.payload, ev.encoded) AS payload, t.visible_at, t.enqueued_at, t.ord
+      FROM unnest($8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+        WITH ORDINALITY AS t(entry, queue, pk, payload, visible_at, enqueued_at, ord)
+      JOIN ev ON ev.ord = t.entry
+      WHERE t.entry IN (SELECT ord FROM stored)
+    ), cnt AS (
+      SELECT queue, pk, count(*) AS n FROM dv WHERE pk IS NOT NULL GROUP BY queue, pk
+    ), up AS (
+      INSERT INTO $schema.partitions AS p (queue, partition_key, pending)
+      SELECT queue, pk, n FROM cnt ORDER BY queue, pk
+      ON CONFLICT (queue, partition_key) DO UPDATE SET pending = p.pending + EXCLUDED.pending
+      RETURNING queue, partition_key, pending
+    ), dl AS (
+      INSERT INTO $schema.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked)
+      SELECT dv.queue, dv.pk, dv.payload, dv.visible_at, dv.enqueued_at,
+             CASE WHEN dv.pk IS NULL THEN false
+                  ELSE up.pending - cnt.n > 0 OR row_number() OVER (PARTITION BY dv.queue, dv.pk ORDER BY dv.ord) > 1
+             END
+      FROM dv
+      LEFT JOIN cnt ON cnt.queue = dv.queue AND cnt.pk = dv.pk
+      LEFT JOIN up ON up.queue = dv.queue AND up.partition_key = dv.pk
+      ORDER BY dv.ord
+      RETURNING 1
+    ), notified AS (
+      SELECT pg_notify($14, '') FROM (SELECT 1 FROM dl LIMIT 1) one
+    )
+    SELECT ord, seq, false AS dup FROM stored
+    UNION ALL SELECT ord, seq, true FROM dup
+    UNION ALL SELECT NULL, NULL, NULL FROM notified;
+END
+$fn$;
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
