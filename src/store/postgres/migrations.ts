@@ -427,6 +427,17 @@ END
 $fn$;
 `,
   },
+  {
+    version: 7,
+    name: "deliveries fillfactor 50: leases are HOT updates",
+    sql: `
+-- A delivery is updated about once (its lease) before it is deleted (its ack). At fillfactor 80 a page of ~400-byte
+-- rows had room for the new versions of a fifth of them, so 70% of leases were not HOT and inserted into both lease
+-- indexes; at 50, 89% are HOT, and the lease's server CPU per delivery fell from 21.5-22 to 10.5-12.5 us (400-event
+-- appends, leases of 256 and acks interleaved, two runs each). New pages only; the queue table turns over quickly.
+ALTER TABLE $schema.deliveries SET (fillfactor = 50);
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
