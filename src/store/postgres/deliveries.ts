@@ -32,6 +32,9 @@ interface KeyGroup {
   n: number;
 }
 
+/** Acks of at most this many leases use a prepared statement (see ack). */
+const smallAckMax = 16;
+
 const idPattern = /^[1-9][0-9]{0,17}$/;
 
 function groupKey(queue: string, key: string): string {
@@ -206,6 +209,8 @@ export class PgDeliveryQueues implements DeliveryQueues {
         byQueue
           ? [request.now, request.max, request.now + request.leaseMs, request.queues]
           : [request.now, request.max, request.now + request.leaseMs],
+        // Prepared once per connection: the plan (the leasable index in id order) does not depend on the values.
+        byQueue ? "sluice_lease_queues" : "sluice_lease",
       );
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       return rows.map((r) => {
@@ -243,10 +248,14 @@ export class PgDeliveryQueues implements DeliveryQueues {
               this.#db.query<{ id: string }>(`SELECT id FROM ${this.#db.s}.ack_keyed($1, $2, $3) AS id`, [...params, this.#db.channel], "sluice_ack_keyed"),
             )
           ).map((r) => r.id);
+          // A key's next delivery may have become its head (move_heads notified; our own echo is ignored).
+          if (removed.length > 0) this.#listener.wake();
         } else {
-          // Keyless leases only: one autocommitted statement, no key to move. Not a named statement: its cached
-          // generic plan (used after five runs) is several times slower than a plan for the actual arrays.
-          removed = (await this.#db.query<{ id: string }>(deleteSql, params)).map((r) => r.id);
+          // Keyless leases only: one autocommitted statement, no key to move. A named statement only for small
+          // batches: planning is most of a small ack's cost, but the cached generic plan (used after five runs)
+          // is several times slower than a plan for the actual arrays once they hold hundreds of ids.
+          const name = valid.length <= smallAckMax ? "sluice_ack_small" : undefined;
+          removed = (await this.#db.query<{ id: string }>(deleteSql, params, name)).map((r) => r.id);
         }
       }
       const acked = new Set(removed);
@@ -280,6 +289,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
         ),
       );
       if (!row?.ok) throw leaseLost(lease.deliveryId, "deadLetter");
+      if (lease.token.startsWith("k")) this.#listener.wake(); // the key's next delivery may be its head now
     });
   }
 

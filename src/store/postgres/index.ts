@@ -77,6 +77,14 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   pool.on("error", () => undefined);
   const channel = `sluice_work_${schema}`;
   const listener = new WorkListener(pg.Client, connection, channel);
+  pool.on("connect", (client) => {
+    const pid = (client as unknown as { processID?: number }).processID;
+    if (pid !== undefined) listener.ownBackends.add(pid);
+  });
+  pool.on("remove", (client) => {
+    const pid = (client as unknown as { processID?: number }).processID;
+    if (pid !== undefined) listener.ownBackends.delete(pid);
+  });
   try {
     const client = await pool.connect();
     try {
