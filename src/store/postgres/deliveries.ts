@@ -32,6 +32,9 @@ interface KeyGroup {
   n: number;
 }
 
+/** Acks of at most this many leases use a prepared statement (see ack). */
+const smallAckMax = 16;
+
 const idPattern = /^[1-9][0-9]{0,17}$/;
 
 function groupKey(queue: string, key: string): string {
@@ -43,6 +46,15 @@ function compareGroups(a: KeyGroup, b: KeyGroup): number {
   if (a.key !== b.key) return a.key < b.key ? -1 : 1;
   return 0;
 }
+
+/**
+ * Lease, ack, retry and extend commit asynchronously: `set_config(…, true)` lasts until the end of the statement's
+ * own (implicit) transaction, is evaluated for each changed row (a statement changing nothing writes no commit
+ * record to flush), and spares the call the wait for a WAL flush. Undone only by a crash of the PostgreSQL server
+ * (not of Sluice) within a few hundred milliseconds, which makes the delivery leasable again: it runs again, as
+ * at-least-once allows. Appends, enqueues, redrives and dead letters stay synchronous.
+ */
+const asyncCommitSql = "set_config('synchronous_commit', 'off', true) AS async_commit";
 
 /** Keyed leases carry a `k` token prefix, so an ack knows without a lookup whether it must move a key's head. */
 const leaseTokenSql = "CASE WHEN d.partition_key IS NULL THEN 'u' ELSE 'k' END || gen_random_uuid()::text";
@@ -193,10 +205,12 @@ export class PgDeliveryQueues implements DeliveryQueues {
          UPDATE ${s}.deliveries d
          SET attempt = d.attempt + 1, lease_token = ${leaseTokenSql}, visible_at = $3
          WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM picked))
-         RETURNING d.id, d.queue, d.lease_token, d.payload, d.attempt, d.partition_key, d.enqueued_at, d.visible_at, d.last_error`,
+         RETURNING d.id, d.queue, d.lease_token, d.payload, d.attempt, d.partition_key, d.enqueued_at, d.visible_at, d.last_error, ${asyncCommitSql}`,
         byQueue
           ? [request.now, request.max, request.now + request.leaseMs, request.queues]
           : [request.now, request.max, request.now + request.leaseMs],
+        // Prepared once per connection: the plan (the leasable index in id order) does not depend on the values.
+        byQueue ? "sluice_lease_queues" : "sluice_lease",
       );
       rows.sort((a, b) => Number(a.id) - Number(b.id));
       return rows.map((r) => {
@@ -225,7 +239,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
         // can be planned as a hash join over a sequential scan of the whole queue table).
         const deleteSql = `DELETE FROM ${this.#db.s}.deliveries d USING unnest($1::int8[], $2::text[]) AS a(id, token)
            WHERE d.id = ANY($1::int8[]) AND NOT d.blocked AND d.id = a.id AND d.lease_token = a.token
-           RETURNING d.id, d.queue, d.partition_key`;
+           RETURNING d.id, ${asyncCommitSql}`;
         const params = [valid.map((l) => l.deliveryId), valid.map((l) => l.token)];
         if (valid.some((l) => l.token.startsWith("k"))) {
           // Keyed leases move their keys' heads: `ack_keyed` (migration 2) does it all in one round trip.
@@ -234,10 +248,14 @@ export class PgDeliveryQueues implements DeliveryQueues {
               this.#db.query<{ id: string }>(`SELECT id FROM ${this.#db.s}.ack_keyed($1, $2, $3) AS id`, [...params, this.#db.channel], "sluice_ack_keyed"),
             )
           ).map((r) => r.id);
+          // A key's next delivery may have become its head (move_heads notified; our own echo is ignored).
+          if (removed.length > 0) this.#listener.wake();
         } else {
-          // Keyless leases only: one autocommitted statement, no key to move. Not a named statement: its cached
-          // generic plan (used after five runs) is several times slower than a plan for the actual arrays.
-          removed = (await this.#db.query<{ id: string }>(deleteSql, params)).map((r) => r.id);
+          // Keyless leases only: one autocommitted statement, no key to move. A named statement only for small
+          // batches: planning is most of a small ack's cost, but the cached generic plan (used after five runs)
+          // is several times slower than a plan for the actual arrays once they hold hundreds of ids.
+          const name = valid.length <= smallAckMax ? "sluice_ack_small" : undefined;
+          removed = (await this.#db.query<{ id: string }>(deleteSql, params, name)).map((r) => r.id);
         }
       }
       const acked = new Set(removed);
@@ -253,7 +271,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
            UPDATE ${this.#db.s}.deliveries SET lease_token = NULL, visible_at = $3, last_error = $4
            WHERE id = $1 AND NOT blocked AND lease_token = $2 RETURNING id
          )
-         SELECT id, pg_notify($5, '') FROM u`,
+         SELECT id, pg_notify($5, ''), ${asyncCommitSql} FROM u`,
         [lease.deliveryId, lease.token, options.availableAt, options.error, this.#db.channel],
       );
       if (rows.length === 0) throw leaseLost(lease.deliveryId, "retry");
@@ -271,6 +289,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
         ),
       );
       if (!row?.ok) throw leaseLost(lease.deliveryId, "deadLetter");
+      if (lease.token.startsWith("k")) this.#listener.wake(); // the key's next delivery may be its head now
     });
   }
 
@@ -278,7 +297,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
     return this.#db.run("extend", async () => {
       if (!idPattern.test(lease.deliveryId)) throw leaseLost(lease.deliveryId, "extend");
       const rows = await this.#db.query(
-        `UPDATE ${this.#db.s}.deliveries SET visible_at = $3 WHERE id = $1 AND NOT blocked AND lease_token = $2 RETURNING id`,
+        `UPDATE ${this.#db.s}.deliveries SET visible_at = $3 WHERE id = $1 AND NOT blocked AND lease_token = $2 RETURNING id, ${asyncCommitSql}`,
         [lease.deliveryId, lease.token, options.leaseUntil],
       );
       if (rows.length === 0) throw leaseLost(lease.deliveryId, "extend");

@@ -121,14 +121,15 @@ export class PgEventLog implements EventLog {
         return { row: rows.length - 1, repeat: false };
       });
     });
-    const deliveries: (DeliveryRow & { row: number })[] = [];
+    /** A null payload stands for the entry's own event: append_entries fills it in (the body is sent once). */
+    const deliveries: (Omit<DeliveryRow, "payload"> & { row: number; payload: string | null })[] = [];
     rows.forEach(({ entry, now }, row) => {
       for (const d of entry.deliveries) {
         deliveries.push({
           row: row + 1, // ordinality
           queue: d.queue,
           partitionKey: d.partitionKey ?? null,
-          payload: d.payload ?? entry.encoded,
+          payload: d.payload ?? null,
           visibleAt: d.availableAt ?? now,
           enqueuedAt: now,
         });

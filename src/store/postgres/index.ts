@@ -68,14 +68,23 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
     application_name: options.applicationName ?? "sluice",
     keepAlive: true,
-    // Durable on resolve, whatever the server's default.
-    options: "-c synchronous_commit=on",
+    // Durable on resolve, whatever the server's default. No JIT: our statements are short, and compiling one
+    // costs tens of milliseconds whenever a cost estimate passes jit_above_cost.
+    options: "-c synchronous_commit=on -c jit=off",
   } satisfies PoolConfig;
   const pool = new pg.Pool({ ...connection, max: poolSize });
   // An idle pooled connection that dies is dropped by the pool; without a listener the error would crash us.
   pool.on("error", () => undefined);
   const channel = `sluice_work_${schema}`;
   const listener = new WorkListener(pg.Client, connection, channel);
+  pool.on("connect", (client) => {
+    const pid = (client as unknown as { processID?: number }).processID;
+    if (pid !== undefined) listener.ownBackends.add(pid);
+  });
+  pool.on("remove", (client) => {
+    const pid = (client as unknown as { processID?: number }).processID;
+    if (pid !== undefined) listener.ownBackends.delete(pid);
+  });
   try {
     const client = await pool.connect();
     try {

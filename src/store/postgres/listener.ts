@@ -1,7 +1,8 @@
 /**
  * Work wake-ups over LISTEN/NOTIFY: one dedicated connection per store that LISTENs on the schema's channel
- * and reconnects (with capped backoff) when the connection drops. Every notification, from this or any other
- * process, wakes all current waiters.
+ * and reconnects (with capped backoff) when the connection drops. A notification wakes all current waiters,
+ * unless it came from one of this store's own pooled connections: every store call that notifies also wakes the
+ * waiters itself once it resolves, so the echo would only cost each waiter a lease that finds nothing.
  */
 import type { Client, ClientConfig } from "pg";
 import { quoteIdent } from "./migrations.ts";
@@ -21,6 +22,8 @@ export class WorkListener {
   #reconnectTimer: NodeJS.Timeout | undefined;
   #backoffMs = 50;
   #connecting: Promise<void> | undefined;
+  /** Backend process ids of this store's pooled connections: their notifications are echoes of local wake-ups. */
+  readonly ownBackends = new Set<number>();
 
   constructor(ClientCtor: ClientClass, config: ClientConfig, channel: string) {
     this.#Client = ClientCtor;
@@ -42,7 +45,9 @@ export class WorkListener {
       const client = new this.#Client(this.#config);
       client.on("error", () => this.#lost(client));
       client.on("end", () => this.#lost(client));
-      client.on("notification", () => this.wake());
+      client.on("notification", (msg) => {
+        if (!this.ownBackends.has(msg.processId)) this.wake();
+      });
       try {
         await client.connect();
         await client.query(`LISTEN ${quoteIdent(this.#channel)}`);
