@@ -299,7 +299,9 @@ export function runBusSuite(options: BusSuiteOptions): void {
           const pending = seen.retry.filter((r) => r.error === "slow down");
           await changes.until(() => seen.retry.filter((r) => r.error === "slow down").length > pending.length || seen.dead.length === 2, "age retries");
           if (seen.dead.length === 2) break;
-          clock.advance(seen.retry[seen.retry.length - 1]!.delayMs);
+          // The last retry of the "slow down" event, not of the RetryAfterError one (1 234 ms), whose retries interleave.
+          const slowDown = seen.retry.filter((r) => r.error === "slow down");
+          clock.advance(slowDown[slowDown.length - 1]!.delayMs);
         }
         await changes.until(() => seen.dead.length === 2, "the max-age dead letter");
         assert.equal(seen.dead[1]!.reason, "max-age");
