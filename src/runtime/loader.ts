@@ -142,9 +142,11 @@ type BuildFormat = "cjs" | "esm";
  */
 async function buildAll(entries: string[], format: BuildFormat): Promise<Map<string, { text: string; inputs: string[]; packages: string[] }>> {
   const cwd = process.cwd();
+  const outdir = join(cwd, ".sluice-bundle-out");
+  // Outputs named by entry index, not path: esbuild reports real paths, which differ from ours under a symlink.
   const result = await build({
-    entryPoints: entries,
-    outdir: join(cwd, ".sluice-bundle-out"),
+    entryPoints: Object.fromEntries(entries.map((e, i) => [`e${i}`, e])),
+    outdir,
     write: false,
     metafile: true,
     bundle: true,
@@ -156,14 +158,15 @@ async function buildAll(entries: string[], format: BuildFormat): Promise<Map<str
     plugins: [externalPackages(new Set())],
   });
   const out = new Map<string, { text: string; inputs: string[]; packages: string[] }>();
-  const texts = new Map(result.outputFiles.map((f) => [f.path, f.text]));
+  const texts = new Map(result.outputFiles.map((f) => [basename(f.path), f.text]));
   for (const [outPath, meta] of Object.entries(result.metafile.outputs)) {
-    if (!meta.entryPoint) continue;
-    const text = texts.get(resolve(cwd, outPath));
-    if (text === undefined) continue;
+    const name = basename(outPath);
+    const entry = entries[Number(/^e(\d+)\.js$/.exec(name)?.[1] ?? NaN)];
+    const text = texts.get(name);
+    if (entry === undefined || text === undefined) continue;
     const inputs = Object.keys(meta.inputs).map((p) => resolve(cwd, p));
     const packages = [...new Set(meta.imports.filter((i) => i.external && isAbsolute(i.path)).map((i) => packageRoot(i.path)))];
-    out.set(resolve(cwd, meta.entryPoint), { text, inputs, packages });
+    out.set(entry, { text, inputs, packages });
   }
   return out;
 }

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -126,6 +126,23 @@ test("server loading - a file that kills the shared describe process or does not
     writeFileSync(notFn, "export default { name: 'x' };\n");
     await assert.rejects(load([good, notFn], join(dir, "cache")), /not-fn\.ts: function file failed to load: the module's default export is not a defineFunction/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("server loading - function files reached through a symlinked folder load (esbuild reports real paths)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sluice-load-"));
+  let runtime: Runtime | undefined;
+  try {
+    const real = join(dir, "real");
+    mkdirSync(real);
+    writeFn(real, "one", "", "return 'one';");
+    writeFn(real, "two", "", "return 'two';");
+    symlinkSync(real, join(dir, "link"));
+    runtime = await load([join(dir, "link", "one.ts"), join(dir, "link", "two.ts")], join(dir, "cache"));
+    assert.equal(await runtime.invoke("two", { specversion: "1.0", id: "1", source: "t", type: "t" }), "two");
+  } finally {
+    await runtime?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
