@@ -4,6 +4,7 @@
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { encodeEvent } from "../event/codec.ts";
+import type { NormalizedEvent } from "../event/normalize.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import type { DeadLetter, QueueStats, StorageBackend } from "../store/contract.ts";
@@ -414,5 +415,24 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       await publisher.close();
     },
   };
+  normalizedPublish.set(broker, async (bus, normalized) => {
+    if (closed) throw new SluiceError(ErrorCode.Closed, "the broker is closed");
+    const result = await publisher.publishNormalized(bus, normalized);
+    wake();
+    return result;
+  });
   return broker;
+}
+
+const normalizedPublish = new WeakMap<Broker, (bus: string, normalized: NormalizedEvent[]) => Promise<PublishResult>>();
+
+/**
+ * Publishes up to 100 events that `normalizeEvent` (or `parseHttpEvents`) already validated and encoded, so the
+ * server's HTTP ingest validates and encodes each event once. Hop and size limits still apply. Internal to the
+ * server: not exported from the package, so users cannot skip validation.
+ */
+export function publishNormalized(broker: Broker, bus: string, normalized: NormalizedEvent[]): Promise<PublishResult> {
+  const publish = normalizedPublish.get(broker);
+  if (publish === undefined) return Promise.reject(new SluiceError(ErrorCode.BadRequest, "publishNormalized needs a broker made by createBroker"));
+  return publish(bus, normalized);
 }

@@ -8,7 +8,8 @@
  * E_BACKPRESSURE.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
-import { normalizeEvent } from "../event/normalize.ts";
+import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
+import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { AppendEntry, AppendResult, NewDelivery, StorageBackend } from "../store/contract.ts";
 import type { Definitions } from "./definitions.ts";
@@ -105,48 +106,92 @@ export class Publisher {
   }
 
   async publish(busName: string, input: unknown): Promise<PublishResult> {
-    if (this.#closed) throw new SluiceError(ErrorCode.Closed, "the broker is closed");
-    const inputs = Array.isArray(input) ? input : [input];
-    if (inputs.length === 0) throw new SluiceError(ErrorCode.BadRequest, "publish needs at least one event", { path: "$" });
-    if (inputs.length > maxPublishBatch) {
-      throw new SluiceError(ErrorCode.BadRequest, `a publish batch holds at most ${maxPublishBatch} events, got ${inputs.length}`, {
-        path: "$",
-      });
-    }
+    const inputs = this.#checkBatch(Array.isArray(input) ? input : [input]);
     await this.#busOrRefresh(busName);
     this.#checkBackpressure();
     const now = this.#o.now();
-    const results: PublishEntryResult[] = new Array(inputs.length);
-    const entries: AppendEntry[] = [];
-    const slots: number[] = [];
+    const items: (NormalizedEvent | PublishEntryResult)[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
-      let event: CloudEvent;
-      let encoded: string;
       try {
-        ({ event, encoded } = normalizeEvent(inputs[i], { maxSizeBytes: this.#o.maxEventBytes, now: () => now }));
-        if (hopsOf(event) > this.#o.hopLimit) {
-          throw new SluiceError(ErrorCode.RecursiveLoop, `event passed the hop limit of ${this.#o.hopLimit}`, {
-            path: `$.${SluiceExtension.Hops}`,
-          });
-        }
+        items[i] = this.#checkLimits(normalizeEvent(inputs[i], { maxSizeBytes: this.#o.maxEventBytes, now: () => now }));
       } catch (err) {
         const r = entryError(err, typeof (inputs[i] as { id?: unknown })?.id === "string" ? (inputs[i] as { id: string }).id : undefined);
         if (Array.isArray(input)) {
           const path = (r as { path?: string }).path;
           (r as { path?: string }).path = path === undefined ? `$[${i}]` : `$[${i}]${path.replace(/^\$/, "")}`;
         }
-        results[i] = r;
+        items[i] = r;
+      }
+    }
+    return this.#publishItems(busName, items);
+  }
+
+  /**
+   * Publishes events that `normalizeEvent` (or `parseHttpEvents`, which calls it) already validated and encoded,
+   * so the HTTP ingest does that once per event. The hop and size limits are still checked here. Internal: the
+   * broker exposes it through `publishNormalized` in broker.ts, which the public API does not export.
+   */
+  async publishNormalized(busName: string, normalized: NormalizedEvent[]): Promise<PublishResult> {
+    this.#checkBatch(normalized);
+    await this.#busOrRefresh(busName);
+    this.#checkBackpressure();
+    const items = normalized.map((n, i): NormalizedEvent | PublishEntryResult => {
+      try {
+        return this.#checkLimits(n);
+      } catch (err) {
+        const r = entryError(err, n.event.id);
+        const path = (r as { path?: string }).path;
+        (r as { path?: string }).path = path === undefined ? `$[${i}]` : `$[${i}]${path.replace(/^\$/, "")}`;
+        return r;
+      }
+    });
+    return this.#publishItems(busName, items);
+  }
+
+  #checkBatch<T>(inputs: T[]): T[] {
+    if (this.#closed) throw new SluiceError(ErrorCode.Closed, "the broker is closed");
+    if (inputs.length === 0) throw new SluiceError(ErrorCode.BadRequest, "publish needs at least one event", { path: "$" });
+    if (inputs.length > maxPublishBatch) {
+      throw new SluiceError(ErrorCode.BadRequest, `a publish batch holds at most ${maxPublishBatch} events, got ${inputs.length}`, {
+        path: "$",
+      });
+    }
+    return inputs;
+  }
+
+  #checkLimits(n: NormalizedEvent): NormalizedEvent {
+    if (n.sizeBytes > this.#o.maxEventBytes) {
+      throw new EventValidationError("", EventRule.MaxSize, `the encoded event is ${n.sizeBytes} bytes, over the ${this.#o.maxEventBytes}-byte limit`, {
+        code: ErrorCode.EventTooLarge,
+      });
+    }
+    if (hopsOf(n.event) > this.#o.hopLimit) {
+      throw new SluiceError(ErrorCode.RecursiveLoop, `event passed the hop limit of ${this.#o.hopLimit}`, {
+        path: `$.${SluiceExtension.Hops}`,
+      });
+    }
+    return n;
+  }
+
+  async #publishItems(busName: string, items: (NormalizedEvent | PublishEntryResult)[]): Promise<PublishResult> {
+    const results: PublishEntryResult[] = new Array(items.length);
+    const entries: AppendEntry[] = [];
+    const slots: number[] = [];
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!;
+      if (!("encoded" in item)) {
+        results[i] = item;
         continue;
       }
-      entries.push(this.route(busName, event, encoded, dedupeKey(busName, event)));
+      entries.push(this.route(busName, item.event, item.encoded, dedupeKey(busName, item.event)));
       slots.push(i);
     }
     if (entries.length > 0) {
       const appended = await this.append(entries);
-      appended.forEach((r, j) => {
+      for (let j = 0; j < appended.length; j++) {
         const entry = entries[j]!;
-        results[slots[j]!] = r.status === "duplicate" ? { eventId: entry.eventId, duplicate: true } : { eventId: entry.eventId };
-      });
+        results[slots[j]!] = appended[j]!.status === "duplicate" ? { eventId: entry.eventId, duplicate: true } : { eventId: entry.eventId };
+      }
     }
     let failedEntryCount = 0;
     for (const r of results) if ("errorCode" in r) failedEntryCount++;

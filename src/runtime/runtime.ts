@@ -15,7 +15,7 @@ import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
 import { isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
 import { startInlineHost, startProcessHost, startWorkerHost, type ExitKind, type InstanceHost } from "./hosts.ts";
-import { acquireInstanceEntry, bundleFunction, releaseInstanceEntry, removeCacheFile, type Bundle } from "./loader.ts";
+import { acquireInstanceEntry, bundleFunctions, describeBundles, releaseInstanceEntry, type Bundle } from "./loader.ts";
 import { BudgetWindow, addRecord, emptyCounters, gbSeconds, type FunctionCounters, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
 import type { InstanceMessage, LogLevel, WireError } from "./protocol.ts";
 
@@ -225,7 +225,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const events = new EventEmitter();
   const fns = new Map<string, FunctionEntry>();
   const byFile = new Map<string, FunctionEntry>();
-  const oldBundles: string[] = [];
   const watchers: FSWatcher[] = [];
   let entry: string | undefined;
   let nextSeq = 0;
@@ -245,42 +244,48 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
 
   // ---- loading -------------------------------------------------------------------------------------------
 
-  /** Loads a bundle in a throwaway child process limited to the function's folder, and returns its config. */
-  async function describe(bundle: Bundle): Promise<FunctionConfig> {
-    entry ??= await useEntry();
-    const raw = await new Promise<unknown>((resolveConfig, reject) => {
-      const timer = setTimeout(() => {
-        void host.terminate();
-        reject(new SluiceError(ErrorCode.ConfigInvalid, `function file did not load within ${limits.startTimeoutMs} ms`));
-      }, limits.startTimeoutMs);
-      const host = startProcessHost(
-        { entry: entry!, init: { moduleUrl: bundle.moduleUrl, functionName: undefined }, memoryMb: 256, readPaths: bundle.readPaths, bundleFile: bundle.outFile },
-        {
-          onMessage(m) {
-            clearTimeout(timer);
-            if (m.t === "ready") resolveConfig(m.config);
-            else if (m.t === "load-error") reject(new SluiceError(ErrorCode.ConfigInvalid, `function file failed to load: ${m.error.message}`));
-            void host.terminate();
-          },
-          onExit(kind, detail) {
-            clearTimeout(timer);
-            if (kind !== "terminated") reject(new SluiceError(ErrorCode.ConfigInvalid, `function file failed to load: ${detail}`));
-          },
-        },
-      );
+  /**
+   * Bundles and describes function files: one esbuild call (cached bundles reused), then one child process that
+   * reads every definition. When that shared child fails as a whole (a file crashed it or hung), each file is
+   * described in a child of its own so the error names the file that caused it.
+   */
+  async function loadFiles(files: string[]): Promise<({ config: FunctionConfig; bundle: Bundle } | SluiceError)[]> {
+    const entryReady = useEntry().then((e) => {
+      entry ??= e;
     });
-    return normalizeFunctionConfig(raw);
+    entryReady.catch(() => undefined);
+    const bundles = await bundleFunctions(files, cacheDir);
+    const ok = bundles.filter((b): b is Bundle => !(b instanceof SluiceError));
+    let described: ({ config: unknown } | { error: string })[] | undefined;
+    if (ok.length > 1) described = await describeBundles(ok, cacheDir, limits.startTimeoutMs).catch(() => undefined);
+    if (!described) {
+      described = await Promise.all(
+        ok.map((b) => describeBundles([b], cacheDir, limits.startTimeoutMs).then((r) => r[0] ?? { error: "no answer" }, (err: Error) => ({ error: err.message }))),
+      );
+    }
+    await entryReady;
+    let k = 0;
+    return bundles.map((b, i) => {
+      const file = files[i]!;
+      if (b instanceof SluiceError) return b;
+      const d = described[k++] ?? { error: "no answer" };
+      try {
+        if ("error" in d) throw new SluiceError(ErrorCode.ConfigInvalid, `function file failed to load: ${d.error}`);
+        return { config: normalizeFunctionConfig(d.config), bundle: b };
+      } catch (err) {
+        if (err instanceof SluiceError) {
+          err.message = `${file}: ${err.message}`;
+          return err;
+        }
+        throw err;
+      }
+    });
   }
 
   async function loadFile(file: string): Promise<{ config: FunctionConfig; bundle: Bundle }> {
-    const bundle = await bundleFunction(file, cacheDir);
-    try {
-      return { config: await describe(bundle), bundle };
-    } catch (err) {
-      await removeCacheFile(bundle.outFile);
-      if (err instanceof SluiceError) err.message = `${file}: ${err.message}`;
-      throw err;
-    }
+    const [r] = await loadFiles([file]);
+    if (!r || r instanceof SluiceError) throw r ?? new SluiceError(ErrorCode.ConfigInvalid, `${file}: function file failed to load`);
+    return r;
   }
 
   function addFunction(config: FunctionConfig, source: { file?: string; definition?: FunctionDefinition; bundle?: Bundle }): void {
@@ -306,16 +311,22 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
 
   let reservedTotal = 0;
   try {
-    const loaded = await Promise.all(
-      options.functions.map(async (source, i) => {
-        if (isFunctionDefinition(source)) return { config: normalizeFunctionConfig(source), definition: source };
-        if (typeof source !== "object" || source === null || typeof (source as { file?: unknown }).file !== "string") {
-          throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: each function must be { file } or a defineFunction result", { path: `$.functions[${i}]` });
-        }
-        const file = resolve(source.file);
-        return { file, ...(await loadFile(file)) };
-      }),
-    );
+    const files = options.functions.flatMap((source, i) => {
+      if (isFunctionDefinition(source)) return [];
+      if (typeof source !== "object" || source === null || typeof (source as { file?: unknown }).file !== "string") {
+        throw new SluiceError(ErrorCode.ConfigInvalid, "runtime: each function must be { file } or a defineFunction result", { path: `$.functions[${i}]` });
+      }
+      return [resolve(source.file)];
+    });
+    const fromFiles = files.length > 0 ? await loadFiles(files) : [];
+    const failed = fromFiles.find((r): r is SluiceError => r instanceof SluiceError);
+    if (failed) throw failed;
+    let f = 0;
+    const loaded = options.functions.map((source) => {
+      if (isFunctionDefinition(source)) return { config: normalizeFunctionConfig(source), definition: source };
+      const r = fromFiles[f] as { config: FunctionConfig; bundle: Bundle };
+      return { file: files[f++]!, ...r };
+    });
     for (const l of loaded) addFunction(l.config, l);
 
     reservedTotal = [...fns.values()].reduce((n, f) => n + (f.config.reservedConcurrency ?? 0), 0);
@@ -911,10 +922,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (!fn) throw new SluiceError(ErrorCode.FunctionNotFound, `no function was loaded from ${path}`);
     const next = await loadFile(path);
     if (next.config.name !== fn.name) {
-      await removeCacheFile(next.bundle.outFile);
       throw new SluiceError(ErrorCode.ConfigInvalid, `${path}: a reload cannot rename function "${fn.name}" to "${next.config.name}"`, { path: "$.name" });
     }
-    if (fn.bundle) oldBundles.push(fn.bundle.outFile);
     fn.bundle = next.bundle;
     fn.config = next.config;
     fn.version++;
@@ -1021,7 +1030,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
           }
         }
         await Promise.allSettled(stopping);
-        await Promise.all([...oldBundles, ...[...fns.values()].flatMap((f) => (f.bundle ? [f.bundle.outFile] : []))].map(removeCacheFile));
         if (entryAcquired) await releaseInstanceEntry(cacheDir);
       })();
       return closing;

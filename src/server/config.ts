@@ -2,7 +2,7 @@
  * The app definition (`defineApp`, the public contract of `sluice.config.ts`) and its validation.
  *
  * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
- * user fixes their config in one pass. Loading the file (tsx, no build step) lives in `load-app.ts`.
+ * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";

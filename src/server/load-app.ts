@@ -1,19 +1,52 @@
 /**
- * Loads an app's `sluice.config.ts` (or `.mts`, `.js`, `.mjs`) through tsx (no build step) and lists the function
+ * Loads an app's `sluice.config.ts` (or `.mts`, `.js`, `.mjs`) without a build step (esbuild, see `importFresh`) and lists the function
  * files it names. The runtime loads those files in isolation; the server then validates the whole app once.
  */
+import { randomUUID } from "node:crypto";
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { extname, join, relative, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { extname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError, type ConfigProblem } from "./config.ts";
 
 export const configFileNames = ["sluice.config.ts", "sluice.config.mts", "sluice.config.js", "sluice.config.mjs"];
 const functionExtensions = new Set([".ts", ".mts", ".js", ".mjs"]);
 
-/** Imports a TypeScript or JavaScript module afresh (a new tsx namespace per call, so edits are picked up). */
+let seq = 0;
+
+/**
+ * Imports a TypeScript or JavaScript module afresh (edits are picked up, top-level code runs again): esbuild
+ * bundles it into one ES module in the OS temp folder (packages and "sluice" external, by absolute path), which
+ * is imported and deleted. Measured on the shop's config: ~60 ms, against ~700 ms for tsx's loader and hooks.
+ */
 export async function importFresh(file: string): Promise<Record<string, unknown>> {
-  const { tsImport } = await import("tsx/esm/api");
-  return (await tsImport(pathToFileURL(file).href, import.meta.url)) as Record<string, unknown>;
+  const [{ build }, { externalPackages }] = await Promise.all([import("esbuild"), import("../runtime/loader.ts")]);
+  const self = fileURLToPath(import.meta.url.endsWith(".ts") ? new URL("../index.ts", import.meta.url) : new URL("../index.js", import.meta.url));
+  const result = await build({
+    entryPoints: [file],
+    write: false,
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    sourcemap: "inline",
+    logLevel: "silent",
+    plugins: [externalPackages(new Set(), { external: self })],
+  }).catch((err: { errors?: { text: string; location: { file: string; line: number; column: number } | null }[] }) => {
+    const first = err.errors?.[0];
+    if (!first) throw err;
+    const at = first.location ? `${first.location.file}:${first.location.line}:${first.location.column}: ` : "";
+    throw new Error(`${at}${first.text}`, { cause: err });
+  });
+  const text = result.outputFiles[0]?.text ?? "";
+  const out = join(tmpdir(), `sluice-config-${process.pid}-${++seq}-${randomUUID().slice(0, 8)}.mjs`);
+  await writeFile(out, text);
+  try {
+    return (await import(pathToFileURL(out).href)) as Record<string, unknown>;
+  } finally {
+    await rm(out, { force: true });
+  }
 }
 
 export function findConfigFile(appDir: string): string | undefined {
@@ -69,7 +102,6 @@ export async function loadAppModule(appDir: string): Promise<AppModule> {
       { key: "file", message: `no ${configFileNames.join(", ")} in ${dir}`, fix: `create one with: sluice init ${appDir}` },
     ]);
   }
-  await registerSluiceResolver();
   let exported: unknown;
   try {
     exported = defaultExport(await importFresh(configFile));
@@ -104,23 +136,4 @@ function functionFilesOf(dir: string, exported: unknown): { files: string[]; pro
     });
   }
   return { files, problems };
-}
-
-let resolverRegistered: Promise<void> | undefined;
-
-/**
- * Lets an app outside this package `import { defineApp } from "sluice"` without installing it: when Node cannot
- * resolve the bare specifier "sluice", it resolves to the running Sluice's own entry point.
- */
-export function registerSluiceResolver(): Promise<void> {
-  resolverRegistered ??= (async () => {
-    const { register } = await import("node:module");
-    const self = import.meta.url.endsWith(".ts") ? new URL("../index.ts", import.meta.url) : new URL("../index.js", import.meta.url);
-    const hook = `export async function resolve(specifier, context, next) {
-  if (specifier !== "sluice") return next(specifier, context);
-  try { return await next(specifier, context); } catch { return { url: ${JSON.stringify(self.href)}, shortCircuit: true }; }
-}`;
-    register(`data:text/javascript,${encodeURIComponent(hook)}`);
-  })();
-  return resolverRegistered;
 }

@@ -92,6 +92,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     },
   });
 
+  const httpChildren = new Map<string, ReturnType<typeof http.labels>>();
+  const publishedChildren = new Map<string, ReturnType<typeof published.labels>>();
+
   return {
     registry,
     contentType: registry.contentType,
@@ -100,10 +103,23 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       if (outcome !== "throttled" && outcome !== "skipped") duration.observe({ function: functionName }, durationMs / 1000);
     },
     published(bus, count) {
-      if (count > 0) published.inc({ bus }, count);
+      if (count <= 0) return;
+      let child = publishedChildren.get(bus);
+      if (child === undefined) {
+        child = published.labels(bus);
+        publishedChildren.set(bus, child);
+      }
+      child.inc(count);
     },
     httpRequest(route, method, status) {
-      http.inc({ route, method, status: String(status) });
+      // One child per label set, looked up by a string key: prom-client hashes a label object on every inc().
+      const key = `${status} ${method} ${route}`;
+      let child = httpChildren.get(key);
+      if (child === undefined) {
+        child = http.labels(route, method, String(status));
+        httpChildren.set(key, child);
+      }
+      child.inc();
     },
     setSources(s) {
       sources = s;

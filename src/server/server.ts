@@ -10,9 +10,10 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
-import { createBroker, type Broker } from "../bus/broker.ts";
+import { createBroker, publishNormalized, type Broker } from "../bus/broker.ts";
 import type { RuleInput, Target } from "../bus/types.ts";
-import { SluiceError } from "../errors.ts";
+import { ErrorCode, SluiceError } from "../errors.ts";
+import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
@@ -193,16 +194,21 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     });
     closers.push(() => broker.close());
 
-    const publish = async (bus: string, events: unknown[]): Promise<PublishOutcome> => {
-      const entries: PublishOutcome["entries"] = [];
-      let failedEntryCount = 0;
-      for (let i = 0; i < events.length; i += 100) {
-        const out = await broker.publish(bus, events.slice(i, i + 100));
-        entries.push(...out.entries);
-        failedEntryCount += out.failedEntryCount;
-      }
-      return { failedEntryCount, entries };
-    };
+    const inChunks =
+      <T>(send: (bus: string, chunk: T[]) => Promise<PublishOutcome>) =>
+      async (bus: string, events: T[]): Promise<PublishOutcome> => {
+        if (events.length <= 100) return send(bus, events);
+        const entries: PublishOutcome["entries"] = [];
+        let failedEntryCount = 0;
+        for (let i = 0; i < events.length; i += 100) {
+          const out = await send(bus, events.slice(i, i + 100));
+          entries.push(...out.entries);
+          failedEntryCount += out.failedEntryCount;
+        }
+        return { failedEntryCount, entries };
+      };
+    const publish = inChunks<unknown>((bus, chunk) => broker.publish(bus, chunk));
+    const publishValidated = inChunks<NormalizedEvent>((bus, chunk) => publishNormalized(broker, bus, chunk));
 
     const runtime = await createRuntime({
       functions: mod.functionFiles.map((file) => ({ file })),
@@ -284,6 +290,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       bodyLimit: settings.bodyLimit,
       ports: {
         publish,
+        publishNormalized: publishValidated,
         invoke: (fn, event) => runtime.invoke(fn, event),
         ready: () => accepting,
         health: async () => ({ app: app.name, mode: settings.mode, store: store.kind }),
