@@ -6,7 +6,8 @@
  *
  * Knobs (environment): BUS_N (events for W1/W3, default 100000), BUS_PEER_N (peers' N for bullmq/pgboss, default 30000;
  * bare SQLite always runs BUS_N), BUS_W2_SECONDS (10), BUS_BACKENDS (sqlite,postgres), BUS_PEERS (bullmq,pgboss,sqlite),
- * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4).
+ * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4), BUS_SQLITE_THREAD=1 (the SQLite
+ * store on its own worker thread).
  *
  * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run;
  * 200 warm-up events go through the whole path before the clock starts.
@@ -47,7 +48,7 @@ async function child(backend: string, workload: string, n: number): Promise<void
   if (backend === "sqlite") {
     const { createSqliteStore } = await import("../src/store/sqlite/index.ts");
     const dir = mkdtempSync(join(tmpdir(), "sluice-bus-bench-"));
-    store = await createSqliteStore({ path: join(dir, "bench.db") });
+    store = await createSqliteStore({ path: join(dir, "bench.db"), thread: process.env.BUS_SQLITE_THREAD === "1" });
     cleanup = async () => rmSync(dir, { recursive: true, force: true });
   } else {
     const { createPostgresStore } = await import("../src/store/postgres/index.ts");
