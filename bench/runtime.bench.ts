@@ -44,6 +44,10 @@ async function coldStarts(isolation: "worker" | "process", n: number): Promise<n
     limits: { idleTimeoutMs: 0 },
   });
   const samples: number[] = [];
+  let cold = 0;
+  let fromStandby = 0;
+  runtime.on("invocation", (r) => void (r.cold && cold++));
+  runtime.on("instance", (c: InstanceChange) => void (c.state === "ready" && c.fromStandby && fromStandby++));
   try {
     for (let i = 0; i < n; i++) {
       const stopped = new Promise<void>((resolve) => {
@@ -54,15 +58,28 @@ async function coldStarts(isolation: "worker" | "process", n: number): Promise<n
           }
         });
       });
+      // Worker mode: the standby worker (no function in it) is up, as it is between cold starts in service.
+      if (isolation === "worker") await standbyReady(runtime);
       const arrived = now();
       const started = (await runtime.invoke(`cold-${isolation}`, ev())) as number;
       samples.push(started - arrived);
       await stopped; // scaled back to zero: the next one is cold again
     }
+    // Every sample started a new function instance (none reused a warm one); in worker mode each adopted the standby.
+    if (cold !== n) throw new Error(`${isolation}: ${n - cold} of ${n} cold-start samples ran on a warm instance`);
+    if (isolation === "worker" && fromStandby !== n) throw new Error(`worker: ${n - fromStandby} of ${n} cold starts did not use the standby`);
   } finally {
     await runtime.close();
   }
   return samples;
+}
+
+async function standbyReady(runtime: Runtime): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (runtime.metrics().instances.standby < 1) {
+    if (performance.now() > deadline) throw new Error("no standby worker within 10 s");
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** Baseline: a bare worker thread from `new Worker` to its first message (what any worker-based cold start pays). */
@@ -156,7 +173,8 @@ async function idleMemory(isolation: "worker" | "process", n: number): Promise<n
   const runtime = await createRuntime({
     functions: [{ file: writeFn(name, `isolation: "${isolation}", minInstances: ${n}, concurrency: ${n},`) }],
     emit,
-    limits: { maxInstances: n },
+    // Per instance: the runtime's one standby worker is a fixed cost, not an instance's.
+    limits: { maxInstances: n, standbyWorkers: 0 },
   });
   await new Promise<void>((resolve) => {
     const check = () => (runtime.metrics().functions[name]!.instances.idle === n ? resolve() : setTimeout(check, 20));

@@ -138,6 +138,9 @@ const knownFields = new Set([
  * Validates a function definition (everything but `handler`) into its normalized configuration.
  * Throws a SluiceError E_CONFIG_INVALID whose `path` names the offending field (`$.timeout`).
  */
+/** A function's memory when it sets none, in MB. */
+export const defaultMemoryMb = 128;
+
 export function normalizeFunctionConfig(def: unknown): FunctionConfig {
   if (!isObject(def)) throw invalid("$", "must be an object");
   for (const key of Object.keys(def)) if (!knownFields.has(key)) throw invalid(`$.${key}`, "is not a known field");
@@ -205,7 +208,7 @@ export function normalizeFunctionConfig(def: unknown): FunctionConfig {
     minInstances,
     instanceConcurrency: optional(def.instanceConcurrency, (v) => int(v, "$.instanceConcurrency", 1, 10_000)) ?? 1,
     timeoutMs,
-    memoryMb: optional(def.memory, (v) => int(v, "$.memory", 16, 10_240)) ?? 128,
+    memoryMb: optional(def.memory, (v) => int(v, "$.memory", 16, 10_240)) ?? defaultMemoryMb,
     idempotency,
     budget,
     isolation,

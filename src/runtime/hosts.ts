@@ -1,12 +1,13 @@
 /**
  * The two instance hosts behind one interface: a worker thread (default) and a child process restricted by
- * Node's permission model to the function's own folder. Both speak protocol.ts in batches.
+ * Node's permission model to the function's own folder. Both speak protocol.ts in batches. Plus standby
+ * workers: threads started before they are needed, which a worker-mode cold start adopts.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { sep } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { FunctionDefinition } from "./define.ts";
-import { Batcher, type HostMessage, type InstanceInit, type InstanceMessage } from "./protocol.ts";
+import { Batcher, type HostMessage, type InstanceInit, type InstanceMessage, type StandbyInit } from "./protocol.ts";
 import { createRunner } from "./runner.ts";
 
 /** Why an instance stopped: `terminated` when the host asked for it, otherwise what went wrong. */
@@ -34,17 +35,21 @@ export interface HostOptions {
   bundleFile: string;
 }
 
-export function startWorkerHost(options: HostOptions, events: HostEvents): InstanceHost {
-  const worker = new Worker(options.entry, {
-    workerData: options.init,
+function spawnWorker(entry: string, workerData: InstanceInit | StandbyInit, memoryMb: number): Worker {
+  return new Worker(entry, {
+    workerData,
     // Not the parent's flags: a test runner's `--import tsx` would load TypeScript tooling into every instance.
     execArgv: [],
     resourceLimits: {
-      maxOldGenerationSizeMb: options.memoryMb,
-      maxYoungGenerationSizeMb: Math.max(1, Math.min(16, Math.floor(options.memoryMb / 8))),
+      maxOldGenerationSizeMb: memoryMb,
+      maxYoungGenerationSizeMb: Math.max(1, Math.min(16, Math.floor(memoryMb / 8))),
       stackSizeMb: 4,
     },
   });
+}
+
+/** Speaks protocol.ts with a worker thread on behalf of one instance. */
+function workerHost(worker: Worker, events: HostEvents): InstanceHost {
   const out = new Batcher<HostMessage>((batch) => worker.postMessage(batch));
   let terminating = false;
   let lastError: (Error & { code?: string }) | undefined;
@@ -63,6 +68,79 @@ export function startWorkerHost(options: HostOptions, events: HostEvents): Insta
     kind: "worker",
     send: (m) => out.send(m),
     async terminate() {
+      terminating = true;
+      await worker.terminate();
+    },
+  };
+}
+
+export function startWorkerHost(options: HostOptions, events: HostEvents): InstanceHost {
+  return workerHost(spawnWorker(options.entry, options.init, options.memoryMb), events);
+}
+
+/**
+ * A worker thread started ahead of need: it has loaded the instance entry but no function, and becomes an
+ * instance of the first function that adopts it (which skips the thread start of a cold start). Its
+ * resourceLimits are fixed at creation, so only a function with the same memory setting may adopt it.
+ * It does not keep the process alive until adopted.
+ */
+export interface StandbyWorker {
+  readonly memoryMb: number;
+  /** True once the thread runs and has loaded the entry. */
+  readonly ready: boolean;
+  /** Makes it an instance of the function in `init`: it loads the bundle and answers `ready` like a new one. */
+  adopt(init: InstanceInit, events: HostEvents): InstanceHost;
+  terminate(): Promise<void>;
+}
+
+export interface StandbyEvents {
+  onReady(): void;
+  /** The standby stopped before it was adopted (`terminated` when the host asked for it). */
+  onExit(kind: ExitKind, detail: string): void;
+}
+
+export function startStandbyWorker(entry: string, memoryMb: number, events: StandbyEvents): StandbyWorker {
+  const worker = spawnWorker(entry, { standby: true }, memoryMb);
+  let ready = false;
+  let adopted = false;
+  let terminating = false;
+  let lastError: Error | undefined;
+  const onMessage = (batch: InstanceMessage[]) => {
+    if (batch.some((m) => m.t === "standby")) {
+      ready = true;
+      events.onReady();
+    }
+  };
+  const onError = (err: Error) => {
+    lastError = err;
+  };
+  const onExit = (code: number) => {
+    if (terminating) events.onExit("terminated", "terminated by the host");
+    else events.onExit("crashed", lastError ? `uncaught ${lastError.name}: ${lastError.message}` : `the standby worker exited with code ${code}`);
+  };
+  worker.on("message", onMessage);
+  worker.on("error", onError);
+  worker.on("exit", onExit);
+  worker.unref(); // after the listeners, which would hold the process otherwise
+  return {
+    memoryMb,
+    get ready() {
+      return ready;
+    },
+    adopt(init, hostEvents) {
+      if (adopted) throw new Error("sluice: a standby worker was adopted twice");
+      adopted = true;
+      worker.off("message", onMessage);
+      worker.off("error", onError);
+      worker.off("exit", onExit);
+      // An instance keeps the process alive like one started fresh.
+      worker.ref();
+      const host = workerHost(worker, hostEvents);
+      host.send({ t: "load", init });
+      return host;
+    },
+    async terminate() {
+      if (adopted) return;
       terminating = true;
       await worker.terminate();
     },

@@ -7,16 +7,16 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { parentPort, workerData } from "node:worker_threads";
 import { isFunctionDefinition, type FunctionDefinition } from "./define.ts";
-import { Batcher, toWireError, type HostMessage, type InstanceInit, type InstanceMessage } from "./protocol.ts";
+import { Batcher, toWireError, type HostMessage, type InstanceInit, type InstanceMessage, type StandbyInit } from "./protocol.ts";
 import { createRunner } from "./runner.ts";
 
 type Post = (batch: InstanceMessage[]) => void;
 
-function transport(): { init: InstanceInit; post: Post; listen(onBatch: (batch: HostMessage[]) => void): void } {
+function transport(): { init: InstanceInit | StandbyInit; post: Post; listen(onBatch: (batch: HostMessage[]) => void): void } {
   if (parentPort) {
     const port = parentPort;
     return {
-      init: workerData as InstanceInit,
+      init: workerData as InstanceInit | StandbyInit,
       post: (batch) => port.postMessage(batch),
       listen: (onBatch) => port.on("message", onBatch),
     };
@@ -51,18 +51,21 @@ const out = new Batcher<InstanceMessage>((batch) => {
   }
 });
 
-async function main(): Promise<void> {
+/** Where the host's messages go: nowhere until the function is loaded (the host sends no work before `ready`). */
+let deliver: ((m: HostMessage) => void) | undefined;
+
+async function main(init: InstanceInit): Promise<void> {
   let def: FunctionDefinition;
   try {
     const mod = (
-      t.init.moduleUrl.endsWith(".cjs") ? createRequire(t.init.moduleUrl)(fileURLToPath(t.init.moduleUrl)) : await import(t.init.moduleUrl)
+      init.moduleUrl.endsWith(".cjs") ? createRequire(init.moduleUrl)(fileURLToPath(init.moduleUrl)) : await import(init.moduleUrl)
     ) as { default?: unknown };
     if (!isFunctionDefinition(mod.default)) {
       throw new Error("the module's default export is not a defineFunction(...) result");
     }
     def = mod.default;
-    if (t.init.functionName !== undefined && def.name !== t.init.functionName) {
-      throw new Error(`the module now defines function "${def.name}", not "${t.init.functionName}"`);
+    if (init.functionName !== undefined && def.name !== init.functionName) {
+      throw new Error(`the module now defines function "${def.name}", not "${init.functionName}"`);
     }
   } catch (err) {
     out.send({ t: "load-error", error: toWireError(err) });
@@ -71,10 +74,23 @@ async function main(): Promise<void> {
   }
   const { handler: _handler, ...config } = def;
   const runner = createRunner(def, (m) => out.send(m));
-  t.listen((batch) => {
-    for (const m of batch) runner.handle(m);
-  });
+  deliver = (m) => runner.handle(m);
   out.send({ t: "ready", config });
 }
 
-void main();
+let loading = false;
+t.listen((batch) => {
+  for (const m of batch) {
+    if (deliver) deliver(m);
+    else if (m.t === "load" && !loading) {
+      // A standby worker: the thread is up and this entry loaded; now it becomes an instance of one function.
+      loading = true;
+      void main(m.init);
+    }
+  }
+});
+if ("standby" in t.init) out.send({ t: "standby" });
+else {
+  loading = true;
+  void main(t.init);
+}

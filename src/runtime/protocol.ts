@@ -29,17 +29,26 @@ export type HostMessage =
     }
   /** Aborts ctx.signal of invocation `id` (the caller gave up). */
   | { t: "abort"; id: number }
-  | { t: "emitted"; reqId: number; error?: WireError };
+  | { t: "emitted"; reqId: number; error?: WireError }
+  /** To a standby worker: become an instance of this function (load its bundle, then answer `ready`). */
+  | { t: "load"; init: InstanceInit };
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
 
 export type InstanceMessage =
+  /** A standby worker has loaded the entry and waits for `load`. */
+  | { t: "standby" }
   /** The module loaded; `config` is the default export without its handler. */
   | { t: "ready"; config: unknown }
   | { t: "load-error"; error: WireError }
   | { t: "done"; id: number; value?: unknown; error?: WireError }
   | { t: "emit"; id: number; reqId: number; events: EmittedEvent[] }
   | { t: "log"; id: number; level: LogLevel; fields: Record<string, unknown>; msg: string | undefined };
+
+/** What a standby worker receives at start instead of an InstanceInit: it waits for a `load` message. */
+export interface StandbyInit {
+  standby: true;
+}
 
 /** What the instance receives at start (workerData, or the first line of a child's argv). */
 export interface InstanceInit {

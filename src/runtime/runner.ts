@@ -77,7 +77,7 @@ export function createRunner(def: FunctionDefinition, send: (message: InstanceMe
       if (m.t === "invoke") void run(m);
       else if (m.t === "abort") {
         aborters.get(m.id)?.abort(Object.assign(new Error("the invocation was cancelled"), { name: "AbortError" }));
-      } else {
+      } else if (m.t === "emitted") {
         const pending = pendingEmits.get(m.reqId);
         pendingEmits.delete(m.reqId);
         if (m.error) pending?.reject(remoteError(m.error));

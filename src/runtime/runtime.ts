@@ -13,8 +13,8 @@ import { NonRetriableError, RetryAfterError } from "../bus/handler-errors.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
-import { isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
-import { startInlineHost, startProcessHost, startWorkerHost, type ExitKind, type InstanceHost } from "./hosts.ts";
+import { defaultMemoryMb, isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
+import { startInlineHost, startProcessHost, startStandbyWorker, startWorkerHost, type ExitKind, type InstanceHost, type StandbyWorker } from "./hosts.ts";
 import { acquireInstanceEntry, bundleFunctions, describeBundles, releaseInstanceEntry, type Bundle } from "./loader.ts";
 import { BudgetWindow, addRecord, emptyCounters, gbSeconds, type FunctionCounters, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
 import type { InstanceMessage, LogLevel, WireError } from "./protocol.ts";
@@ -43,6 +43,12 @@ export interface RuntimeLimits {
   maxHops: number;
   /** An instance that has not answered `ready` within this time is failed as crashed (default 10 s). */
   startTimeoutMs: number;
+  /**
+   * Worker threads kept started ahead of need, with the instance entry loaded but no function (default 1;
+   * 0 disables). A worker-mode cold start of a function whose memory setting matches adopts one instead of
+   * starting a thread, and a replacement starts in the background. They belong to no function.
+   */
+  standbyWorkers: number;
 }
 
 export type FunctionSource = { file: string } | FunctionDefinition;
@@ -75,7 +81,8 @@ export interface InstanceCounts {
 }
 
 export interface RuntimeMetrics {
-  instances: InstanceCounts & { total: number };
+  /** `total` counts function instances; `standby` the standby workers ready to be adopted (not in `total`). */
+  instances: InstanceCounts & { total: number; standby: number };
   functions: Record<
     string,
     FunctionCounters & {
@@ -113,6 +120,8 @@ export interface InstanceChange {
   state: "ready" | "stopped";
   /** For `stopped`: `terminated` (idle, reload, timeout, close), `crashed` or `out-of-memory`. */
   exit?: ExitKind;
+  /** For `ready`: the instance is a standby worker the function adopted (no thread start on this cold start). */
+  fromStandby?: boolean;
 }
 
 /** A failed invocation: a SluiceError (or NonRetriableError / RetryAfterError) with the reason recorded. */
@@ -145,6 +154,7 @@ interface Instance {
   state: "starting" | "ready" | "stopping";
   inflight: Map<number, Invocation>;
   used: boolean;
+  fromStandby: boolean;
   idleTimer: NodeJS.Timeout | undefined;
   startTimer: NodeJS.Timeout | undefined;
 }
@@ -181,6 +191,7 @@ const defaultLimits: RuntimeLimits = {
   signalLeadMs: 250,
   maxHops: 16,
   startTimeoutMs: 10_000,
+  standbyWorkers: 1,
 };
 
 function failure(err: SluiceError, reason: string, invocationId: string): InvocationError {
@@ -454,6 +465,65 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     while (!closed && liveCount(fn) < fn.config.minInstances && canStart(fn)) startInstance(fn);
   }
 
+  // ---- standby workers -----------------------------------------------------------------------------------
+
+  const standbys = new Set<StandbyWorker>();
+
+  /**
+   * The memory setting standby workers are started with (resourceLimits are fixed at thread start): the most
+   * common one among worker-mode functions loaded from files, the default on a tie. None without such functions.
+   */
+  function standbyMemoryMb(): number | undefined {
+    const counts = new Map<number, number>();
+    for (const fn of fns.values()) {
+      if (fn.file && fn.config.isolation !== "process") counts.set(fn.config.memoryMb, (counts.get(fn.config.memoryMb) ?? 0) + 1);
+    }
+    let best: number | undefined;
+    let bestCount = 0;
+    for (const [mb, n] of counts) {
+      if (n > bestCount || (n === bestCount && mb === defaultMemoryMb)) {
+        best = mb;
+        bestCount = n;
+      }
+    }
+    return best;
+  }
+
+  function takeStandby(memoryMb: number): StandbyWorker | undefined {
+    let pick: StandbyWorker | undefined;
+    for (const s of standbys) {
+      if (s.memoryMb !== memoryMb) continue;
+      pick = s;
+      if (s.ready) break; // one that is up already, if there is one
+    }
+    if (pick) standbys.delete(pick);
+    return pick;
+  }
+
+  /** Stops standbys of a memory setting no longer wanted and starts new ones up to limits.standbyWorkers. */
+  function replenishStandby(): void {
+    if (closed || !entry) return;
+    const memoryMb = standbyMemoryMb();
+    for (const s of [...standbys]) {
+      if (s.memoryMb !== memoryMb) {
+        standbys.delete(s);
+        void s.terminate();
+      }
+    }
+    if (memoryMb === undefined) return;
+    while (standbys.size < limits.standbyWorkers) {
+      const s: StandbyWorker = startStandbyWorker(entry, memoryMb, {
+        onReady: () => undefined,
+        onExit: (kind, detail) => {
+          // Not restarted here (a thread that cannot start would loop): the next cold start replaces it.
+          if (!standbys.delete(s)) return;
+          if (kind !== "terminated") logger.warn({ kind, detail }, "standby worker stopped");
+        },
+      });
+      standbys.add(s);
+    }
+  }
+
   // ---- instances -----------------------------------------------------------------------------------------
 
   function startInstance(fn: FunctionEntry): Instance {
@@ -465,6 +535,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       state: "starting",
       inflight: new Map(),
       used: false,
+      fromStandby: false,
       idleTimer: undefined,
       startTimer: undefined,
     };
@@ -482,7 +553,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         readPaths: bundle.readPaths,
         bundleFile: bundle.outFile,
       };
-      inst.host = fn.config.isolation === "process" ? startProcessHost(hostOptions, hostEvents) : startWorkerHost(hostOptions, hostEvents);
+      if (fn.config.isolation === "process") inst.host = startProcessHost(hostOptions, hostEvents);
+      else {
+        const standby = takeStandby(fn.config.memoryMb);
+        inst.fromStandby = standby !== undefined;
+        inst.host = standby ? standby.adopt(hostOptions.init, hostEvents) : startWorkerHost(hostOptions, hostEvents);
+        // The replacement (or the first standby after one failed) starts after this instance's first steps.
+        setImmediate(replenishStandby);
+      }
     }
     inst.startTimer = setTimeout(() => {
       if (inst.state !== "starting") return;
@@ -541,7 +619,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         if (inst.state !== "starting") return;
         clearTimeout(inst.startTimer);
         inst.state = "ready";
-        notify("instance", { functionName: inst.fn.name, instanceId: inst.id, version: inst.version, state: "ready" } satisfies InstanceChange);
+        notify("instance", { functionName: inst.fn.name, instanceId: inst.id, version: inst.version, state: "ready", fromStandby: inst.fromStandby } satisfies InstanceChange);
         afterWork(inst);
         return;
       }
@@ -932,6 +1010,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       if (i.state !== "stopping") stopInstance(i);
     }
     logger.info({ functionName: fn.name, version: fn.version }, "function reloaded");
+    replenishStandby(); // the most common memory setting may have changed
     ensureMinInstances(fn);
     pump(fn);
   }
@@ -952,6 +1031,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   }
 
   for (const fn of fns.values()) ensureMinInstances(fn);
+  // After loading, not during it: the caller gets the runtime without waiting for a thread that no work needs yet.
+  setImmediate(replenishStandby).unref();
 
   const runtime: Runtime = {
     invoke(name, event, opts) {
@@ -966,7 +1047,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     },
     functions: () => [...fns.values()].map((f) => f.config),
     metrics() {
-      const totals: InstanceCounts & { total: number } = { starting: 0, idle: 0, busy: 0, total: 0 };
+      let standby = 0;
+      for (const s of standbys) if (s.ready) standby++;
+      const totals: InstanceCounts & { total: number; standby: number } = { starting: 0, idle: 0, busy: 0, total: 0, standby };
       const functions: RuntimeMetrics["functions"] = {};
       for (const fn of fns.values()) {
         const counts: InstanceCounts = { starting: 0, idle: 0, busy: 0 };
@@ -1019,8 +1102,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
             settle(inv, "throttled", undefined, failure(new SluiceError(ErrorCode.Closed, "the runtime closed before the invocation started"), "throttled: closed", inv.invocationId));
           }
         }
+        const stopping: Promise<void>[] = [...standbys].map((s) => s.terminate());
+        standbys.clear();
         await Promise.allSettled([...inflightAll]);
-        const stopping: Promise<void>[] = [];
         for (const fn of fns.values()) {
           for (const i of fn.instances) {
             i.state = "stopping";
