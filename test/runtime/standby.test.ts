@@ -140,3 +140,22 @@ console.log("standby " + runtime.metrics().instances.standby);
     if (child.exitCode === null) child.kill("SIGKILL");
   }
 });
+
+test("runtime standby - a reload that changes the memory setting replaces the standby with one of the new setting", async () => {
+  const dir = tempDir();
+  const file = writeFunction(dir, "grower", "", heap);
+  const runtime = await createRuntime({ functions: [{ file }], emit: noEmit, limits: { idleTimeoutMs: 0 } });
+  try {
+    await until(runtime, (m) => m.instances.standby === 1, 10_000, "standby ready");
+    const ready = readyEvents(runtime);
+    const small = (await runtime.invoke("grower", event("x"))) as Answer;
+    writeFunction(dir, "grower", "memory: 256,", heap);
+    await runtime.reload(file);
+    await until(runtime, (m) => m.instances.standby === 1 && m.instances.total === 0, 10_000, "a 256 MB standby and no instance");
+    const big = (await runtime.invoke("grower", event("x"))) as Answer;
+    assert.deepEqual(ready.map((c) => c.fromStandby), [true, true], "both cold starts adopted a standby");
+    assert.ok(big.heapLimit > small.heapLimit, `the new standby has the new limit (${big.heapLimit} > ${small.heapLimit})`);
+  } finally {
+    await runtime.close();
+  }
+});
