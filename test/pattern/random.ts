@@ -3,17 +3,9 @@
  * The vocabulary is small on purpose, so that random patterns and events often meet.
  */
 
-/** mulberry32: a small, fast, seeded PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../helpers/random-json.ts";
+
+export { prng };
 
 export class Gen {
   constructor(readonly rnd: () => number) {}
