@@ -833,7 +833,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     await options.emit(children, parent);
   }
 
-  function throttled(fn: FunctionEntry, event: CloudEvent, attempt: number, why: string): never {
+  /** Meters an invocation that never reached an instance (throttled, or skipped as an idempotent duplicate). */
+  function meterNotRun(fn: FunctionEntry, event: CloudEvent, attempt: number, outcome: "throttled" | "skipped", reason?: string): string {
     const invocationId = randomUUID();
     meter(fn, {
       functionName: fn.name,
@@ -846,10 +847,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       memoryMb: fn.config.memoryMb,
       gbSeconds: 0,
       cold: false,
-      outcome: "throttled",
-      reason: `throttled: ${why}`,
+      outcome,
+      ...(reason === undefined ? {} : { reason }),
       version: fn.version,
     });
+    return invocationId;
+  }
+
+  function throttled(fn: FunctionEntry, event: CloudEvent, attempt: number, why: string): never {
+    const invocationId = meterNotRun(fn, event, attempt, "throttled", `throttled: ${why}`);
     throw failure(new SluiceError(ErrorCode.Throttled, `throttled: ${fn.name} ${why}`, { retryable: true }), `throttled: ${why}`, invocationId);
   }
 
@@ -913,20 +919,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     const key = String(raw);
     const ns = `idempotency:${fn.name}`;
     const skipped = (value: unknown): unknown => {
-      meter(fn, {
-        functionName: fn.name,
-        invocationId: randomUUID(),
-        eventId: event.id,
-        attempt,
-        arrivedAt: Date.now(),
-        startLatencyMs: 0,
-        durationMs: 0,
-        memoryMb: fn.config.memoryMb,
-        gbSeconds: 0,
-        cold: false,
-        outcome: "skipped",
-        version: fn.version,
-      });
+      meterNotRun(fn, event, attempt, "skipped");
       return value;
     };
     for (;;) {
