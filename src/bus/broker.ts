@@ -185,6 +185,14 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     // SQLite runs queued writes in order in one group commit, so a lease issued now joins the append's commit.
     // A shared backend (separate connections) would only spend a round trip finding nothing.
     ...(store.kind === "sqlite" ? { onAppendIssued: () => dispatcher?.wake() } : {}),
+    // The dispatcher is made below (it needs the publisher's settled()); until then it has no room.
+    leaseSink: {
+      get leaseMs() {
+        return dispatcher?.leaseMs ?? 0;
+      },
+      reserve: (wanted) => dispatcher?.reserve(wanted) ?? 0,
+      adopt: (leases, reserved) => dispatcher?.adopt(leases, reserved),
+    },
   });
 
   const listeners = new Map<keyof DeliveryEvents, Set<(e: never) => void>>();

@@ -128,6 +128,13 @@ export class Dispatcher {
   #loop: Promise<void> | undefined;
   #watcher: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
+  /** Slots promised to appends in flight (see reserve()): the lease loop leaves them free. */
+  #reserved = 0;
+  #reservedWaiters: (() => void)[] = [];
+  #started = false;
+  /** The last payload decoded and its event: the deliveries of one event to several targets decode it once. */
+  #lastPayload: string | undefined;
+  #lastEvent: CloudEvent | undefined;
 
   constructor(
     store: StorageBackend,
@@ -147,6 +154,7 @@ export class Dispatcher {
 
   start(): void {
     if (this.#loop) return;
+    this.#started = true;
     this.#watcher = this.#watch();
     this.#loop = this.#leaseLoop();
     this.#scheduleUpkeep();
@@ -163,6 +171,34 @@ export class Dispatcher {
   get inFlight(): number {
     return this.#running.size;
   }
+
+  get leaseMs(): number {
+    return this.#o.leaseMs;
+  }
+
+  /**
+   * Promises up to `wanted` free slots to an append that leases its own deliveries (appendAndLease): the lease
+   * loop leaves them free until `adopt` returns them. Returns how many were promised (0 when stopped or full).
+   */
+  reserve(wanted: number): number {
+    if (!this.#started || this.#stop.signal.aborted) return 0;
+    const free = this.#o.concurrency - this.#running.size - this.#reserved;
+    const promised = Math.max(0, Math.min(free, wanted, this.#o.leaseBatch));
+    this.#reserved += promised;
+    return promised;
+  }
+
+  /**
+   * Runs leases taken by an append for `reserve`'s promise of `reserved` slots (none when the append failed).
+   * While closing too: close() waits for promised slots, then treats these as any running delivery.
+   */
+  adopt(leases: Lease[], reserved: number): void {
+    this.#reserved -= reserved;
+    for (const lease of leases) this.#start(lease);
+    if (leases.length < reserved) this.wake();
+    if (this.#reserved === 0) for (const f of this.#reservedWaiters.splice(0)) f();
+  }
+
 
   async #watch(): Promise<void> {
     const signal = this.#stop.signal;
@@ -229,7 +265,7 @@ export class Dispatcher {
   async #leaseLoop(): Promise<void> {
     const signal = this.#stop.signal;
     while (!signal.aborted) {
-      const free = this.#o.concurrency - this.#running.size;
+      const free = this.#o.concurrency - this.#running.size - this.#reserved;
       if (free <= 0) {
         // Full: wait for a slot. A finishing delivery calls wake(); the lease after it also finds any new work.
         this.#wakeFlag = false;
@@ -319,11 +355,17 @@ export class Dispatcher {
       return;
     }
     let event: CloudEvent;
-    try {
-      event = JSON.parse(lease.payload) as CloudEvent;
-    } catch (err) {
-      await this.#dead(r, "undecodable", describeError(err));
-      return;
+    if (lease.payload === this.#lastPayload) {
+      event = this.#lastEvent as CloudEvent;
+    } else {
+      try {
+        event = JSON.parse(lease.payload) as CloudEvent;
+      } catch (err) {
+        await this.#dead(r, "undecodable", describeError(err));
+        return;
+      }
+      this.#lastPayload = lease.payload;
+      this.#lastEvent = event;
     }
     try {
       await this.#run(target, event, lease, () => signalOf(r));
@@ -358,6 +400,12 @@ export class Dispatcher {
       return;
     }
     if (r.released) return;
+    // The handler is done: its slot is free for the next delivery while the ack waits for its (batched) commit.
+    // Leases still waiting for an ack are not extended: the ack is one commit away.
+    if (this.#running.get(lease.deliveryId) === r) {
+      this.#running.delete(lease.deliveryId);
+      this.wake();
+    }
     // A lost lease (it expired and another run owns the delivery) or a failed ack is not a delivery yet.
     if (!(await this.#ack(r))) return;
     this.#emit("delivered", {
@@ -479,6 +527,18 @@ export class Dispatcher {
     }
     await this.#loop;
     await this.#watcher;
+    const deadline = Date.now() + graceMs;
+    if (this.#reserved > 0) {
+      // Appends in flight lease deliveries for this dispatcher: wait for them to arrive (a store call, not a handler).
+      let timeout: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.#reservedWaiters.push(r)),
+        new Promise<void>((r) => {
+          timeout = setTimeout(r, graceMs);
+        }),
+      ]);
+      clearTimeout(timeout);
+    }
     if (this.#running.size > 0) {
       let timeout: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
@@ -487,7 +547,7 @@ export class Dispatcher {
           this.#checkIdle();
         }),
         new Promise<void>((r) => {
-          timeout = setTimeout(r, graceMs);
+          timeout = setTimeout(r, Math.max(0, deadline - Date.now()));
         }),
       ]);
       clearTimeout(timeout);

@@ -11,7 +11,7 @@ import { ErrorCode, SluiceError } from "../errors.ts";
 import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
 import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
-import type { AppendEntry, AppendResult, NewDelivery, StorageBackend } from "../store/contract.ts";
+import type { AppendEntry, AppendResult, Lease, NewDelivery, StorageBackend } from "../store/contract.ts";
 import type { Definitions } from "./definitions.ts";
 import type { PublishEntryResult, PublishResult } from "./types.ts";
 
@@ -33,6 +33,20 @@ export interface PublisherOptions {
    * saves a commit on the publish-to-handler path; elsewhere it finds nothing and the store's wake-up follows.
    */
   onAppendIssued?: () => void;
+  /**
+   * The local dispatcher, when the store can lease deliveries in the append's own commit (appendAndLease): the
+   * deliveries it has room for are handed to it leased, without a lease call of their own.
+   */
+  leaseSink?: LeaseSink;
+}
+
+/** Takes deliveries leased by an append (the dispatcher). */
+export interface LeaseSink {
+  readonly leaseMs: number;
+  /** Promises up to `wanted` slots; returns how many. */
+  reserve(wanted: number): number;
+  /** Hands over the leases taken for a promise of `reserved` slots (none when the append failed). */
+  adopt(leases: Lease[], reserved: number): void;
 }
 
 interface Waiting {
@@ -297,9 +311,30 @@ export class Publisher {
           count += w.entries.length;
         }
         const all = batch.length === 1 ? batch[0]!.entries : batch.flatMap((w) => w.entries);
+        const sink = this.#o.leaseSink;
+        let reserved = 0;
         try {
-          const pending = this.#store.events.append(all, { now: this.#o.now(), dedupeWindowMs: this.#o.dedupeWindowMs });
-          this.#o.onAppendIssued?.();
+          const options = { now: this.#o.now(), dedupeWindowMs: this.#o.dedupeWindowMs };
+          let pending: Promise<AppendResult[]>;
+          if (sink !== undefined && this.#store.events.appendAndLease !== undefined) {
+            let wanted = 0;
+            for (const e of all) wanted += e.deliveries.length;
+            reserved = sink.reserve(wanted);
+            if (reserved > 0) {
+              const leasing = this.#store.events.appendAndLease(all, { ...options, lease: { max: reserved, leaseMs: sink.leaseMs } });
+              pending = leasing.then(({ results, leases }) => {
+                const promised = reserved;
+                reserved = 0;
+                sink.adopt(leases, promised);
+                return results;
+              });
+            } else pending = this.#store.events.append(all, options);
+            // Deliveries beyond the promised slots are left for a lease call, which joins this commit on SQLite.
+            if (reserved < wanted) this.#o.onAppendIssued?.();
+          } else {
+            pending = this.#store.events.append(all, options);
+            this.#o.onAppendIssued?.();
+          }
           const results = await pending;
           let offset = 0;
           let deliveries = 0;
@@ -319,6 +354,7 @@ export class Publisher {
               ? err
               : new SluiceError(ErrorCode.StoreUnavailable, `storing events failed: ${(err as Error).message}`, { retryable: true, cause: err });
           for (const w of batch) w.reject(wrapped);
+          if (reserved > 0) sink?.adopt([], reserved);
         } finally {
           this.#queuedEntries -= count;
         }

@@ -114,6 +114,10 @@ export interface DeliveryContext {
  * attempt (`NonRetriableError` dead-letters at once, `RetryAfterError` sets the next delay).
  */
 export interface FunctionHandler {
+  /**
+   * Runs one delivery. `event` is read-only: the deliveries of one event to several targets may share one
+   * decoded object (the runtime copies it into the function's instance).
+   */
   deliver(functionName: string, event: CloudEvent, context: DeliveryContext): Promise<unknown>;
 }
 

@@ -317,6 +317,72 @@ export function runStoreConformance(options: StoreConformanceOptions): void {
 
     // ---------------------------------------------------------------- leases
 
+    it("events - appendAndLease leases the new deliveries leasable now, oldest first, up to max, in the append's commit", async (t) => {
+      const { store } = await setup(t);
+      const appendAndLease = store.events.appendAndLease?.bind(store.events);
+      if (appendAndLease === undefined) {
+        t.skip("this backend does not implement the optional appendAndLease");
+        return;
+      }
+      const bus = unique("bus");
+      const [qa, qb, qk] = [unique("qa"), unique("qb"), unique("qk")];
+      await store.events.append([entry(bus, "e0")], appendOptions);
+      const entries = [
+        entry(bus, "e1", [{ queue: qa }, { queue: qb, payload: "transformed-e1" }]),
+        entry(bus, "e2", [{ queue: qa, availableAt: T0 + 500 }]),
+        entry(bus, "e3", [{ queue: qk, partitionKey: "k" }]),
+        entry(bus, "e4", [{ queue: qk, partitionKey: "k" }]),
+        entry(bus, "e0", [{ queue: qa }]),
+        entry(bus, "e5", [{ queue: qa }]),
+      ];
+      const { results, leases } = await appendAndLease(entries, { ...appendOptions, lease: { max: 3, leaseMs: 1000 } });
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ["stored", "stored", "stored", "stored", "duplicate", "stored"],
+      );
+      // Leasable now: e1→qa, e1→qb, e3→qk and e5→qa (e2 is delayed, e4 waits behind e3's key, e0 is a duplicate).
+      assert.deepEqual(
+        leases.map((l) => [l.queue, l.payload]),
+        [
+          [qa, entries[0]?.encoded],
+          [qb, "transformed-e1"],
+          [qk, entries[2]?.encoded],
+        ],
+      );
+      for (const lease of leases) {
+        assert.equal(lease.attempt, 1);
+        assert.equal(lease.enqueuedAt, T0);
+        assert.equal(lease.leaseUntil, T0 + 1000);
+        assert.equal(lease.lastError, undefined);
+      }
+      assert.equal(leases[2]?.partitionKey, "k");
+      assert.equal(new Set(leases.map((l) => l.deliveryId)).size, 3);
+
+      // The rest is left to lease(): only e5 now; e4 once e3 is acked; e2 when it becomes available.
+      assert.deepEqual(payloads(await store.queues.lease({ max: 10, leaseMs: 1000, now: T0 })), [entries[5]?.encoded]);
+      assert.deepEqual(await store.queues.ack([leases[0]!, leases[2]!]), { lost: [] });
+      assert.deepEqual(payloads(await store.queues.lease({ max: 10, leaseMs: 1000, now: T0 + 1 })), [entries[3]?.encoded]);
+      assert.deepEqual(payloads(await store.queues.lease({ queues: [qa], max: 10, leaseMs: 1000, now: T0 + 500 })), [entries[1]?.encoded]);
+
+      // A lease taken by the append expires like any other: e1→qb is leased again, attempt 2, new token.
+      const again = await store.queues.lease({ queues: [qb], max: 10, leaseMs: 1000, now: T0 + 1000 });
+      assert.deepEqual(
+        again.map((l) => [l.deliveryId, l.attempt, l.payload]),
+        [[leases[1]?.deliveryId, 2, "transformed-e1"]],
+      );
+      assert.notEqual(again[0]?.token, leases[1]?.token);
+      await rejectsWithCode(store.queues.retry(leases[1]!, { availableAt: T0, error: "stale" }), "E_LEASE_LOST");
+      assert.deepEqual(await store.queues.ack(again), { lost: [] });
+
+      // max 0 leases nothing and stores everything.
+      const none = await appendAndLease([entry(bus, "e6", [{ queue: qa }])], { ...appendOptions, lease: { max: 0, leaseMs: 1000 } });
+      assert.deepEqual(none.leases, []);
+      assert.equal(none.results[0]?.status, "stored");
+      assert.deepEqual(payloads(await store.queues.lease({ queues: [qa], max: 10, leaseMs: 1000, now: T0 + 600 })), [
+        JSON.stringify({ specversion: "1.0", id: "e6", source: "test", type: "test.happened" }),
+      ]);
+    });
+
     it("queues - a lease hides its delivery until it expires; then it is leased again with a new token", async (t) => {
       const { store } = await setup(t);
       const queue = unique("q");

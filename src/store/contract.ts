@@ -68,6 +68,16 @@ export interface EventLog {
    * Results are in entry order.
    */
   append(entries: AppendEntry[], options: { now: number; dedupeWindowMs: number }): Promise<AppendResult[]>;
+  /**
+   * Optional: `append`, and in the same commit leases up to `lease.max` of the new deliveries that are leasable at
+   * once (available at `now`, and the oldest pending delivery of their partition key), oldest first, exactly as a
+   * `lease` call right after the append would. A process that will run those deliveries itself saves the lease's
+   * read and write. Leased deliveries are not announced by `waitForWork` (nobody else can take them).
+   */
+  appendAndLease?(
+    entries: AppendEntry[],
+    options: { now: number; dedupeWindowMs: number; lease: { max: number; leaseMs: number } },
+  ): Promise<{ results: AppendResult[]; leases: Lease[] }>;
   /** Events of one bus in `seq` order (archive and replay). */
   read(bus: string, range: ReadRange): Promise<StoredEvent[]>;
   /** Deletes events stored before `beforeAt` (retention). Returns how many were deleted. */

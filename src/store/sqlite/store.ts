@@ -102,16 +102,12 @@ interface DeliveryRow {
   last_error: string | null;
 }
 
-/** A leasable delivery with its payload resolved (its own, or its archived event's). */
-interface ReadyRow {
-  id: number;
-  queue: string;
-  partition_key: string | null;
-  payload: string;
-  enqueued_at: number;
-  attempt: number;
-  last_error: string | null;
-}
+/**
+ * A leasable delivery with its payload resolved (its own, or its archived event's), as a raw row (an array is
+ * cheaper to build than an object with named columns): id, queue, partition_key, payload, enqueued_at, attempt,
+ * last_error.
+ */
+type ReadyRow = [number, string, string | null, string, number, number, string | null];
 
 interface DeadRow {
   delivery_id: number;
@@ -154,16 +150,17 @@ function rowId(deliveryId: string): number {
 }
 
 function toLease(row: ReadyRow, token: string, leaseUntil: number): Lease {
+  const [id, queue, partitionKey, payload, enqueuedAt, attempt, lastError] = row;
   return {
-    deliveryId: String(row.id),
-    queue: row.queue,
+    deliveryId: String(id),
+    queue,
     token,
-    payload: row.payload,
-    attempt: row.attempt + 1,
-    ...(row.partition_key === null ? {} : { partitionKey: row.partition_key }),
-    enqueuedAt: row.enqueued_at,
+    payload,
+    attempt: attempt + 1,
+    ...(partitionKey === null ? {} : { partitionKey }),
+    enqueuedAt,
     leaseUntil,
-    ...(row.last_error === null ? {} : { lastError: row.last_error }),
+    ...(lastError === null ? {} : { lastError }),
   };
 }
 
@@ -258,6 +255,16 @@ function pushDelivery(
   values.push(queue, partitionKey, eventSeq, payload, enqueuedAt, availableAt);
 }
 
+/** A lease taken while inserting deliveries (appendAndLease): `bodies[i]` is the encoded event of delivery i. */
+interface InsertLeasing {
+  max: number;
+  now: number;
+  leaseUntil: number;
+  token: string;
+  bodies: string[];
+  out: Lease[];
+}
+
 interface PendingWrite {
   run(): unknown;
   resolve(value: unknown): void;
@@ -306,27 +313,36 @@ function prepareStatements(db: Database.Database) {
     keyHasPending: db.prepare<[string, string], { id: number }>(
       "SELECT id FROM deliveries WHERE queue = ? AND partition_key = ? LIMIT 1",
     ),
-    // (queue, partition_key, event_seq, payload, enqueued_at, available_at, visible_at): see DeliveryValues.
+    // (id, queue, partition_key, event_seq, payload, enqueued_at, available_at, visible_at, token, lease_until, attempt):
+    // see DeliveryValues; ids are assigned from sqlite_sequence under the write lock, so a lease at insert knows them.
     deliveryInsert: new MultiRow(
       db,
       (values) =>
-        `INSERT INTO deliveries (queue, partition_key, event_seq, payload, enqueued_at, available_at, visible_at) VALUES ${values}`,
-      7,
+        `INSERT INTO deliveries (id, queue, partition_key, event_seq, payload, enqueued_at, available_at, visible_at, token, lease_until, attempt)
+         VALUES ${values}`,
+      11,
     ),
-    readyAll: db.prepare<[number, number], ReadyRow>(
-      `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
-       WHERE d.visible_at <= ? ORDER BY d.visible_at, d.id LIMIT ?`,
-    ),
-    readyInQueues: db.prepare<[number, string, number], ReadyRow>(
-      `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
-       WHERE d.visible_at <= ? AND d.queue IN (SELECT value FROM json_each(?)) ORDER BY d.visible_at, d.id LIMIT ?`,
-    ),
+    lastDeliveryId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
+    readyAll: db
+      .prepare<[number, number], ReadyRow>(
+        `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+         WHERE d.visible_at <= ? ORDER BY d.visible_at, d.id LIMIT ?`,
+      )
+      .raw(true),
+    readyInQueues: db
+      .prepare<[number, string, number], ReadyRow>(
+        `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+         WHERE d.visible_at <= ? AND d.queue IN (SELECT value FROM json_each(?)) ORDER BY d.visible_at, d.id LIMIT ?`,
+      )
+      .raw(true),
     markLeased: db.prepare<[string, number, number, string]>(
       `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
        WHERE id IN (SELECT value FROM json_each(?))`,
     ),
     // Settling a lease batch: the keyed rows (whose keys need promoting) are read first, then one plain DELETE;
-    // RETURNING would cost ~2 µs a row. Only when some lease was lost does removeLeased say which.
+    // RETURNING would cost ~2 µs a row. Only when some lease was lost does removeLeased say which. When no keyed
+    // delivery is pending at all (one probe of the partial index `deliveries_key`), the keyed read is skipped.
+    anyKeyed: db.prepare<[], { id: number }>("SELECT id FROM deliveries WHERE partition_key IS NOT NULL LIMIT 1"),
     keyedLeased: db.prepare<[string, string], { id: number; queue: string; partition_key: string }>(
       `SELECT id, queue, partition_key FROM deliveries
        WHERE id IN (SELECT value FROM json_each(?)) AND token = ? AND partition_key IS NOT NULL ORDER BY id`,
@@ -643,26 +659,48 @@ export class LocalSqliteStore implements SqliteStore {
   /**
    * Inserts deliveries in order. Only the oldest delivery of a (queue, key) is visible; later ones wait
    * (visible_at NULL) until promoted: a key is blocked by a pending delivery, or by one earlier in this batch.
+   * With `leasing`, up to `leasing.max` deliveries leasable now are inserted already leased (see appendAndLease).
    */
-  #insertDeliveries(values: DeliveryValues): void {
+  #insertDeliveries(values: DeliveryValues, leasing?: InsertLeasing): void {
     if (values.length === 0) return;
     const rows: unknown[] = [];
     let keysInBatch: Set<string> | undefined;
-    for (let at = 0; at < values.length; at += DELIVERY_WIDTH) {
+    let id = this.#sql.lastDeliveryId.get()?.seq ?? 0;
+    let unleased = false;
+    for (let at = 0, n = 0; at < values.length; at += DELIVERY_WIDTH, n++) {
       const queue = values[at] as string;
       const key = values[at + 1] as string | null;
+      const enqueuedAt = values[at + 4] as number;
       const availableAt = values[at + 5] as number;
       let visibleAt: number | null = availableAt;
       if (key !== null) {
         keysInBatch ??= new Set();
-        const id = `${queue}\n${key}`;
-        if (keysInBatch.has(id) || this.#sql.keyHasPending.get(queue, key) !== undefined) visibleAt = null;
-        keysInBatch.add(id);
+        const keyId = `${queue}\n${key}`;
+        if (keysInBatch.has(keyId) || this.#sql.keyHasPending.get(queue, key) !== undefined) visibleAt = null;
+        keysInBatch.add(keyId);
       }
-      rows.push(queue, key, values[at + 2], values[at + 3], values[at + 4], availableAt, visibleAt);
+      id++;
+      if (leasing !== undefined && visibleAt !== null && availableAt <= leasing.now && leasing.out.length < leasing.max) {
+        const { token, leaseUntil } = leasing;
+        rows.push(id, queue, key, values[at + 2], values[at + 3], enqueuedAt, availableAt, leaseUntil, token, leaseUntil, 1);
+        leasing.out.push({
+          deliveryId: String(id),
+          queue,
+          token,
+          payload: leasing.bodies[n] as string,
+          attempt: 1,
+          ...(key === null ? {} : { partitionKey: key }),
+          enqueuedAt,
+          leaseUntil,
+        });
+        continue;
+      }
+      unleased = true;
+      rows.push(id, queue, key, values[at + 2], values[at + 3], enqueuedAt, availableAt, visibleAt, null, null, 0);
     }
     this.#sql.deliveryInsert.run(rows);
-    this.#workCreated = true;
+    // Deliveries leased here are nobody else's work: only the others need a wake-up.
+    if (unleased) this.#workCreated = true;
   }
 
   /** After a key's head left the queue (ack, dead letter), makes the key's next delivery visible. */
@@ -679,7 +717,7 @@ export class LocalSqliteStore implements SqliteStore {
     this.#lastDedupeSweepAt.set(bus, now);
   }
 
-  #appendEntries(entries: AppendEntry[], now: number, dedupeWindowMs: number): AppendResult[] {
+  #appendEntries(entries: AppendEntry[], now: number, dedupeWindowMs: number, leasing?: InsertLeasing): AppendResult[] {
     const sql = this.#sql;
     const dedupe = dedupeWindowMs > 0;
     if (dedupe) {
@@ -714,11 +752,13 @@ export class LocalSqliteStore implements SqliteStore {
       for (const d of entry.deliveries) {
         const own = d.payload === undefined || d.payload === entry.encoded ? null : d.payload;
         pushDelivery(deliveries, d.queue, d.partitionKey ?? null, own === null ? seq : null, own, now, d.availableAt ?? now);
+        // One string object per event body: the dispatcher decodes consecutive deliveries of one body once.
+        leasing?.bodies.push(own ?? entry.encoded);
       }
       results.push({ status: "stored", seq });
     });
     sql.eventInsert.run(events);
-    this.#insertDeliveries(deliveries);
+    this.#insertDeliveries(deliveries, leasing);
     return results;
   }
 
@@ -735,7 +775,7 @@ export class LocalSqliteStore implements SqliteStore {
     const leaseUntil = now + leaseMs;
     // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
     const token = randomUUID();
-    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row.id)));
+    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row[0])));
     return rows.map((row) => toLease(row, token, leaseUntil));
   }
 
@@ -745,6 +785,21 @@ export class LocalSqliteStore implements SqliteStore {
       append: (entries, { now, dedupeWindowMs }) => {
         if (entries.length === 0) return Promise.resolve([]);
         return this.#write(() => this.#appendEntries(entries, now, dedupeWindowMs));
+      },
+      appendAndLease: (entries, { now, dedupeWindowMs, lease }) => {
+        if (entries.length === 0) return Promise.resolve({ results: [], leases: [] });
+        return this.#write(() => {
+          const leasing: InsertLeasing = {
+            max: lease.max > 0 ? lease.max : 0,
+            now,
+            leaseUntil: now + lease.leaseMs,
+            token: randomUUID(),
+            bodies: [],
+            out: [],
+          };
+          const results = this.#appendEntries(entries, now, dedupeWindowMs, leasing);
+          return { results, leases: leasing.out };
+        });
       },
       read: (bus: string, range: ReadRange) =>
         this.#read(() => {
@@ -798,7 +853,7 @@ export class LocalSqliteStore implements SqliteStore {
           for (const [token, ids] of byToken) {
             const numeric = [...new Set(ids.map(rowId).filter((id) => id > 0))];
             const json = JSON.stringify(numeric);
-            const keyed = sql.keyedLeased.all(json, token);
+            const keyed = sql.anyKeyed.get() === undefined ? [] : sql.keyedLeased.all(json, token);
             let removed: { id: number; queue: string; partition_key: string | null }[] | undefined;
             if (numeric.length === ids.length) {
               try {
