@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { connect } from "node:net";
+import { orderEvent } from "./order-event.ts";
 
 const here = fileURLToPath(import.meta.url);
 const root = join(here, "..", "..");
@@ -92,24 +93,7 @@ async function child(backend: string, workload: string, n: number): Promise<void
   let peak = process.memoryUsage.rss();
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 200);
   const tag = `${process.pid}${Date.now().toString(36)}`;
-  const makeEvent = (i: number) => ({
-    specversion: "1.0",
-    id: `${tag}-${i.toString().padStart(9, "0")}`,
-    type: "order.created",
-    source: "/shop/checkout",
-    time: "2026-01-01T12:00:00.000Z",
-    data: {
-      orderId: `ord_${(1000000 + i).toString(36)}`,
-      customerId: `cus_${(i % 9973).toString(36)}`,
-      currency: "EUR",
-      total: 12345 + (i % 1000),
-      items: [
-        { sku: "SKU-000123", qty: 2, price: 2500 },
-        { sku: "SKU-004567", qty: 1, price: 7345 },
-      ],
-      ts: 0,
-    },
-  });
+  const makeEvent = (i: number) => orderEvent(`${tag}-${i.toString().padStart(9, "0")}`, i);
   // Warm-up outside the clock (the peers' drivers are plain preloaded JS; ours is compiled by tsx on first use):
   // 200 events through the whole path, then the counters start from zero.
   target = 200 * targets;

@@ -14,6 +14,7 @@
 import { createPostgresStore } from "../src/store/postgres/index.ts";
 import type { StorageBackend } from "../src/store/contract.ts";
 import { createTestDatabase } from "../test/helpers/services.ts";
+import { orderEvent } from "./order-event.ts";
 
 const N = Number(process.env.N ?? 20_000);
 const W2_SECONDS = Number(process.env.W2_SECONDS ?? 5);
@@ -22,24 +23,7 @@ const IN_FLIGHT = 10;
 
 function makeEvent(i: number): { id: string; encoded: string } {
   const id = `bench-${i.toString().padStart(9, "0")}`;
-  const encoded = JSON.stringify({
-    specversion: "1.0",
-    id,
-    type: "order.created",
-    source: "/shop/checkout",
-    time: "2026-01-01T12:00:00.000Z",
-    data: {
-      orderId: `ord_${(1_000_000 + i).toString(36)}`,
-      customerId: `cus_${(i % 9973).toString(36)}`,
-      currency: "EUR",
-      total: 12345 + (i % 1000),
-      items: [
-        { sku: "SKU-000123", qty: 2, price: 2500 },
-        { sku: "SKU-004567", qty: 1, price: 7345 },
-      ],
-    },
-  });
-  return { id, encoded };
+  return { id, encoded: JSON.stringify(orderEvent(id, i)) };
 }
 
 /** What a workload needs from a queue implementation. */
