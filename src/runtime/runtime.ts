@@ -135,9 +135,13 @@ interface Invocation {
   attempt: number;
   arrivedAt: number;
   dispatchedAt: number;
+  /** Epoch ms after which a dispatched invocation times out (0 until dispatched). */
+  deadline: number;
   instance: Instance | undefined;
-  timer: NodeJS.Timeout | undefined;
   cold: boolean;
+  settled: boolean;
+  /** invoke() wants the handler's result; deliver() resolves with nothing. */
+  keepValue: boolean;
   loopDetected: boolean;
   logger: Logger | undefined;
   signal: AbortSignal | undefined;
@@ -155,6 +159,8 @@ interface Instance {
   inflight: Map<number, Invocation>;
   used: boolean;
   fromStandby: boolean;
+  /** Epoch ms when it last became idle; the idle timer checks it instead of being re-armed per invocation. */
+  idleSince: number;
   idleTimer: NodeJS.Timeout | undefined;
   startTimer: NodeJS.Timeout | undefined;
 }
@@ -193,6 +199,8 @@ const defaultLimits: RuntimeLimits = {
   startTimeoutMs: 10_000,
   standbyWorkers: 1,
 };
+
+const noValue = (): undefined => undefined;
 
 function failure(err: SluiceError, reason: string, invocationId: string): InvocationError {
   return Object.assign(err, { reason, invocationId });
@@ -243,7 +251,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   let closed = false;
   let closing: Promise<void> | undefined;
   let rotation = 0;
-  const inflightAll = new Set<Promise<unknown>>();
+  /** Invocations accepted and not yet settled (queued or running): close() waits for them. */
+  let pendingCount = 0;
+  let onDrained: (() => void) | undefined;
   let entryAcquired = false;
   const useEntry = (): Promise<string> => {
     if (!entryAcquired) {
@@ -536,6 +546,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       inflight: new Map(),
       used: false,
       fromStandby: false,
+      idleSince: 0,
       idleTimer: undefined,
       startTimer: undefined,
     };
@@ -575,6 +586,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (inst.state === "stopping") return;
     inst.state = "stopping";
     clearTimeout(inst.idleTimer);
+    inst.idleTimer = undefined;
     clearTimeout(inst.startTimer);
     void inst.host.terminate();
   }
@@ -603,13 +615,28 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     if (inst.inflight.size > 0) return;
     if ([...fns.values()].some((f) => f.queue.length > 0)) pumpAll();
     if (!isIdle(inst)) return;
-    clearTimeout(inst.idleTimer);
+    inst.idleSince = Date.now();
+    if (inst.idleTimer === undefined) armIdleTimer(inst, limits.idleTimeoutMs);
+  }
+
+  /**
+   * One idle timer per idle period, not per invocation: work in between does not clear it; when it fires it
+   * checks how long the instance has really been idle and waits for the rest if needed.
+   */
+  function armIdleTimer(inst: Instance, delayMs: number): void {
     inst.idleTimer = setTimeout(() => {
-      if (!isIdle(inst)) return;
+      inst.idleTimer = undefined;
+      if (!isIdle(inst)) return; // busy again: afterWork arms a new timer when it next becomes idle
+      const idleForMs = Date.now() - inst.idleSince;
+      if (idleForMs < limits.idleTimeoutMs) {
+        armIdleTimer(inst, limits.idleTimeoutMs - idleForMs);
+        return;
+      }
+      const fn = inst.fn;
       let ready = 0;
       for (const i of fn.instances) if (i.state === "ready" && i.version === fn.version) ready++;
       if (ready > fn.config.minInstances || inst.version !== fn.version) stopInstance(inst);
-    }, limits.idleTimeoutMs);
+    }, delayMs);
     inst.idleTimer.unref();
   }
 
@@ -698,7 +725,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   }
 
   function dispatch(inst: Instance, inv: Invocation): void {
-    clearTimeout(inst.idleTimer);
     inv.instance = inst;
     inv.cold = !inst.used;
     inst.used = true;
@@ -707,9 +733,50 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     inv.dispatchedAt = now;
     const timeoutMs = inv.fn.config.timeoutMs;
     const deadline = now + timeoutMs;
+    inv.deadline = deadline;
+    dispatchedCount++;
+    armTimeouts(deadline);
     const lead = Math.min(limits.signalLeadMs, timeoutMs / 10);
-    inv.timer = setTimeout(() => onTimeout(inv), timeoutMs);
     inst.host.send({ t: "invoke", id: inv.seq, event: inv.event, attempt: inv.attempt, invocationId: inv.invocationId, deadline, signalAt: deadline - lead });
+  }
+
+  // One timer for the deadlines of all dispatched invocations instead of a setTimeout per invocation. It is
+  // armed for the earliest deadline (deadlines mostly grow, so dispatch rarely re-arms it) and cleared when
+  // nothing is dispatched, so it keeps the process alive exactly while an invocation runs.
+  let dispatchedCount = 0;
+  let timeoutTimer: NodeJS.Timeout | undefined;
+  let timeoutTimerAt = Infinity;
+
+  function armTimeouts(deadline: number): void {
+    if (deadline >= timeoutTimerAt) return;
+    clearTimeout(timeoutTimer);
+    timeoutTimerAt = deadline;
+    timeoutTimer = setTimeout(sweepTimeouts, Math.max(1, deadline - Date.now()));
+  }
+
+  function disarmTimeouts(): void {
+    clearTimeout(timeoutTimer);
+    timeoutTimer = undefined;
+    timeoutTimerAt = Infinity;
+  }
+
+  /** Times out every dispatched invocation past its deadline, then re-arms for the earliest one left. */
+  function sweepTimeouts(): void {
+    timeoutTimer = undefined;
+    timeoutTimerAt = Infinity;
+    const now = Date.now();
+    const expired: Invocation[] = [];
+    let next = Infinity;
+    for (const fn of fns.values()) {
+      for (const inst of fn.instances) {
+        for (const inv of inst.inflight.values()) {
+          if (inv.deadline <= now) expired.push(inv);
+          else if (inv.deadline < next) next = inv.deadline;
+        }
+      }
+    }
+    for (const inv of expired) onTimeout(inv);
+    if (next !== Infinity && dispatchedCount > 0) armTimeouts(next);
   }
 
   function onTimeout(inv: Invocation): void {
@@ -720,11 +787,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   }
 
   function settle(inv: Invocation, outcome: InvocationOutcome, value: unknown, error: InvocationError | undefined): void {
-    clearTimeout(inv.timer);
+    if (inv.settled) return;
+    inv.settled = true;
     if (inv.signal && inv.onAbort) inv.signal.removeEventListener("abort", inv.onAbort);
     const inst = inv.instance;
     if (inst) {
-      if (!inst.inflight.delete(inv.seq)) return;
+      inst.inflight.delete(inv.seq);
+      if (--dispatchedCount === 0) disarmTimeouts();
     }
     let finalOutcome = outcome;
     let finalError = error;
@@ -752,12 +821,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       gbSeconds: gbSeconds(memoryMb, durationMs),
       cold: inv.cold,
       outcome: finalOutcome,
-      ...(finalError ? { reason: finalError.reason } : {}),
       version: inst?.version ?? inv.fn.version,
     };
+    if (finalError) record.reason = finalError.reason;
     meter(inv.fn, record);
     if (finalError) inv.reject(finalError);
-    else inv.resolve(value);
+    else inv.resolve(inv.keepValue ? value : undefined);
+    if (--pendingCount === 0 && onDrained) onDrained();
     if (inst) afterWork(inst);
   }
 
@@ -859,14 +929,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     throw failure(new SluiceError(ErrorCode.Throttled, `throttled: ${fn.name} ${why}`, { retryable: true }), `throttled: ${why}`, invocationId);
   }
 
-  function enqueue(fn: FunctionEntry, event: CloudEvent, attempt: number, signal: AbortSignal | undefined): Promise<unknown> {
+  function enqueue(fn: FunctionEntry, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean): Promise<unknown> {
     if (closed) throw new SluiceError(ErrorCode.Closed, "the runtime is closed");
     if (fn.budget?.exceeded && fn.config.budget?.throttle) {
       fn.budget.roll(clock.now());
       if (fn.budget.exceeded) throttled(fn, event, attempt, `is over its budget until ${new Date(fn.budget.endAt).toISOString()}`);
     }
     if (fn.queue.length >= limits.maxQueuedPerFunction) throttled(fn, event, attempt, `has ${fn.queue.length} invocations waiting`);
-    const promise = new Promise<unknown>((resolvePromise, rejectPromise) => {
+    return new Promise<unknown>((resolvePromise, rejectPromise) => {
+      pendingCount++;
       const inv: Invocation = {
         seq: ++nextSeq,
         invocationId: randomUUID(),
@@ -875,9 +946,11 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         attempt,
         arrivedAt: Date.now(),
         dispatchedAt: 0,
+        deadline: 0,
         instance: undefined,
-        timer: undefined,
         cold: false,
+        settled: false,
+        keepValue,
         loopDetected: false,
         logger: undefined,
         signal,
@@ -903,10 +976,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       fn.queue.push(inv);
       if (!pump(fn)) pumpAll();
     });
-    inflightAll.add(promise);
-    const forget = () => inflightAll.delete(promise);
-    promise.then(forget, forget);
-    return promise;
   }
 
   async function runIdempotent(fn: FunctionEntry, event: CloudEvent, attempt: number, signal: AbortSignal | undefined): Promise<unknown> {
@@ -945,7 +1014,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
           ttlMs: fn.config.timeoutMs + 60_000,
         });
         if (claimed) {
-          const value = await enqueue(fn, event, attempt, signal);
+          const value = await enqueue(fn, event, attempt, signal, true);
           await state.put(ns, key, JSON.stringify(value === undefined ? { status: "done" } : { status: "done", value }), { now: clock.now(), ttlMs: idem.ttlMs });
           done(value);
           return value;
@@ -978,11 +1047,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     return fn;
   }
 
-  async function run(name: string, event: CloudEvent, attempt: number, signal: AbortSignal | undefined): Promise<unknown> {
-    if (closed) throw new SluiceError(ErrorCode.Closed, "the runtime is closed");
-    const fn = lookup(name);
-    if (fn.config.idempotency) return runIdempotent(fn, event, attempt, signal);
-    return enqueue(fn, event, attempt, signal);
+  /** Not async (a warm call makes one promise, the invocation's own); refusals come back as rejections. */
+  function run(name: string, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean): Promise<unknown> {
+    try {
+      if (closed) throw new SluiceError(ErrorCode.Closed, "the runtime is closed");
+      const fn = lookup(name);
+      if (fn.config.idempotency) {
+        const result = runIdempotent(fn, event, attempt, signal);
+        return keepValue ? result : result.then(noValue);
+      }
+      return enqueue(fn, event, attempt, signal, keepValue);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   // ---- reload and close ----------------------------------------------------------------------------------
@@ -1029,14 +1106,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
 
   const runtime: Runtime = {
     invoke(name, event, opts) {
-      return run(name, event, opts?.attempt ?? 1, opts?.signal);
+      return run(name, event, opts?.attempt ?? 1, opts?.signal, true);
     },
-    async deliver(functionName, event, opts) {
+    deliver(functionName, event, opts) {
       // A function this node does not have (yet: a rolling deploy) is retried, not dead-lettered on the spot.
       if (!closed && !fns.has(functionName)) {
-        throw new SluiceError(ErrorCode.FunctionNotFound, `function "${functionName}" does not exist on this node`, { retryable: true });
+        return Promise.reject(new SluiceError(ErrorCode.FunctionNotFound, `function "${functionName}" does not exist on this node`, { retryable: true }));
       }
-      await run(functionName, event, opts.attempt, opts.signal);
+      // Resolves with undefined: enqueue drops the value unless the caller keeps it.
+      return run(functionName, event, opts.attempt, opts.signal, false) as Promise<void>;
     },
     functions: () => [...fns.values()].map((f) => f.config),
     metrics() {
@@ -1097,7 +1175,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         }
         const stopping: Promise<void>[] = [...standbys].map((s) => s.terminate());
         standbys.clear();
-        await Promise.allSettled([...inflightAll]);
+        if (pendingCount > 0) await new Promise<void>((resolveDrained) => (onDrained = resolveDrained));
         for (const fn of fns.values()) {
           for (const i of fn.instances) {
             i.state = "stopping";

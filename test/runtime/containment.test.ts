@@ -113,3 +113,29 @@ test("runtime containment - a function file that throws at load is reported, the
   );
   await assert.rejects(createRuntime({ functions: [{ file: `${dir}/missing.ts` }], emit: noEmit }), { code: "E_CONFIG_INVALID" });
 });
+
+test("runtime containment - each invocation times out at its own deadline, a shorter one dispatched after a longer one included", async () => {
+  const dir = tempDir();
+  const runtime = await createRuntime({
+    functions: [
+      { file: writeFunction(dir, "long", `timeout: "2s",`, "for (;;) {}") },
+      { file: writeFunction(dir, "short", `timeout: "200ms",`, "for (;;) {}") },
+    ],
+    emit: noEmit,
+  });
+  const records: InvocationRecord[] = [];
+  runtime.on("invocation", (r) => records.push(r));
+  try {
+    const longReady = new Promise<void>((resolve) => runtime.on("instance", (c) => c.functionName === "long" && c.state === "ready" && resolve()));
+    const long = runtime.invoke("long", event("x")).catch((err: InvocationError) => err);
+    await within(longReady, 20_000, "the long function's instance"); // dispatched on ready: its deadline is armed first
+    const short = await within(runtime.invoke("short", event("x")).catch((err: InvocationError) => err), 20_000, "the short timeout");
+    assert.equal((short as InvocationError).code, "E_HANDLER_TIMEOUT");
+    assert.equal(((await long) as InvocationError).code, "E_HANDLER_TIMEOUT");
+    const took = (name: string) => records.find((r) => r.functionName === name)!.durationMs;
+    assert.ok(took("short") >= 200 && took("short") < 1500, `short timed out after ${took("short")} ms, not at the long one's deadline`);
+    assert.ok(took("long") >= 2000, `long ran its full 2 s (${took("long")} ms)`);
+  } finally {
+    await runtime.close();
+  }
+});

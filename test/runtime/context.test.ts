@@ -134,3 +134,39 @@ test("runtime context - ctx.log lines reach the host's pino logger with function
     await runtime.close();
   }
 });
+
+test("runtime context - a caller's abort reaches ctx.signal whether the handler read it before or only after", async () => {
+  const dir = tempDir();
+  const callers = new Map<string, AbortController>();
+  // The caller gives up while the handler waits for its emit: the abort travels to the instance ahead of the emit's answer.
+  const emit = async (events: CloudEvent[]) => {
+    for (const e of events) callers.get(e.subject!)?.abort();
+  };
+  const runtime = await createRuntime({
+    functions: [
+      {
+        file: writeFunction(
+          dir,
+          "patient",
+          "",
+          `const early = data.readFirst ? ctx.signal : undefined;
+           await ctx.emit({ type: "waiting", source: "patient", subject: data.caller });
+           const signal = early ?? ctx.signal;
+           return { aborted: signal.aborted, reason: signal.reason?.name };`,
+        ),
+      },
+    ],
+    emit,
+  });
+  try {
+    for (const readFirst of [true, false]) {
+      const caller = `caller-${readFirst}`;
+      const controller = new AbortController();
+      callers.set(caller, controller);
+      const result = await runtime.invoke("patient", event("wait", { readFirst, caller }), { signal: controller.signal });
+      assert.deepEqual(result, { aborted: true, reason: "AbortError" }, `signal read ${readFirst ? "before" : "after"} the abort`);
+    }
+  } finally {
+    await runtime.close();
+  }
+});

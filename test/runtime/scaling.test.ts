@@ -44,6 +44,26 @@ test("runtime scaling - scales from zero on the first event and back to zero aft
   }
 });
 
+test("runtime scaling - an idle instance stops idleTimeoutMs after it last became idle, not after its first idle moment", async () => {
+  const dir = tempDir();
+  const runtime = await createRuntime({
+    functions: [{ file: writeFunction(dir, "sometimes", "", "return 'hi';") }],
+    emit: noEmit,
+    limits: { idleTimeoutMs: 400, standbyWorkers: 0 },
+  });
+  try {
+    const stopped = new Promise<number>((resolve) => runtime.on("instance", (c) => c.state === "stopped" && resolve(Date.now())));
+    await runtime.invoke("sometimes", event("x")); // idle from here: its idle timer is armed
+    await new Promise((r) => setTimeout(r, 250));
+    await runtime.invoke("sometimes", event("x")); // busy for a moment, idle again from here
+    const lastIdleAt = Date.now();
+    const stoppedAt = await within(stopped, 5000, "scale to zero");
+    assert.ok(stoppedAt - lastIdleAt >= 390, `stopped ${stoppedAt - lastIdleAt} ms after it last became idle (timeout 400 ms)`);
+  } finally {
+    await runtime.close();
+  }
+});
+
 test("runtime scaling - adds instances with the backlog up to concurrency, one event per instance", async () => {
   const dir = tempDir();
   const runtime = await createRuntime({
