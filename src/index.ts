@@ -39,7 +39,8 @@ export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bu
 export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
 export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
 export { defaultRetryPolicy } from "./bus/retry.ts";
-export type { Clock, Logger } from "./bus/clock.ts";
+export type { Clock } from "./clock.ts";
+export type { Logger } from "./logger.ts";
 export type {
   Bus,
   BusInput,

@@ -13,7 +13,8 @@
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Lease, StorageBackend } from "../store/contract.ts";
-import type { Clock, Logger } from "./clock.ts";
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../logger.ts";
 import type { CompiledTarget, Definitions } from "./definitions.ts";
 import { classifyFailure, describeError, failureText } from "./handler-errors.ts";
 import { decideAfterFailure } from "./retry.ts";

@@ -11,7 +11,7 @@ import { encodeEvent } from "../event/codec.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import type { AppendEntry, NewDelivery, StorageBackend } from "../store/contract.ts";
-import type { Logger } from "./clock.ts";
+import type { Logger } from "../logger.ts";
 import { checkName, type Definitions } from "./definitions.ts";
 import { describeError } from "./handler-errors.ts";
 import { dedupeKey, partitionKeyOf, type Publisher } from "./publisher.ts";

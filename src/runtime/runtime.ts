@@ -13,22 +13,13 @@ import { NonRetriableError, RetryAfterError } from "../bus/handler-errors.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
+import { noopLogger, type Logger } from "../logger.ts";
 import { defaultMemoryMb, isFunctionDefinition, normalizeFunctionConfig, type EmittedEvent, type FunctionConfig, type FunctionDefinition } from "./define.ts";
 import { startInlineHost, startProcessHost, startStandbyWorker, startWorkerHost, type ExitKind, type InstanceHost, type StandbyWorker } from "./hosts.ts";
 import { acquireInstanceEntry, bundleFunctions, describeBundles, releaseInstanceEntry, type Bundle } from "./loader.ts";
 import { BudgetWindow, addRecord, emptyCounters, gbSeconds, type FunctionCounters, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
 import type { InstanceMessage, LogLevel, WireError } from "./protocol.ts";
 
-/** A pino-shaped logger. Core code never creates one; the default does nothing. */
-export interface Logger {
-  trace(fields: object, msg?: string): void;
-  debug(fields: object, msg?: string): void;
-  info(fields: object, msg?: string): void;
-  warn(fields: object, msg?: string): void;
-  error(fields: object, msg?: string): void;
-  fatal(fields: object, msg?: string): void;
-  child(bindings: object): Logger;
-}
 
 export interface RuntimeLimits {
   /** Instances on this node, all functions together (default 32). */
@@ -180,15 +171,6 @@ interface FunctionEntry {
   claims: Map<string, Promise<unknown>>;
 }
 
-const noopLogger: Logger = {
-  trace() {},
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-  fatal() {},
-  child: () => noopLogger,
-};
 
 const defaultLimits: RuntimeLimits = {
   maxInstances: 32,

@@ -7,31 +7,13 @@
  * carrying how many were missed). Timers run on an injectable clock, so tests drive time by hand.
  */
 import { randomUUID } from "node:crypto";
+import { systemClock, type Clock } from "../clock.ts";
+import { noopLogger, type Logger } from "../logger.ts";
 import type { StateStore } from "../store/contract.ts";
 import { nextTick, ticksBetween, type ScheduleExpression } from "./schedule-expression.ts";
 
-/** A clock with timers. The real one is `systemClock`; tests pass a manual clock. */
-export interface TimerClock {
-  now(): number;
-  setTimeout(callback: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-export const systemClock: TimerClock = {
-  now: () => Date.now(),
-  setTimeout: (callback, ms) => setTimeout(callback, ms),
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
-
-/** The pino-shaped subset the scheduler logs through. */
-export interface SchedulerLogger {
-  info(fields: object, msg: string): void;
-  warn(fields: object, msg: string): void;
-  error(fields: object, msg: string): void;
-  debug(fields: object, msg: string): void;
-}
-
-const noopLogger: SchedulerLogger = { info() {}, warn() {}, error() {}, debug() {} };
+/** The part of the logger the scheduler logs through. */
+export type SchedulerLogger = Pick<Logger, "info" | "warn" | "error" | "debug">;
 
 /** What a schedule does when it fires: publish an event to a bus, or invoke a function. */
 export type ScheduleAction =
@@ -74,7 +56,7 @@ export interface SchedulerOptions {
   state: StateStore;
   /** Performs the action. A throw releases the claim and the tick is retried (see `retryDelaysMs`). */
   fire: (spec: ScheduleSpec, tick: Tick) => Promise<void>;
-  clock?: TimerClock;
+  clock?: Clock;
   logger?: SchedulerLogger;
   /** Written into the claim, for operators. */
   nodeId?: string;

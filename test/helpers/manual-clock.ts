@@ -1,8 +1,8 @@
 /**
  * A clock for tests of timing: `now()` only moves when the test calls `advance(ms)`, which fires the timers that
- * came due, in time order. Implements the bus's `Clock`.
+ * came due, in time order (or `advanceTo(at)`). Implements Sluice's `Clock` (bus, schedules).
  */
-import type { Clock } from "../../src/bus/clock.ts";
+import type { Clock } from "../../src/clock.ts";
 
 export class ManualClock implements Clock {
   #now: number;
@@ -39,5 +39,10 @@ export class ManualClock implements Clock {
       next[1].callback();
     }
     this.#now = end;
+  }
+
+  /** Moves time forward to `at` (never back), firing the timers due on the way. */
+  advanceTo(at: number): void {
+    this.advance(Math.max(0, at - this.#now));
   }
 }

@@ -7,7 +7,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createBroker, type Broker, type BrokerLimits } from "../../src/bus/broker.ts";
-import type { Clock } from "../../src/bus/clock.ts";
+import type { Clock } from "../../src/clock.ts";
 import type { DeliveryEvents, TargetRef } from "../../src/bus/types.ts";
 import type { InvocationRecord } from "../../src/runtime/metering.ts";
 import { createRuntime, type Runtime, type RuntimeLimits } from "../../src/runtime/runtime.ts";

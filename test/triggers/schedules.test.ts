@@ -6,37 +6,8 @@ import { join } from "node:path";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import type { StorageBackend } from "../../src/store/contract.ts";
 import { parseScheduleExpression } from "../../src/triggers/schedule-expression.ts";
-import { createScheduler, tickEvent, type ScheduleSpec, type Tick, type TimerClock } from "../../src/triggers/schedules.ts";
-
-/** A clock whose time moves only when the test says so; due timers run in time order. */
-class ManualClock implements TimerClock {
-  #timers = new Map<number, { at: number; fn: () => void }>();
-  #next = 1;
-  constructor(public current: number) {}
-  now() {
-    return this.current;
-  }
-  setTimeout(fn: () => void, ms: number) {
-    const id = this.#next++;
-    this.#timers.set(id, { at: this.current + Math.max(0, ms), fn });
-    return id;
-  }
-  clearTimeout(handle: unknown) {
-    this.#timers.delete(handle as number);
-  }
-  /** Moves time to `to`, running each timer due on the way at its own time. */
-  advanceTo(to: number) {
-    for (;;) {
-      let first: [number, { at: number; fn: () => void }] | undefined;
-      for (const e of this.#timers) if (e[1].at <= to && (!first || e[1].at < first[1].at)) first = e;
-      if (!first) break;
-      this.#timers.delete(first[0]);
-      this.current = Math.max(this.current, first[1].at);
-      first[1].fn();
-    }
-    this.current = to;
-  }
-}
+import { createScheduler, tickEvent, type ScheduleSpec, type Tick } from "../../src/triggers/schedules.ts";
+import { ManualClock } from "../helpers/manual-clock.ts";
 
 const T0 = Date.parse("2026-05-01T10:00:00Z");
 const MIN = 60_000;
