@@ -3,12 +3,14 @@
  * prints one line to stdout for every write the store acknowledged (the line is written after the promise
  * resolved, so a printed line proves an acknowledged write).
  *
- * Driven by crash-harness.ts. Usage: node --import tsx test/store/crash-child.ts <mode> <kind> <location> <runId>
+ * Driven by crash-harness.ts. Usage: node --import tsx test/store/crash-child.ts <mode> <kind> <location> [runId | workMs]
  *   mode      `publish`: appends batches of 1..50 events in a loop, each event with a delivery to queue `crash-a`
  *             and one (keyed on 5 keys) to `crash-b`; prints `ack <seq> <eventId>` per stored event.
  *             `consume`: leases up to 10 deliveries at a time (lease 1 s), "works" 0-3 ms, acks; prints
  *             `lease <queue> <eventId>` per leased delivery, `ack <queue> <eventId>` per acked one (`lost …` when
- *             the ack found its lease lost).
+ *             the ack found its lease lost). With `workMs` (4th argument) it works workMs/2..workMs ms instead: a
+ *             victim that still holds its leases when the parent, reading its output late on a loaded machine,
+ *             kills it.
  *   kind      `sqlite` (location = database file) or `postgres` (location = connection URL; loads
  *             src/store/postgres/index.ts's `createPostgresStore({ url })`).
  *   runId     prefix of the event ids (publish), so runs on the same data never collide.
@@ -46,7 +48,7 @@ async function publish(store: StorageBackend, runId: string): Promise<never> {
   }
 }
 
-async function consume(store: StorageBackend): Promise<never> {
+async function consume(store: StorageBackend, workMs: number | undefined): Promise<never> {
   for (;;) {
     const leases = await store.queues.lease({ max: 10, leaseMs: 1000, now: Date.now() });
     if (leases.length === 0) {
@@ -57,7 +59,8 @@ async function consume(store: StorageBackend): Promise<never> {
     const ids = leases.map((l) => `${l.queue} ${(JSON.parse(l.payload) as { id: string }).id}`);
     await write(ids.map((id) => `lease ${id}`).join("\n"));
     // The handler's work: a few milliseconds, so that kills land between lease and ack too.
-    await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 4)));
+    const work = workMs === undefined ? Math.random() * 4 : workMs / 2 + (Math.random() * workMs) / 2;
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(work)));
     const { lost } = await store.queues.ack(leases);
     const lostIds = new Set(lost);
     await write(
@@ -76,7 +79,7 @@ async function main(): Promise<void> {
   const store = await openStore(kind, location);
   await write("ready");
   if (mode === "publish") await publish(store, runId);
-  else if (mode === "consume") await consume(store);
+  else if (mode === "consume") await consume(store, process.argv[5] === undefined ? undefined : Number(process.argv[5]));
   else throw new Error(`crash-child: unknown mode ${mode}`);
 }
 

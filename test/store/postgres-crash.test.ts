@@ -117,7 +117,8 @@ test(
     let victim: Child | undefined;
     const consumers = [0, 1, 2].map(
       (n) =>
-        new Child(["consume", "postgres", url], (line) => {
+        // The victim works 150-300 ms per batch, so it still holds the leases of the line that gets it killed.
+        new Child(n === 0 ? ["consume", "postgres", url, "300"] : ["consume", "postgres", url], (line) => {
           const space = line.indexOf(" ");
           const [word, key] = [line.slice(0, space), line.slice(space + 1)];
           if (word === "lease") leased[n]?.add(key);
