@@ -438,6 +438,104 @@ $fn$;
 ALTER TABLE $schema.deliveries SET (fillfactor = 50);
 `,
   },
+  {
+    version: 8,
+    name: "append_entries_leasing: an append that leases the new deliveries its caller has room for",
+    sql: `
+-- append_entries (migration 6) plus a lease taken in the same statement: of the new deliveries of entries $18..$19
+-- (one caller's part of a combined append) that are leasable at $17 (unblocked, visible), the first $15 in order
+-- are inserted leased until $16 (attempt 1, a token as lease() makes), exactly as a lease() right after the
+-- commit would have taken them, without its round trip and update. Returns (ord, seq, dup) per entry as
+-- append_entries does, plus (dv, id, token) per leased delivery (dv: its ordinal in $8-$13); a null row when it
+-- NOTIFYed $14, which it does only when some new delivery is left for lease(). append_entries stays for
+-- processes of the previous version.
+CREATE FUNCTION $schema.append_entries_leasing(
+  text[], text[], text[], int8[], text[], int8[], text[], int8[], text[], text[], text[], int8[], int8[], text,
+  int8, int8, int8, int8, int8
+) RETURNS TABLE (ord bigint, seq bigint, dup boolean, dv bigint, id bigint, token text) LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = auto SET enable_seqscan = off AS $fn$
+#variable_conflict use_column
+BEGIN
+  PERFORM pg_advisory_xact_lock(20932, hashtext('$name'));
+  RETURN QUERY
+    WITH ev AS (
+      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[])
+        WITH ORDINALITY AS t(bus, event_id, encoded, now, dedupe_key, win, ord)
+    ), known AS (
+      SELECT bus, dedupe_key, seq, stored_at FROM $schema.dedupe WHERE bus = ANY($7::text[]) AND dedupe_key = ANY($5::text[])
+    ), dup AS (
+      SELECT ev.ord, known.seq FROM ev JOIN known ON known.bus = ev.bus AND known.dedupe_key = ev.dedupe_key
+      WHERE ev.win > 0 AND ev.now - known.stored_at < ev.win
+    ), fresh AS (
+      SELECT ev.*, row_number() OVER (ORDER BY ev.ord) AS rn FROM ev WHERE ev.ord NOT IN (SELECT ord FROM dup)
+    ), ins AS (
+      INSERT INTO $schema.events (bus, event_id, encoded, stored_at)
+      SELECT bus, event_id, encoded, now FROM fresh ORDER BY rn
+      RETURNING seq
+    ), stored AS (
+      SELECT fresh.ord, fresh.bus, fresh.dedupe_key, fresh.now, s.seq
+      FROM fresh JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS rn FROM ins) s USING (rn)
+    ), dd_new AS (
+      INSERT INTO $schema.dedupe (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE NOT EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
+      RETURNING 1
+    ), dd_old AS (
+      INSERT INTO $schema.dedupe AS d (bus, dedupe_key, seq, stored_at)
+      SELECT DISTINCT ON (bus, dedupe_key) bus, dedupe_key, seq, now FROM stored
+      WHERE EXISTS (SELECT 1 FROM known WHERE known.bus = stored.bus AND known.dedupe_key = stored.dedupe_key)
+      ORDER BY bus, dedupe_key, ord DESC
+      ON CONFLICT (bus, dedupe_key) DO UPDATE SET seq = EXCLUDED.seq, stored_at = EXCLUDED.stored_at
+      RETURNING 1
+    ), dv AS (
+      SELECT t.entry, t.queue, t.pk, coalesce(t.payload, ev.encoded) AS payload, t.visible_at, t.enqueued_at, t.ord
+      FROM unnest($8::int8[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[])
+        WITH ORDINALITY AS t(entry, queue, pk, payload, visible_at, enqueued_at, ord)
+      JOIN ev ON ev.ord = t.entry
+      WHERE t.entry IN (SELECT ord FROM stored)
+    ), cnt AS (
+      SELECT queue, pk, count(*) AS n FROM dv WHERE pk IS NOT NULL GROUP BY queue, pk
+    ), up AS (
+      INSERT INTO $schema.partitions AS p (queue, partition_key, pending)
+      SELECT queue, pk, n FROM cnt ORDER BY queue, pk
+      ON CONFLICT (queue, partition_key) DO UPDATE SET pending = p.pending + EXCLUDED.pending
+      RETURNING queue, partition_key, pending
+    ), heads AS (
+      SELECT dv.*,
+             CASE WHEN dv.pk IS NULL THEN false
+                  ELSE up.pending - cnt.n > 0 OR row_number() OVER (PARTITION BY dv.queue, dv.pk ORDER BY dv.ord) > 1
+             END AS blocked
+      FROM dv
+      LEFT JOIN cnt ON cnt.queue = dv.queue AND cnt.pk = dv.pk
+      LEFT JOIN up ON up.queue = dv.queue AND up.partition_key = dv.pk
+    ), leasable AS (
+      SELECT heads.*, NOT blocked AND visible_at <= $17 AND entry BETWEEN $18 AND $19 AS can
+      FROM heads
+    ), pick AS (
+      SELECT leasable.*, can AND count(*) FILTER (WHERE can) OVER (ORDER BY ord) <= $15 AS leased FROM leasable
+    ), dl AS (
+      INSERT INTO $schema.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked, attempt, lease_token)
+      SELECT queue, pk, payload, CASE WHEN leased THEN $16 ELSE visible_at END, enqueued_at, blocked,
+             CASE WHEN leased THEN 1 ELSE 0 END,
+             CASE WHEN leased THEN CASE WHEN pk IS NULL THEN 'u' ELSE 'k' END || gen_random_uuid()::text END
+      FROM pick
+      ORDER BY ord
+      RETURNING id, lease_token
+    ), notified AS (
+      SELECT pg_notify($14, '') FROM (SELECT 1 FROM dl WHERE lease_token IS NULL LIMIT 1) one
+    )
+    -- Identity values are drawn in row order: the n-th smallest leased id is the n-th leased delivery.
+    SELECT ord, seq, false AS dup, NULL::bigint, NULL::bigint, NULL::text FROM stored
+    UNION ALL SELECT ord, seq, true, NULL, NULL, NULL FROM dup
+    UNION ALL SELECT NULL, NULL, NULL, p.ord, l.id, l.lease_token
+      FROM (SELECT id, lease_token, row_number() OVER (ORDER BY id) AS rn FROM dl WHERE lease_token IS NOT NULL) l
+      JOIN (SELECT ord, row_number() OVER (ORDER BY ord) AS rn FROM pick WHERE leased) p USING (rn)
+    UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL FROM notified;
+END
+$fn$;
+`,
+  },
 ];
 
 /** Two-int advisory lock keys: a constant class for Sluice migrations, and the schema name's hash. */
