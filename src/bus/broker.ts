@@ -273,7 +273,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           pollIntervalMs: positiveInt(l.pollIntervalMs, 1000, "$.limits.pollIntervalMs"),
         });
   const wake = () => dispatcher?.wake();
-  const replays = new Replays(store, defs, publisher, now, logger, wake);
+  const replays = new Replays(store, defs, publisher, now, logger, wake, { clock, leaseMs: positiveInt(l.leaseMs, 30_000, "$.limits.leaseMs", 100), pollIntervalMs: positiveInt(l.pollIntervalMs, 1000, "$.limits.pollIntervalMs") });
+  replays.resumeUnfinished();
 
   let closed = false;
   const timers = new Set<unknown>();

@@ -25,24 +25,37 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
   ).action(
     action(setExitCode, async (opts: { url: string; json?: boolean; follow?: boolean; function?: string; limit: string }) => {
       const q = new URLSearchParams({ limit: opts.limit, ...(opts.follow ? { follow: "1" } : {}), ...(opts.function ? { function: opts.function } : {}) });
-      let res: Response;
+      // Ctrl-C is how a user ends --follow: close the stream and exit 0 instead of dying by the signal.
+      const stop = new AbortController();
+      const onSigint = () => stop.abort();
+      process.once("SIGINT", onSigint);
       try {
-        res = await fetch(new URL(`admin/logs?${q}`, opts.url.endsWith("/") ? opts.url : `${opts.url}/`));
-      } catch {
-        throw new Error(`no Sluice server answers at ${opts.url}; start one with \`sluice dev\` or pass --url`);
-      }
-      if (!res.ok || !res.body) throw new Error(`the server answered ${res.status}: ${await res.text()}`);
-      const decoder = new TextDecoder();
-      let buf = "";
-      for await (const chunk of res.body) {
-        buf += decoder.decode(chunk as Uint8Array, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf("\n")) >= 0) {
-          const text = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          if (!text) continue;
-          process.stdout.write(opts.json ? `${text}\n` : `${formatLine(JSON.parse(text) as Record<string, unknown>)}\n`);
+        let res: Response;
+        try {
+          res = await fetch(new URL(`admin/logs?${q}`, opts.url.endsWith("/") ? opts.url : `${opts.url}/`), { signal: stop.signal });
+        } catch (err) {
+          if (stop.signal.aborted) return;
+          throw new Error(`no Sluice server answers at ${opts.url}; start one with \`sluice dev\` or pass --url`, { cause: err });
         }
+        if (!res.ok || !res.body) throw new Error(`the server answered ${res.status}: ${await res.text()}`);
+        const decoder = new TextDecoder();
+        let buf = "";
+        try {
+          for await (const chunk of res.body) {
+            buf += decoder.decode(chunk as Uint8Array, { stream: true });
+            let i: number;
+            while ((i = buf.indexOf("\n")) >= 0) {
+              const text = buf.slice(0, i);
+              buf = buf.slice(i + 1);
+              if (!text) continue;
+              process.stdout.write(opts.json ? `${text}\n` : `${formatLine(JSON.parse(text) as Record<string, unknown>)}\n`);
+            }
+          }
+        } catch (err) {
+          if (!stop.signal.aborted) throw err;
+        }
+      } finally {
+        process.off("SIGINT", onSigint);
       }
     }),
   );

@@ -87,6 +87,10 @@ export interface ServerConfig {
   shutdownGrace?: string | number;
   /** Largest request body, in bytes (default 1 MiB; a single event is still limited to 256 KiB). */
   bodyLimit?: number;
+  /** Publishing answers 429 (E_BACKPRESSURE) while about this many deliveries are pending, all queues together (default 1 000 000). */
+  maxPendingDeliveries?: number;
+  /** Publishing answers 429 (E_BACKPRESSURE) while this many events wait to be stored (default 10 000). */
+  maxQueuedEntries?: number;
 }
 
 export interface AppConfig {
@@ -210,7 +214,7 @@ const scheduleKeys = ["cron", "rate", "at", "timezone", "emit", "invoke", "input
 const emitKeys = ["type", "source", "subject", "data", "bus"];
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
 const targetKeys = ["function", "bus", "webhook", "id", "inputTransformer", "retryPolicy"];
-const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit"];
+const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
 const routeKeys = ["function", "async"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -613,6 +617,12 @@ export function collectServerProblems(
     const n = typeof raw.bodyLimit === "string" && /^\d+$/.test(raw.bodyLimit) ? Number(raw.bodyLimit) : raw.bodyLimit;
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1024) add(keyName("bodyLimit"), "must be a number of bytes, at least 1024");
     else out.bodyLimit = n;
+  }
+  for (const key of ["maxPendingDeliveries", "maxQueuedEntries"] as const) {
+    if (raw[key] === undefined) continue;
+    const n = typeof raw[key] === "string" && /^\d+$/.test(raw[key]) ? Number(raw[key]) : raw[key];
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) add(keyName(key), `${JSON.stringify(raw[key])} is not a limit`, "use a whole number, at least 1");
+    else out[key] = n;
   }
 }
 

@@ -188,7 +188,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const broker = await createBroker({
       store,
       logger: logger.child({ component: "bus" }),
-      limits: { closeGraceMs: settings.shutdownGraceMs },
+      limits: {
+        closeGraceMs: settings.shutdownGraceMs,
+        ...(settings.maxPendingDeliveries === undefined ? {} : { maxPendingDeliveries: settings.maxPendingDeliveries }),
+        ...(settings.maxQueuedEntries === undefined ? {} : { maxQueuedEntries: settings.maxQueuedEntries }),
+      },
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
     });

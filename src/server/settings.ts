@@ -18,6 +18,9 @@ export interface Settings {
   readonly logLevel: NonNullable<ServerConfig["logLevel"]>;
   readonly shutdownGraceMs: number;
   readonly bodyLimit: number;
+  /** Backpressure limits handed to the broker (publish answers 429 past them); undefined keeps the broker's default. */
+  readonly maxPendingDeliveries: number | undefined;
+  readonly maxQueuedEntries: number | undefined;
 }
 
 /** The port `sluice dev` and `sluice start` listen on unless told otherwise. */
@@ -34,6 +37,8 @@ export const envVars: Record<string, keyof ServerConfig> = {
   SLUICE_LOG_LEVEL: "logLevel",
   SLUICE_SHUTDOWN_GRACE: "shutdownGrace",
   SLUICE_BODY_LIMIT: "bodyLimit",
+  SLUICE_MAX_PENDING_DELIVERIES: "maxPendingDeliveries",
+  SLUICE_MAX_QUEUED_ENTRIES: "maxQueuedEntries",
 };
 
 export interface ResolveSettingsOptions {
@@ -86,6 +91,8 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     logLevel: merged.logLevel ?? "info",
     shutdownGraceMs: parseDurationMs(merged.shutdownGrace ?? "10s") ?? 10_000,
     bodyLimit: merged.bodyLimit ?? 1024 * 1024,
+    maxPendingDeliveries: merged.maxPendingDeliveries,
+    maxQueuedEntries: merged.maxQueuedEntries,
   });
 }
 

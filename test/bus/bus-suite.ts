@@ -530,6 +530,40 @@ export function runBusSuite(options: BusSuiteOptions): void {
     assert.ok((await broker.getReplay("long")).endedAt !== undefined);
   });
 
+  busTest("a replay left running by a closed broker is resumed from its position by exactly one of two brokers", {}, async ({ broker, rec, changes, open }) => {
+    await broker.putBus({ name: "big" });
+    const total = 4000;
+    const fromAt = Date.now() - 1;
+    for (let i = 0; i < total / 100; i++) await broker.publish("big", Array.from({ length: 100 }, (_, j) => ev("x", { n: i * 100 + j })));
+    await new Promise((r) => setTimeout(r, 2));
+    // Created after the events were archived: its deliveries come from the replay only, with no publish dedupe
+    // to hide a page replayed twice.
+    await broker.putRule({ name: "copy", bus: "big", pattern: { type: ["x"] }, targets: [{ id: "a", function: "copy" }] });
+    const others = [await open({ limits: { pollIntervalMs: 50 } }), await open({ limits: { pollIntervalMs: 50 } })];
+    for (const b of others) b.setFunctionHandler(rec);
+    await broker.startReplay({ name: "handover", bus: "big", fromAt, toAt: Date.now(), destination: { rule: "copy" } });
+    await broker.close();
+    const handedOver = await others[0]!.getReplay("handover");
+    assert.equal(handedOver.state, "running", "closing the broker left the replay running");
+    assert.ok(handedOver.eventsRead < total, `handed over mid-way (${handedOver.eventsRead} read)`);
+
+    // No event announces progress made by another broker: poll its record.
+    const deadline = Date.now() + 20_000;
+    let done = handedOver;
+    while (done.state === "running" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      done = await others[0]!.getReplay("handover");
+    }
+    assert.equal(done.state, "completed", JSON.stringify(done));
+    assert.equal(done.eventsRead, total);
+    const replayed = () => rec.ok("copy").filter((c) => c.event.replay === "handover");
+    await changes.until(() => replayed().length >= total, "every archived event delivered", 20_000);
+    await settle();
+    const ns = replayed().map((c) => (c.event.data as { n: number }).n);
+    assert.equal(new Set(ns).size, total, "every event replayed");
+    assert.equal(ns.length, total, "no page replayed twice: one broker resumed it, from the saved position");
+  });
+
   {
     const clock = new ManualClock();
     busTest("archives are trimmed past each bus's retention", { clock }, async ({ broker, store }) => {

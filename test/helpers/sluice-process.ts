@@ -15,26 +15,39 @@ export function ensureBuilt(): void {
   if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
 }
 
-export interface SluiceProcess {
-  url: string;
+/** A `sluice` child process and what it printed. */
+export interface SluiceChild {
   proc: ChildProcess;
   /** Everything printed so far (stdout and stderr). */
   output(): string;
+  /** What it printed on stdout only. */
+  stdout(): string;
+  /** What it printed on stderr only. */
+  stderr(): string;
   /** Resolves with the first output line matching `re` (already printed or printed later). */
   waitForLine(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Resolves with the exit code once it exited (null when a signal ended it). */
+  exited: Promise<number | null>;
   /** Sends `signal` and resolves with the exit code. */
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
 }
 
+export interface SluiceProcess extends SluiceChild {
+  url: string;
+}
+
 const readyLine = /sluice ready at (http:\/\/[0-9.:]+)/;
 
-export async function startSluice(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<SluiceProcess> {
+/** Starts `sluice <args>` without waiting for anything (a server, `logs --follow`, a waiting `replay`). */
+export function spawnSluice(args: string[], env: Record<string, string> = {}): SluiceChild {
   const proc = spawn(process.execPath, [join(root, "bin/sluice.mjs"), ...args], {
     cwd: root,
     env: { ...process.env, NODE_NO_WARNINGS: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
+  let stdout = "";
+  let stderr = "";
   const waiters: { re: RegExp; resolve(line: string): void }[] = [];
   const onData = (chunk: Buffer) => {
     out += chunk.toString();
@@ -46,8 +59,14 @@ export async function startSluice(args: string[], env: Record<string, string> = 
       }
     }
   };
-  proc.stdout?.on("data", onData);
-  proc.stderr?.on("data", onData);
+  proc.stdout?.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+    onData(chunk);
+  });
+  proc.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+    onData(chunk);
+  });
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
 
   const waitForLine = (re: RegExp, ms = 20_000) =>
@@ -65,19 +84,13 @@ export async function startSluice(args: string[], env: Record<string, string> = 
       });
     });
 
-  let ready: string;
-  try {
-    ready = await waitForLine(readyLine, timeoutMs);
-  } catch (err) {
-    proc.kill("SIGKILL");
-    throw err;
-  }
-  const url = readyLine.exec(ready)?.[1] ?? "";
   return {
-    url,
     proc,
     output: () => out,
+    stdout: () => stdout,
+    stderr: () => stderr,
     waitForLine,
+    exited,
     async stop(signal = "SIGKILL", ms = 15_000) {
       if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
       proc.kill(signal);
@@ -87,6 +100,19 @@ export async function startSluice(args: string[], env: Record<string, string> = 
       return code;
     },
   };
+}
+
+/** Starts `sluice dev|start …` and resolves once it printed its ready line (with the URL of its port). */
+export async function startSluice(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<SluiceProcess> {
+  const child = spawnSluice(args, env);
+  let ready: string;
+  try {
+    ready = await child.waitForLine(readyLine, timeoutMs);
+  } catch (err) {
+    child.proc.kill("SIGKILL");
+    throw err;
+  }
+  return { ...child, url: readyLine.exec(ready)?.[1] ?? "" };
 }
 
 /** Runs a CLI command to completion. */

@@ -129,12 +129,19 @@ test("settings - defaults < config file < SLUICE_* environment < flags, with eve
   assert.equal(s.shutdownGraceMs, 3000);
   assert.equal(s.store, "sqlite:/apps/shop/data/x.db");
   assert.equal(resolveSettings({ ...base, file: { port: 9000 }, env: { SLUICE_PORT: "9100" } }).port, 9100);
+  assert.equal(d.maxPendingDeliveries, undefined, "the broker's default applies");
+  const limits = resolveSettings({ ...base, file: { maxPendingDeliveries: 50, maxQueuedEntries: 10 }, env: { SLUICE_MAX_QUEUED_ENTRIES: "20" } });
+  assert.deepEqual([limits.maxPendingDeliveries, limits.maxQueuedEntries], [50, 20]);
   const err = problemsOf(() =>
-    resolveSettings({ ...base, env: { SLUICE_PORT: "http", SLUICE_STORE: "mysql://x" }, flags: { logLevel: "loud" as never } }),
+    resolveSettings({
+      ...base,
+      env: { SLUICE_PORT: "http", SLUICE_STORE: "mysql://x", SLUICE_MAX_PENDING_DELIVERIES: "lots" },
+      flags: { logLevel: "loud" as never, maxQueuedEntries: 0 },
+    }),
   );
   assert.deepEqual(
     err.problems.map((p) => p.key),
-    ["environment SLUICE_PORT", "environment SLUICE_STORE", "flag --log-level"],
+    ["environment SLUICE_PORT", "environment SLUICE_STORE", "environment SLUICE_MAX_PENDING_DELIVERIES", "flag --log-level", "flag --max-queued-entries"],
   );
 });
 
