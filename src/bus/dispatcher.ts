@@ -401,12 +401,8 @@ export class Dispatcher {
       return;
     }
     if (r.released) return;
-    // The handler is done: its slot is free for the next delivery while the ack waits for its (batched) commit.
-    // Leases still waiting for an ack are not extended: the ack is one commit away.
-    if (this.#running.get(lease.deliveryId) === r) {
-      this.#running.delete(lease.deliveryId);
-      this.wake();
-    }
+    // The slot stays taken until the ack commits: freeing it at the handler's end let thousands of settled
+    // deliveries wait for their ack at once under load (W3 peak RSS +10-15 MB, no faster; see BENCHMARKS.md).
     // A lost lease (it expired and another run owns the delivery) or a failed ack is not a delivery yet.
     if (!(await this.#ack(r))) return;
     this.#emit("delivered", {
