@@ -7,7 +7,8 @@
  * Knobs (environment): BUS_N (events for W1/W3, default 100000), BUS_PEER_N (peers' N for bullmq/pgboss, default 30000;
  * bare SQLite always runs BUS_N), BUS_W2_SECONDS (10), BUS_BACKENDS (sqlite,postgres), BUS_PEERS (bullmq,pgboss,sqlite),
  * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4), BUS_SQLITE_THREAD=1 (the SQLite
- * store on its own worker thread).
+ * store on its own worker thread), BUS_ROUNDS (rounds of every system, interleaved; default 3: each figure is the median of
+ * the rounds, with the lowest-highest in brackets, and peak RSS the highest).
  *
  * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run;
  * 200 warm-up events go through the whole path before the clock starts.
@@ -24,6 +25,10 @@ import { orderEvent } from "./order-event.ts";
 const here = fileURLToPath(import.meta.url);
 const root = join(here, "..", "..");
 const peersSource = "/work/shared/bench/peers";
+
+/** A system's figures on one workload over the rounds; `spread` is the headline figure's lowest-highest. */
+type Summary = Result & { spread?: string; rounds?: number };
+const withSpread = (text: string, r: Summary) => (r.spread === undefined ? text : `${text} (${r.spread})`);
 
 interface Result {
   name: string;
@@ -209,6 +214,48 @@ function parse(stdout: string, name: string, workload: string, N: number): Resul
   };
 }
 
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** One row per system and workload: the median of each figure over the rounds, the highest peak RSS, the spread. */
+function summarize(runs: Result[]): Summary[] {
+  const groups = new Map<string, Result[]>();
+  for (const r of runs) {
+    const key = `${r.name}\u0000${r.workload}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups.values()].map((group) => {
+    const ok = group.filter((r) => r.error === undefined);
+    if (ok.length === 0) return group[0]!;
+    const pick = (k: keyof Result) => {
+      const xs = ok.map((r) => r[k]).filter((x): x is number => typeof x === "number");
+      return xs.length === 0 ? {} : { [k]: k === "peakRssMb" ? Math.max(...xs) : median(xs) };
+    };
+    const workload = ok[0]!.workload;
+    const headline = workload === "w2" ? "p99" : workload === "w3" ? "deliveriesPerSec" : "eventsPerSec";
+    const all = ok.map((r) => r[headline]).filter((x): x is number => typeof x === "number");
+    return {
+      name: ok[0]!.name,
+      workload: ok[0]!.workload,
+      N: ok[0]!.N,
+      ...pick("eventsPerSec"),
+      ...pick("deliveriesPerSec"),
+      ...pick("p50"),
+      ...pick("p95"),
+      ...pick("p99"),
+      ...pick("max"),
+      ...pick("peakRssMb"),
+      ...pick("cpuUsPerEvent"),
+      ...(ok.length < group.length ? { error: `${group.length - ok.length} of ${group.length} rounds failed` } : {}),
+      rounds: ok.length,
+      ...(all.length > 1 ? { spread: `${Math.round(Math.min(...all) * 100) / 100}-${Math.round(Math.max(...all) * 100) / 100}` } : {}),
+    };
+  });
+}
+
 function runSluice(backend: string, workload: string, n: number): Result {
   const p = spawnSync(process.execPath, ["--expose-gc", "--import", "tsx", here, "child", backend, workload, String(n)], {
     cwd: root,
@@ -250,37 +297,44 @@ async function parent(): Promise<void> {
   const pgUp = await reachable(5432);
   const backends = (process.env.BUS_BACKENDS ?? "sqlite,postgres").split(",").filter((b) => b !== "postgres" || pgUp);
   const peers = (process.env.BUS_PEERS ?? "bullmq,pgboss,sqlite").split(",");
-  const results: Result[] = [];
   let peerDir: string | undefined;
   try {
     peerDir = preparePeers();
   } catch (err) {
     console.log(`peers unavailable: ${(err as Error).message}`);
   }
+  // Rounds interleave every system, so a slow stretch of the (shared, virtual) machine hits all of them alike;
+  // each figure is then the median over the rounds, and peak RSS the highest of them.
+  const rounds = Math.max(1, Number(process.env.BUS_ROUNDS ?? 3));
+  const runs: Result[] = [];
   for (const w of ["w1", "w2", "w3"]) {
-    for (const b of backends) {
-      const r = runSluice(b, w, N);
-      console.error(`# ${r.name} ${w}: ${JSON.stringify(r)}`);
-      results.push(r);
-    }
-    if (peerDir) {
-      for (const p of peers) {
-        if (w === "w3" && p === "pgboss") continue; // not in the peers' W3 set
-        const r = runPeer(peerDir, p, w, p === "sqlite" ? N : peerN);
-        console.error(`# ${p} ${w}: ${JSON.stringify(r)}`);
-        results.push(r);
+    for (let round = 1; round <= rounds; round++) {
+      for (const b of backends) {
+        const r = runSluice(b, w, N);
+        console.error(`# round ${round} ${r.name} ${w}: ${JSON.stringify(r)}`);
+        runs.push(r);
+      }
+      if (peerDir) {
+        for (const p of peers) {
+          if (w === "w3" && p === "pgboss") continue; // not in the peers' W3 set
+          const r = runPeer(peerDir, p, w, p === "sqlite" ? N : peerN);
+          console.error(`# round ${round} ${p} ${w}: ${JSON.stringify(r)}`);
+          runs.push(r);
+        }
       }
     }
   }
+  const results = summarize(runs);
   const of = (name: string, w: string) => results.find((r) => r.name === name && r.workload === w);
   const base = (w: string) => of("sqlite", w);
 
+  console.log(`\nMedians of ${rounds} interleaved rounds (lowest-highest in brackets); peak RSS is the highest round's.`);
   console.log(`\n### W1 throughput (publish ${N.toLocaleString("en-US")} events of ~300 B in batches of 100, one rule, one no-op function target, until the last ack)\n`);
   console.log("| system | N | events/s | client CPU µs/event | peak RSS MB | vs bare SQLite | vs BullMQ | vs pg-boss |");
   console.log("|---|---|---|---|---|---|---|---|");
   for (const r of results.filter((x) => x.workload === "w1")) {
     console.log(
-      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.eventsPerSec)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.eventsPerSec, base("w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("bullmq", "w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("pgboss", "w1")?.eventsPerSec)} |`,
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : withSpread(fmt(r.eventsPerSec), r)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.eventsPerSec, base("w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("bullmq", "w1")?.eventsPerSec)} | ${ratio(r.eventsPerSec, of("pgboss", "w1")?.eventsPerSec)} |`,
     );
   }
   console.log(`\n### W2 latency (1 000 events/s for ${process.env.BUS_W2_SECONDS ?? 10} s, one publish per event; publish → handler start, ms)\n`);
@@ -288,7 +342,7 @@ async function parent(): Promise<void> {
   console.log("|---|---|---|---|---|---|---|---|");
   for (const r of results.filter((x) => x.workload === "w2")) {
     console.log(
-      `| ${r.name} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.p50, 2)} | ${fmt(r.p95, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.max, 2)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.p99, base("w2")?.p99)} | ${ratio(r.p99, of("bullmq", "w2")?.p99)} |`,
+      `| ${r.name} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.p50, 2)} | ${fmt(r.p95, 2)} | ${withSpread(fmt(r.p99, 2), r)} | ${fmt(r.max, 2)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.p99, base("w2")?.p99)} | ${ratio(r.p99, of("bullmq", "w2")?.p99)} |`,
     );
   }
   console.log(`\n### W3 fan-out (${N.toLocaleString("en-US")} events, one rule with 3 function targets; deliveries/s until the last ack)\n`);
@@ -296,7 +350,7 @@ async function parent(): Promise<void> {
   console.log("|---|---|---|---|---|---|---|");
   for (const r of results.filter((x) => x.workload === "w3")) {
     console.log(
-      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : fmt(r.deliveriesPerSec)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.deliveriesPerSec, base("w3")?.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, of("bullmq", "w3")?.deliveriesPerSec)} |`,
+      `| ${r.name} | ${fmt(r.N)} | ${r.error ? `error: ${r.error.slice(0, 80)}` : withSpread(fmt(r.deliveriesPerSec), r)} | ${fmt(r.cpuUsPerEvent, 1)} | ${fmt(r.peakRssMb, 1)} | ${ratio(r.deliveriesPerSec, base("w3")?.deliveriesPerSec)} | ${ratio(r.deliveriesPerSec, of("bullmq", "w3")?.deliveriesPerSec)} |`,
     );
   }
   const s = (w: string) => of("sluice-sqlite", w);
