@@ -8,7 +8,7 @@
  * never skips a late commit) and dedupe needs no further locking. One combined call per store is in flight at a
  * time, so calls made in order by one process commit in that order.
  */
-import type { AppendEntry, AppendResult, EventLog, Lease, ReadRange, StoredEvent } from "../contract.ts";
+import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
 import { isWallClock, type Db } from "./db.ts";
 import type { DeliveryRow } from "./deliveries.ts";
 import { isConnectionError, storeError } from "./errors.ts";
@@ -19,22 +19,10 @@ interface AppendOptions {
   dedupeWindowMs: number;
 }
 
-interface LeaseOnAppend {
-  max: number;
-  leaseMs: number;
-}
-
-interface AppendOutcome {
-  results: AppendResult[];
-  leases: Lease[];
-}
-
 interface PendingAppend {
   entries: AppendEntry[];
   options: AppendOptions;
-  /** appendAndLease: lease this call's new deliveries in the same statement (one such call per combined append). */
-  lease?: LeaseOnAppend;
-  resolve(outcome: AppendOutcome): void;
+  resolve(results: AppendResult[]): void;
   reject(err: unknown): void;
 }
 
@@ -62,22 +50,10 @@ export class PgEventLog implements EventLog {
   append(entries: AppendEntry[], options: AppendOptions): Promise<AppendResult[]> {
     return this.#db.run("append", async () => {
       if (entries.length === 0) return [];
-      return (await this.#enqueue(entries, options, undefined)).results;
-    });
-  }
-
-  appendAndLease(entries: AppendEntry[], options: AppendOptions & { lease: LeaseOnAppend }): Promise<AppendOutcome> {
-    return this.#db.run("append", async () => {
-      if (entries.length === 0) return { results: [], leases: [] };
-      const { now, dedupeWindowMs, lease } = options;
-      return this.#enqueue(entries, { now, dedupeWindowMs }, lease.max > 0 ? lease : undefined);
-    });
-  }
-
-  #enqueue(entries: AppendEntry[], options: AppendOptions, lease: LeaseOnAppend | undefined): Promise<AppendOutcome> {
-    return new Promise<AppendOutcome>((resolve, reject) => {
-      this.#queue.push({ entries, options, ...(lease === undefined ? {} : { lease }), resolve, reject });
-      if (!this.#flushing) this.#db.track(this.#flushLoop());
+      return new Promise<AppendResult[]>((resolve, reject) => {
+        this.#queue.push({ entries, options, resolve, reject });
+        if (!this.#flushing) this.#db.track(this.#flushLoop());
+      });
     });
   }
 
@@ -95,8 +71,6 @@ export class PgEventLog implements EventLog {
             // A call repeating a dedupe key of an earlier call waits for the next transaction, where the
             // earlier call's outcome is committed: dedupe then behaves exactly as if calls ran one by one.
             if (size + next.entries.length > this.#maxGroupEntries || next.entries.some((e) => keys.has(dedupeId(e)))) break;
-            // One leasing call per combined append (the statement takes one lease request).
-            if (next.lease !== undefined && group.some((call) => call.lease !== undefined)) break;
           }
           this.#queue.shift();
           group.push(next);
@@ -112,8 +86,8 @@ export class PgEventLog implements EventLog {
 
   async #commitGroup(group: PendingAppend[]): Promise<void> {
     try {
-      const outcomes = await this.#db.retryConflicts(() => this.#appendCall(group));
-      group.forEach((call, i) => call.resolve(outcomes[i] ?? { results: [], leases: [] }));
+      const results = await this.#db.retryConflicts(() => this.#appendCall(group));
+      group.forEach((call, i) => call.resolve(results[i] ?? []));
       this.#listener.wake();
       this.#maybePrune(group[0]?.options);
       return;
@@ -132,23 +106,17 @@ export class PgEventLog implements EventLog {
    * One round trip: `append_entries` (migration 2) takes the append lock, checks dedupe and writes the events,
    * dedupe keys and deliveries; autocommitted, so the call resolves once the commit is on disk.
    */
-  async #appendCall(group: PendingAppend[]): Promise<AppendOutcome[]> {
+  async #appendCall(group: PendingAppend[]): Promise<AppendResult[][]> {
     /** One row per entry to check and maybe store; a repeat of a key within one call follows its first. */
     const rows: { entry: AppendEntry; now: number; windowMs: number }[] = [];
-    /** The leasing call's entries are rows [first, last] (1-based, as the statement's ordinality). */
-    let leasing: { call: number; first: number; last: number; lease: LeaseOnAppend; now: number } | undefined;
-    const plan = group.map((call, callIndex) => {
+    const plan = group.map((call) => {
       const firstInCall = new Map<string, number>();
-      if (call.lease !== undefined) {
-        leasing = { call: callIndex, first: rows.length + 1, last: rows.length, lease: call.lease, now: call.options.now };
-      }
       return call.entries.map((entry) => {
         const id = dedupeId(entry);
         const earlier = firstInCall.get(id);
         // Same call, same `now`: within the window of the first (when dedupe is on), whatever its outcome.
         if (earlier !== undefined && call.options.dedupeWindowMs > 0) return { row: earlier, repeat: true };
         rows.push({ entry, now: call.options.now, windowMs: call.options.dedupeWindowMs });
-        if (leasing !== undefined && leasing.call === callIndex) leasing.last = rows.length;
         firstInCall.set(id, rows.length - 1);
         return { row: rows.length - 1, repeat: false };
       });
@@ -167,7 +135,9 @@ export class PgEventLog implements EventLog {
         });
       }
     });
-    const params: unknown[] = [
+    const out = await this.#db.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(
+      `SELECT ord, seq, dup FROM ${this.#db.s}.append_entries($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+      [
       rows.map((r) => r.entry.bus),
       rows.map((r) => r.entry.eventId),
       rows.map((r) => r.entry.encoded),
@@ -182,56 +152,21 @@ export class PgEventLog implements EventLog {
       deliveries.map((d) => d.visibleAt),
       deliveries.map((d) => d.enqueuedAt),
         this.#db.channel,
-    ];
-    type OutRow = { ord: string | null; seq: string | null; dup: boolean | null; dv?: string | null; id?: string | null; token?: string | null };
-    let out: OutRow[];
-    if (leasing === undefined) {
-      out = await this.#db.query<OutRow>(
-        `SELECT ord, seq, dup FROM ${this.#db.s}.append_entries($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-        params,
-        "sluice_append",
-      );
-    } else {
-      const { lease, now, first, last } = leasing;
-      out = await this.#db.query<OutRow>(
-        `SELECT ord, seq, dup, dv, id, token FROM ${this.#db.s}.append_entries_leasing(
-           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
-        [...params, lease.max, now + lease.leaseMs, now, first, last],
-        "sluice_append_leasing",
-      );
-    }
+      ],
+      "sluice_append",
+    );
     const outcome: (AppendResult | undefined)[] = [];
-    const leases: Lease[] = [];
     for (const o of out) {
-      if (o.dv != null && o.id != null && o.token != null && leasing !== undefined) {
-        const d = deliveries[Number(o.dv) - 1];
-        const entry = rows[(d?.row ?? 0) - 1]?.entry;
-        if (d === undefined || entry === undefined) throw new Error("append: internal error, a lease for an unknown delivery");
-        const lease: Lease = {
-          deliveryId: o.id,
-          queue: d.queue,
-          token: o.token,
-          payload: d.payload ?? entry.encoded,
-          attempt: 1,
-          enqueuedAt: d.enqueuedAt,
-          leaseUntil: leasing.now + leasing.lease.leaseMs,
-        };
-        if (d.partitionKey !== null) lease.partitionKey = d.partitionKey;
-        leases.push(lease);
-        continue;
-      }
       if (o.ord === null || o.seq === null) continue; // the NOTIFY marker row
       outcome[Number(o.ord) - 1] = { status: o.dup ? "duplicate" : "stored", seq: Number(o.seq) };
     }
-    leases.sort((a, b) => Number(a.deliveryId) - Number(b.deliveryId));
-    return plan.map((entries, callIndex) => ({
-      results: entries.map(({ row, repeat }): AppendResult => {
+    return plan.map((entries) =>
+      entries.map(({ row, repeat }): AppendResult => {
         const result = outcome[row];
         if (!result) throw new Error("append: internal error, no outcome for an entry");
         return repeat ? { status: "duplicate", seq: result.seq } : result;
       }),
-      leases: leasing !== undefined && leasing.call === callIndex ? leases : [],
-    }));
+    );
   }
 
   /** Deletes dedupe keys older than the window, off the append path, at most every 30 s. */
