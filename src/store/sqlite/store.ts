@@ -339,6 +339,11 @@ function prepareStatements(db: Database.Database) {
       `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
        WHERE id IN (SELECT value FROM json_each(?))`,
     ),
+    // The same for a batch whose ids are consecutive (the common case: a backlog leased in order), without
+    // building and parsing a JSON list of ids.
+    markLeasedRange: db.prepare<[string, number, number, number, number]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1 WHERE id BETWEEN ? AND ?`,
+    ),
     // Settling a lease batch: the keyed rows (whose keys need promoting) are read first, then one plain DELETE;
     // RETURNING would cost ~2 µs a row. Only when some lease was lost does removeLeased say which. When no keyed
     // delivery is pending at all (one probe of the partial index `deliveries_key`), the keyed read is skipped.
@@ -348,6 +353,7 @@ function prepareStatements(db: Database.Database) {
        WHERE id IN (SELECT value FROM json_each(?)) AND token = ? AND partition_key IS NOT NULL ORDER BY id`,
     ),
     deleteLeased: db.prepare<[string, string]>("DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) AND token = ?"),
+    deleteLeasedRange: db.prepare<[number, number, string]>("DELETE FROM deliveries WHERE id BETWEEN ? AND ? AND token = ?"),
     removeLeased: db.prepare<[string, string], { id: number; queue: string; partition_key: string | null }>(
       `DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) AND token = ?
        RETURNING id, queue, partition_key`,
@@ -459,7 +465,7 @@ export class LocalSqliteStore implements SqliteStore {
   readonly #flushAll: Database.Transaction<(writes: PendingWrite[]) => { ok: boolean; value: unknown }[]>;
   readonly #inSavepoint: Database.Transaction<(write: PendingWrite) => unknown>;
   readonly #alone: Database.Transaction<(write: PendingWrite) => unknown>;
-  readonly #deleteAllLeased: Database.Transaction<(json: string, token: string, count: number) => void>;
+  readonly #deleteAllLeased: Database.Transaction<(ids: number[], token: string) => void>;
   #pending: PendingWrite[] = [];
   #flushScheduled = false;
   #flushed: Promise<void> | undefined;
@@ -490,8 +496,15 @@ export class LocalSqliteStore implements SqliteStore {
     this.#signal = acquireSignal(path);
     this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
     // Deletes a lease batch in a savepoint, and rolls it back when some lease of the batch was lost.
-    this.#deleteAllLeased = db.transaction((json: string, token: string, count: number) => {
-      if (this.#sql.deleteLeased.run(json, token).changes !== count) throw someLeaseLost;
+    // `ids` are distinct and ascending; consecutive ones are deleted as a range.
+    this.#deleteAllLeased = db.transaction((ids: number[], token: string) => {
+      const first = ids[0] as number;
+      const last = ids[ids.length - 1] as number;
+      const changes =
+        last - first + 1 === ids.length
+          ? this.#sql.deleteLeasedRange.run(first, last, token).changes
+          : this.#sql.deleteLeased.run(JSON.stringify(ids), token).changes;
+      if (changes !== ids.length) throw someLeaseLost;
     });
     // A flush of one write needs no savepoint: its failure rolls back the whole (its own) transaction.
     this.#alone = db.transaction((write: PendingWrite) => write.run());
@@ -775,7 +788,15 @@ export class LocalSqliteStore implements SqliteStore {
     const leaseUntil = now + leaseMs;
     // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
     const token = randomUUID();
-    this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row[0])));
+    // Rows come in (visible_at, id) order; when their ids are consecutive, every id of the range is one of them.
+    let first = Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    for (const row of rows) {
+      if (row[0] < first) first = row[0];
+      if (row[0] > last) last = row[0];
+    }
+    if (last - first + 1 === rows.length) this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, first, last);
+    else this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row[0])));
     return rows.map((row) => toLease(row, token, leaseUntil));
   }
 
@@ -851,19 +872,19 @@ export class LocalSqliteStore implements SqliteStore {
           }
           let settled: Set<string> | undefined;
           for (const [token, ids] of byToken) {
-            const numeric = [...new Set(ids.map(rowId).filter((id) => id > 0))];
-            const json = JSON.stringify(numeric);
-            const keyed = sql.anyKeyed.get() === undefined ? [] : sql.keyedLeased.all(json, token);
+            const numeric = [...new Set(ids.map(rowId).filter((id) => id > 0))].sort((a, b) => a - b);
+            const json = () => JSON.stringify(numeric);
+            const keyed = sql.anyKeyed.get() === undefined ? [] : sql.keyedLeased.all(json(), token);
             let removed: { id: number; queue: string; partition_key: string | null }[] | undefined;
-            if (numeric.length === ids.length) {
+            if (numeric.length === ids.length && numeric.length > 0) {
               try {
-                this.#deleteAllLeased(json, token, numeric.length);
+                this.#deleteAllLeased(numeric, token);
               } catch (err) {
                 if (err !== someLeaseLost) throw err;
-                removed = sql.removeLeased.all(json, token);
+                removed = sql.removeLeased.all(json(), token);
               }
             } else {
-              removed = sql.removeLeased.all(json, token);
+              removed = sql.removeLeased.all(json(), token);
             }
             if (removed !== undefined) {
               settled ??= new Set(leases.map((l) => l.deliveryId));
