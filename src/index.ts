@@ -1,7 +1,8 @@
 /**
  * Sluice public API. Only what is exported here is public; everything else is internal.
  */
-export { ErrorCode, SluiceError, isSluiceError } from "./errors.ts";
+// What a function file may import (defineFunction, its types, the errors a handler throws) is public as it is.
+export * from "./runtime/function-api.ts";
 export type { SluiceErrorOptions } from "./errors.ts";
 export type { CloudEvent } from "./event/types.ts";
 export { SluiceExtension } from "./event/types.ts";
@@ -36,7 +37,6 @@ export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
 export { RuleIndex } from "./pattern/rule-index.ts";
 export { createBroker } from "./bus/broker.ts";
 export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
-export { NonRetriableError, RetryAfterError } from "./bus/handler-errors.ts";
 export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
 export { defaultRetryPolicy } from "./bus/retry.ts";
 export type { Clock } from "./clock.ts";
@@ -64,17 +64,7 @@ export type {
   WebhookTarget,
   WebhookTargetSpec,
 } from "./bus/types.ts";
-export { defineFunction, parseDuration } from "./runtime/define.ts";
-export type {
-  Duration,
-  EmittedEvent,
-  FunctionConfig,
-  FunctionContext,
-  FunctionDefinition,
-  FunctionDefinitionInput,
-  FunctionHandler,
-  FunctionLogger,
-} from "./runtime/define.ts";
+export { parseDuration } from "./runtime/define.ts";
 export { createRuntime } from "./runtime/runtime.ts";
 export type {
   DeliverOptions,

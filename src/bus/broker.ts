@@ -167,6 +167,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const hopLimit = positiveInt(options.hopLimit, 16, "$.hopLimit");
   const closeGraceMs = positiveInt(l.closeGraceMs, 10_000, "$.limits.closeGraceMs", 0);
   const definitionsPollMs = positiveInt(l.definitionsPollMs, 1000, "$.limits.definitionsPollMs");
+  // Leases and the fallback poll serve the dispatcher and the replays alike.
+  const leaseMs = positiveInt(l.leaseMs, 30_000, "$.limits.leaseMs", 100);
+  const pollIntervalMs = positiveInt(l.pollIntervalMs, 1000, "$.limits.pollIntervalMs");
   const trimIntervalMs = positiveInt(options.retention?.trimIntervalMs, 60_000, "$.retention.trimIntervalMs");
   const policyBase = resolveRetryPolicy(options.retryPolicy, "$.retryPolicy", defaultRetryPolicy);
   const now = () => clock.now();
@@ -269,11 +272,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           logger,
           concurrency: positiveInt(l.concurrency, 256, "$.limits.concurrency"),
           leaseBatch: positiveInt(l.leaseBatch, 256, "$.limits.leaseBatch"),
-          leaseMs: positiveInt(l.leaseMs, 30_000, "$.limits.leaseMs", 100),
-          pollIntervalMs: positiveInt(l.pollIntervalMs, 1000, "$.limits.pollIntervalMs"),
+          leaseMs,
+          pollIntervalMs,
         });
   const wake = () => dispatcher?.wake();
-  const replays = new Replays(store, defs, publisher, now, logger, wake, { clock, leaseMs: positiveInt(l.leaseMs, 30_000, "$.limits.leaseMs", 100), pollIntervalMs: positiveInt(l.pollIntervalMs, 1000, "$.limits.pollIntervalMs") });
+  const replays = new Replays(store, defs, publisher, logger, wake, { clock, leaseMs, pollIntervalMs });
   replays.resumeUnfinished();
 
   let closed = false;

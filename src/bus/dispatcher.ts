@@ -105,6 +105,18 @@ function abortRun(r: Running, reason: unknown): void {
   else r.abortReason = reason;
 }
 
+/** Resolves when `register`'s callback is called or at `deadline` (wall-clock ms), whichever comes first. */
+async function untilOrDeadline(register: (done: () => void) => void, deadline: number): Promise<void> {
+  let timeout: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    new Promise<void>((resolve) => register(resolve)),
+    new Promise<void>((resolve) => {
+      timeout = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+    }),
+  ]);
+  clearTimeout(timeout);
+}
+
 export type Emit = <K extends keyof DeliveryEvents>(name: K, payload: DeliveryEvents[K]) => void;
 
 export class Dispatcher {
@@ -199,7 +211,6 @@ export class Dispatcher {
     if (leases.length < reserved) this.wake();
     if (this.#reserved === 0) for (const f of this.#reservedWaiters.splice(0)) f();
   }
-
 
   async #watch(): Promise<void> {
     const signal = this.#stop.signal;
@@ -525,29 +536,13 @@ export class Dispatcher {
     await this.#loop;
     await this.#watcher;
     const deadline = Date.now() + graceMs;
-    if (this.#reserved > 0) {
-      // Appends in flight lease deliveries for this dispatcher: wait for them to arrive (a store call, not a handler).
-      let timeout: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        new Promise<void>((r) => this.#reservedWaiters.push(r)),
-        new Promise<void>((r) => {
-          timeout = setTimeout(r, graceMs);
-        }),
-      ]);
-      clearTimeout(timeout);
-    }
+    // Appends in flight lease deliveries for this dispatcher: wait for them to arrive (a store call, not a handler).
+    if (this.#reserved > 0) await untilOrDeadline((done) => this.#reservedWaiters.push(done), deadline);
     if (this.#running.size > 0) {
-      let timeout: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        new Promise<void>((r) => {
-          this.#idleWaiters.push(r);
-          this.#checkIdle();
-        }),
-        new Promise<void>((r) => {
-          timeout = setTimeout(r, Math.max(0, deadline - Date.now()));
-        }),
-      ]);
-      clearTimeout(timeout);
+      await untilOrDeadline((done) => {
+        this.#idleWaiters.push(done);
+        this.#checkIdle();
+      }, deadline);
     }
     const left = [...this.#running.values()];
     const queued = [...this.#keys.values()].flat();

@@ -311,30 +311,27 @@ export class Publisher {
           count += w.entries.length;
         }
         const all = batch.length === 1 ? batch[0]!.entries : batch.flatMap((w) => w.entries);
+        // With a store that leases in the append's commit, the local dispatcher gets the deliveries it has room for.
+        const appendAndLease = this.#store.events.appendAndLease?.bind(this.#store.events);
         const sink = this.#o.leaseSink;
+        const leasing = sink !== undefined && appendAndLease !== undefined ? { sink, appendAndLease } : undefined;
         let reserved = 0;
         try {
           const options = { now: this.#o.now(), dedupeWindowMs: this.#o.dedupeWindowMs };
-          let pending: Promise<AppendResult[]>;
-          if (sink !== undefined && this.#store.events.appendAndLease !== undefined) {
-            let wanted = 0;
-            for (const e of all) wanted += e.deliveries.length;
-            reserved = sink.reserve(wanted);
-            if (reserved > 0) {
-              const leasing = this.#store.events.appendAndLease(all, { ...options, lease: { max: reserved, leaseMs: sink.leaseMs } });
-              pending = leasing.then(({ results, leases }) => {
-                const promised = reserved;
-                reserved = 0;
-                sink.adopt(leases, promised);
-                return results;
-              });
-            } else pending = this.#store.events.append(all, options);
-            // Deliveries beyond the promised slots are left for a lease call, which joins this commit on SQLite.
-            if (reserved < wanted) this.#o.onAppendIssued?.();
-          } else {
-            pending = this.#store.events.append(all, options);
-            this.#o.onAppendIssued?.();
-          }
+          let wanted = 0;
+          if (leasing !== undefined) for (const e of all) wanted += e.deliveries.length;
+          reserved = leasing !== undefined && wanted > 0 ? leasing.sink.reserve(wanted) : 0;
+          const pending =
+            leasing !== undefined && reserved > 0
+              ? leasing.appendAndLease(all, { ...options, lease: { max: reserved, leaseMs: leasing.sink.leaseMs } }).then(({ results, leases }) => {
+                  const promised = reserved;
+                  reserved = 0;
+                  leasing.sink.adopt(leases, promised);
+                  return results;
+                })
+              : this.#store.events.append(all, options);
+          // Deliveries beyond the promised slots are left for a lease call, which joins this commit on SQLite.
+          if (reserved === 0 || reserved < wanted) this.#o.onAppendIssued?.();
           const results = await pending;
           let offset = 0;
           let deliveries = 0;
@@ -354,7 +351,7 @@ export class Publisher {
               ? err
               : new SluiceError(ErrorCode.StoreUnavailable, `storing events failed: ${(err as Error).message}`, { retryable: true, cause: err });
           for (const w of batch) w.reject(wrapped);
-          if (reserved > 0) sink?.adopt([], reserved);
+          if (reserved > 0) leasing?.sink.adopt([], reserved);
         } finally {
           this.#queuedEntries -= count;
         }

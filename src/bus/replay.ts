@@ -31,7 +31,7 @@ export const replayLeaseNamespace = "sluice.replay-leases";
 const pageSize = 100;
 
 export interface ReplaysOptions {
-  /** Times the look-out for replays to resume. */
+  /** Replay times, and the look-out for replays to resume. */
   clock: Clock;
   /** A runner renews its lease every third of this; a replay whose runner died is resumed after it. */
   leaseMs: number;
@@ -72,11 +72,11 @@ export class Replays {
   #scanTimer: unknown;
   #scanning: Promise<void> | undefined;
 
-  constructor(store: StorageBackend, defs: Definitions, publisher: Publisher, now: () => number, logger: Logger, wake: () => void, options: ReplaysOptions) {
+  constructor(store: StorageBackend, defs: Definitions, publisher: Publisher, logger: Logger, wake: () => void, options: ReplaysOptions) {
     this.#store = store;
     this.#defs = defs;
     this.#publisher = publisher;
-    this.#now = now;
+    this.#now = () => options.clock.now();
     this.#logger = logger;
     this.#wake = wake;
     this.#o = options;

@@ -149,6 +149,20 @@ function rowId(deliveryId: string): number {
   return /^[1-9][0-9]{0,15}$/.test(deliveryId) ? Number(deliveryId) : -1;
 }
 
+/**
+ * The range [first, last] when the distinct ids `ids` are exactly its integers (then `id BETWEEN first AND last`
+ * names them all, cheaper than a JSON list), else undefined.
+ */
+function consecutive(ids: readonly number[]): { first: number; last: number } | undefined {
+  let first = Number.POSITIVE_INFINITY;
+  let last = Number.NEGATIVE_INFINITY;
+  for (const id of ids) {
+    if (id < first) first = id;
+    if (id > last) last = id;
+  }
+  return ids.length > 0 && last - first + 1 === ids.length ? { first, last } : undefined;
+}
+
 function toLease(row: ReadyRow, token: string, leaseUntil: number): Lease {
   const [id, queue, partitionKey, payload, enqueuedAt, attempt, lastError] = row;
   return {
@@ -496,13 +510,12 @@ export class LocalSqliteStore implements SqliteStore {
     this.#signal = acquireSignal(path);
     this.#inSavepoint = db.transaction((write: PendingWrite) => write.run());
     // Deletes a lease batch in a savepoint, and rolls it back when some lease of the batch was lost.
-    // `ids` are distinct and ascending; consecutive ones are deleted as a range.
+    // `ids` are distinct.
     this.#deleteAllLeased = db.transaction((ids: number[], token: string) => {
-      const first = ids[0] as number;
-      const last = ids[ids.length - 1] as number;
+      const range = consecutive(ids);
       const changes =
-        last - first + 1 === ids.length
-          ? this.#sql.deleteLeasedRange.run(first, last, token).changes
+        range !== undefined
+          ? this.#sql.deleteLeasedRange.run(range.first, range.last, token).changes
           : this.#sql.deleteLeased.run(JSON.stringify(ids), token).changes;
       if (changes !== ids.length) throw someLeaseLost;
     });
@@ -788,15 +801,10 @@ export class LocalSqliteStore implements SqliteStore {
     const leaseUntil = now + leaseMs;
     // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
     const token = randomUUID();
-    // Rows come in (visible_at, id) order; when their ids are consecutive, every id of the range is one of them.
-    let first = Number.POSITIVE_INFINITY;
-    let last = Number.NEGATIVE_INFINITY;
-    for (const row of rows) {
-      if (row[0] < first) first = row[0];
-      if (row[0] > last) last = row[0];
-    }
-    if (last - first + 1 === rows.length) this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, first, last);
-    else this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(rows.map((row) => row[0])));
+    const ids = rows.map((row) => row[0]);
+    const range = consecutive(ids);
+    if (range !== undefined) this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, range.first, range.last);
+    else this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(ids));
     return rows.map((row) => toLease(row, token, leaseUntil));
   }
 
@@ -872,7 +880,7 @@ export class LocalSqliteStore implements SqliteStore {
           }
           let settled: Set<string> | undefined;
           for (const [token, ids] of byToken) {
-            const numeric = [...new Set(ids.map(rowId).filter((id) => id > 0))].sort((a, b) => a - b);
+            const numeric = [...new Set(ids.map(rowId).filter((id) => id > 0))];
             const json = () => JSON.stringify(numeric);
             const keyed = sql.anyKeyed.get() === undefined ? [] : sql.keyedLeased.all(json(), token);
             let removed: { id: number; queue: string; partition_key: string | null }[] | undefined;
