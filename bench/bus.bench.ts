@@ -10,20 +10,22 @@
  * store on its own worker thread), BUS_ROUNDS (rounds of every system, interleaved; default 3: each figure is the median of
  * the rounds, with the lowest-highest in brackets, and peak RSS the highest).
  *
- * Every measurement runs in a fresh Node process (this file with `child ...` arguments) so peak RSS is per run;
- * 200 warm-up events go through the whole path before the clock starts.
+ * BUS_NO_BUILD=1 skips the build that comes first (src/ compiled to dist/).
+ *
+ * Every measurement of Sluice runs in a fresh Node process, bus-child.mjs on the compiled code (as `sluice start`
+ * runs it, without a TypeScript loader), so peak RSS is per run; 200 warm-up events go through the whole path before
+ * the clock starts.
  */
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { connect } from "node:net";
-import { orderEvent } from "./order-event.ts";
 
 const here = fileURLToPath(import.meta.url);
 const root = join(here, "..", "..");
+const childScript = join(here, "..", "bus-child.mjs");
 const peersSource = "/work/shared/bench/peers";
 
 /** A system's figures on one workload over the rounds; `spread` is the headline figure's lowest-highest. */
@@ -44,141 +46,6 @@ interface Result {
   cpuUsPerEvent?: number;
   seconds?: number;
   error?: string;
-}
-
-// ---------------------------------------------------------------- child: one measurement of Sluice
-async function child(backend: string, workload: string, n: number): Promise<void> {
-  const { createBroker } = await import("../src/bus/broker.ts");
-  let store;
-  let cleanup: () => Promise<void> = async () => {};
-  if (backend === "sqlite") {
-    const { createSqliteStore } = await import("../src/store/sqlite/index.ts");
-    const dir = mkdtempSync(join(tmpdir(), "sluice-bus-bench-"));
-    store = await createSqliteStore({ path: join(dir, "bench.db"), thread: process.env.BUS_SQLITE_THREAD === "1" });
-    cleanup = async () => rmSync(dir, { recursive: true, force: true });
-  } else {
-    const { createPostgresStore } = await import("../src/store/postgres/index.ts");
-    const schema = `bench_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
-    const url = process.env.SLUICE_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-    store = await createPostgresStore({ url, schema });
-    cleanup = async () => {
-      const { default: pg } = await import("pg");
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    };
-  }
-  const broker = await createBroker({ store });
-  const targets = workload === "w3" ? 3 : 1;
-  await broker.putRule({
-    name: "bench",
-    pattern: { type: ["order.created"] },
-    targets: Array.from({ length: targets }, (_, i) => ({ id: `t${i}`, function: "noop" })),
-  });
-  const latencies: number[] = [];
-  const recordLatency = workload === "w2";
-  broker.setFunctionHandler({
-    async deliver(_fn, event) {
-      if (recordLatency) latencies.push(performance.now() - (event.data as { ts: number }).ts);
-    },
-  });
-  let acked = 0;
-  let target = 0;
-  let onDone: (() => void) | undefined;
-  broker.on("delivered", () => {
-    acked++;
-    if (acked >= target && onDone) {
-      const f = onDone;
-      onDone = undefined;
-      f();
-    }
-  });
-  const allAcked = () => new Promise<void>((r) => (acked >= target ? r() : (onDone = r)));
-  let peak = process.memoryUsage.rss();
-  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 200);
-  const tag = `${process.pid}${Date.now().toString(36)}`;
-  const makeEvent = (i: number) => orderEvent(`${tag}-${i.toString().padStart(9, "0")}`, i);
-  // Warm-up outside the clock (the peers' drivers are plain preloaded JS; ours is compiled by tsx on first use):
-  // 200 events through the whole path, then the counters start from zero.
-  target = 200 * targets;
-  const warm = allAcked();
-  for (let i = 0; i < 200; i += 100) {
-    await broker.publish("default", Array.from({ length: 100 }, (_, j) => ({ ...makeEvent(i + j), id: `warm-${tag}-${i + j}` })));
-  }
-  await warm;
-  latencies.length = 0;
-  acked = 0;
-  await new Promise((r) => setTimeout(r, 200));
-  let out: Record<string, unknown>;
-  if (workload === "w1" || workload === "w3") {
-    target = n * targets;
-    const inflight = Number(process.env.BUS_INFLIGHT ?? 4);
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    const done = allAcked();
-    let next = 0;
-    const producer = async () => {
-      while (next < n) {
-        const start = next;
-        next = Math.min(n, next + 100);
-        const batch = [];
-        for (let i = start; i < next; i++) batch.push(makeEvent(i));
-        for (;;) {
-          try {
-            const res = await broker.publish("default", batch);
-            if (res.failedEntryCount > 0) throw new Error(JSON.stringify(res.entries.find((e) => "errorCode" in e)));
-            break;
-          } catch (err) {
-            if ((err as { code?: string }).code !== "E_BACKPRESSURE") throw err;
-            await new Promise((r) => setTimeout(r, 5));
-          }
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: inflight }, producer));
-    const tPublished = performance.now();
-    await done;
-    const secs = (performance.now() - t0) / 1000;
-    const cpu = process.cpuUsage(cpu0);
-    out = {
-      cpuUsPerEvent: +((cpu.user + cpu.system) / n).toFixed(1),
-      seconds: +secs.toFixed(3),
-      publishSeconds: +((tPublished - t0) / 1000).toFixed(3),
-      eventsPerSec: Math.round(n / secs),
-      deliveriesPerSec: Math.round((n * targets) / secs),
-    };
-  } else {
-    const rate = 1000;
-    const seconds = Number(process.env.BUS_W2_SECONDS ?? 10);
-    const total = rate * seconds;
-    target = total;
-    const evs = Array.from({ length: total }, (_, i) => makeEvent(i));
-    const t0 = performance.now();
-    const done = allAcked();
-    let i = 0;
-    let pubErrors = 0;
-    while (i < total) {
-      const due = Math.min(total, Math.floor((performance.now() - t0) / (1000 / rate)) + 1);
-      while (i < due) {
-        const e = evs[i++]!;
-        e.data.ts = performance.now();
-        broker.publish("default", e).catch(() => pubErrors++);
-      }
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    await done;
-    const s = latencies.slice().sort((a, b) => a - b);
-    const pct = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-    out = { p50: +pct(50).toFixed(2), p95: +pct(95).toFixed(2), p99: +pct(99).toFixed(2), max: +s[s.length - 1]!.toFixed(2), pubErrors };
-    n = total;
-  }
-  clearInterval(sampler);
-  peak = Math.max(peak, process.memoryUsage.rss());
-  await broker.close();
-  await store.close();
-  await cleanup();
-  console.log(`RESULT ${JSON.stringify({ name: `sluice-${backend}`, workload, N: n, ...out, peakRssMb: +(peak / 1048576).toFixed(1) })}`);
 }
 
 // ---------------------------------------------------------------- parent: orchestration and tables
@@ -256,8 +123,18 @@ function summarize(runs: Result[]): Summary[] {
   });
 }
 
+/** Compiles src/ into dist/ (what bus-child.mjs measures), so the figures are of the code in the working tree. */
+function build(): void {
+  if (process.env.BUS_NO_BUILD === "1") return;
+  const r = spawnSync(process.execPath, [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"], {
+    cwd: root,
+    stdio: "inherit",
+  });
+  if (r.status !== 0) throw new Error("the build (tsc -p tsconfig.build.json) failed");
+}
+
 function runSluice(backend: string, workload: string, n: number): Result {
-  const p = spawnSync(process.execPath, ["--expose-gc", "--import", "tsx", here, "child", backend, workload, String(n)], {
+  const p = spawnSync(process.execPath, ["--expose-gc", childScript, backend, workload, String(n)], {
     cwd: root,
     encoding: "utf8",
     timeout: 600_000,
@@ -292,6 +169,7 @@ const fmt = (x: number | undefined, d = 0) => (x === undefined ? "-" : x.toLocal
 const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? "-" : `${(a / b).toFixed(2)}×`);
 
 async function parent(): Promise<void> {
+  build();
   const N = Number(process.env.BUS_N ?? 100_000);
   const peerN = Number(process.env.BUS_PEER_N ?? 30_000);
   const pgUp = await reachable(5432);
@@ -369,6 +247,4 @@ async function parent(): Promise<void> {
   goal(p("w2")?.p99 !== undefined ? p("w2")!.p99! < 20 : undefined, `PostgreSQL W2 p99 < 20 ms (${fmt(p("w2")?.p99, 2)} ms)`);
 }
 
-const [mode, backend, workload, n] = process.argv.slice(2);
-if (mode === "child") await child(backend!, workload!, Number(n));
-else await parent();
+await parent();

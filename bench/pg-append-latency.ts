@@ -6,7 +6,7 @@
  *   B=400 node --import tsx bench/pg-append-latency.ts      (SLUICE_BENCH_PG_URL, default the local `test` database)
  */
 import { createPostgresStore } from "../src/store/postgres/index.ts";
-import { orderEvent } from "./order-event.ts";
+import { orderEvent } from "./order-event.mjs";
 import pg from "pg";
 const url = process.env.SLUICE_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const schema = `bench_append_${process.pid}_${Date.now()}`;

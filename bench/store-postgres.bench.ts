@@ -14,7 +14,7 @@
 import { createPostgresStore } from "../src/store/postgres/index.ts";
 import type { StorageBackend } from "../src/store/contract.ts";
 import { createTestDatabase } from "../test/helpers/services.ts";
-import { orderEvent } from "./order-event.ts";
+import { orderEvent } from "./order-event.mjs";
 
 const N = Number(process.env.N ?? 20_000);
 const W2_SECONDS = Number(process.env.W2_SECONDS ?? 5);

@@ -7,7 +7,7 @@ import { encodeEvent } from "../event/codec.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
-import type { DeadLetter, QueueStats, StorageBackend } from "../store/contract.ts";
+import type { DeadLetter, Lease, QueueStats, StorageBackend } from "../store/contract.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import { noopLogger, type Logger } from "../logger.ts";
 import { checkName, defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
@@ -21,6 +21,7 @@ import type {
   Bus,
   BusInput,
   DeadLetterInfo,
+  DeliveryContext,
   DeliveryEvents,
   FunctionHandler,
   PublishResult,
@@ -33,9 +34,9 @@ import type {
 } from "./types.ts";
 
 export interface BrokerLimits {
-  /** Deliveries running at once in this process. Default 256. */
+  /** Deliveries running at once in this process. Default 512. */
   concurrency?: number;
-  /** Most deliveries taken by one lease call. Default 256. */
+  /** Most deliveries taken by one lease call. Default 512. */
   leaseBatch?: number;
   /** Visibility timeout of a lease (extended while the handler runs). Default 30 s. */
   leaseMs?: number;
@@ -214,35 +215,44 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   let functionHandler: FunctionHandler | undefined = options.functionHandler;
 
-  const runTarget: RunTarget = async (target, event, lease, signal) => {
+  // Not an async function: a function target's promise is the handler's own (no wrapper promise per delivery).
+  const runTarget: RunTarget = (target, event, lease, context) => {
     let delivered = event;
     if (target.transform !== undefined) {
       let data: unknown;
       try {
         data = target.transform.apply(event);
       } catch (err) {
-        throw new DeadNow("transform-failed", describeError(err));
+        return Promise.reject(new DeadNow("transform-failed", describeError(err)));
       }
       const { data_base64: _b, ...rest } = event;
       delivered = { ...rest, datacontenttype: target.transform.mode === "json" ? "application/json" : "text/plain", data };
     }
-    switch (target.how.kind) {
-      case "function": {
-        const handler = functionHandler;
-        if (handler === undefined) {
-          throw new SluiceError(ErrorCode.FunctionNotFound, `no function handler is registered (function "${target.how.functionName}")`, {
+    if (target.how.kind === "function") {
+      const handler = functionHandler;
+      if (handler === undefined) {
+        return Promise.reject(
+          new SluiceError(ErrorCode.FunctionNotFound, `no function handler is registered (function "${target.how.functionName}")`, {
             retryable: true,
-          });
-        }
-        await handler.deliver(target.how.functionName, delivered, {
-          attempt: lease.attempt,
-          deliveryId: lease.deliveryId,
-          get signal() {
-            return signal();
-          },
-        });
-        return;
+          }),
+        );
       }
+      return handler.deliver(target.how.functionName, delivered, context) as Promise<void>;
+    }
+    return deliverElsewhere(target, delivered, lease, context, event);
+  };
+
+  /** Bus and webhook targets. */
+  const deliverElsewhere = async (
+    target: CompiledTarget,
+    delivered: CloudEvent,
+    lease: Lease,
+    context: DeliveryContext,
+    event: CloudEvent,
+  ): Promise<void> => {
+    switch (target.how.kind) {
+      case "function":
+        throw new Error("unreachable: function targets are run by runTarget");
       case "bus": {
         const hops = hopsOf(delivered) + 1;
         if (hops > hopLimit) throw new DeadNow("recursive-loop", `${ErrorCode.RecursiveLoop}: the event passed the hop limit of ${hopLimit}`);
@@ -258,7 +268,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return;
       }
       case "webhook":
-        await deliverWebhook(target.how.webhook, delivered === event ? lease.payload : encodeEvent(delivered), signal());
+        await deliverWebhook(target.how.webhook, delivered === event ? lease.payload : encodeEvent(delivered), context.signal);
         return;
     }
   };
@@ -270,8 +280,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
           clock,
           random,
           logger,
-          concurrency: positiveInt(l.concurrency, 256, "$.limits.concurrency"),
-          leaseBatch: positiveInt(l.leaseBatch, 256, "$.limits.leaseBatch"),
+          concurrency: positiveInt(l.concurrency, 512, "$.limits.concurrency"),
+          leaseBatch: positiveInt(l.leaseBatch, 512, "$.limits.leaseBatch"),
           leaseMs,
           pollIntervalMs,
         });

@@ -18,7 +18,7 @@ import type { Logger } from "../logger.ts";
 import type { CompiledTarget, Definitions } from "./definitions.ts";
 import { classifyFailure, describeError, failureText } from "./handler-errors.ts";
 import { decideAfterFailure } from "./retry.ts";
-import type { DeliveryEvents } from "./types.ts";
+import type { DeliveryContext, DeliveryEvents } from "./types.ts";
 
 export interface DispatcherOptions {
   clock: Clock;
@@ -34,8 +34,11 @@ export interface DispatcherOptions {
   pollIntervalMs: number;
 }
 
-/** Runs one delivery; resolves on success, throws to fail the attempt. Thrown `DeadNow` dead-letters with its reason. */
-export type RunTarget = (target: CompiledTarget, event: CloudEvent, lease: Lease, signal: () => AbortSignal) => Promise<void>;
+/**
+ * Runs one delivery; resolves on success, throws to fail the attempt. Thrown `DeadNow` dead-letters with its reason.
+ * `context` is the delivery's attempt, id and abort signal (read the signal only when needed: it is made on first use).
+ */
+export type RunTarget = (target: CompiledTarget, event: CloudEvent, lease: Lease, context: DeliveryContext) => Promise<void>;
 
 /** Thrown by a target runner to dead-letter at once with a specific reason (e.g. `recursive-loop`). */
 export class DeadNow extends Error {
@@ -80,29 +83,49 @@ function heapPop(heap: number[]): number | undefined {
   return top;
 }
 
-interface Running {
-  lease: Lease;
-  /** Created on first use of the handler's signal (most deliveries never look at it). */
-  controller: AbortController | undefined;
+/**
+ * One delivery running here. It is also the context handed to the target (attempt, delivery id, and an abort
+ * signal created only when asked for: most deliveries never look at it), so a delivery allocates one object.
+ */
+class Running implements DeliveryContext {
+  #controller: AbortController | undefined;
   /** Why the delivery should stop, when that happened before anyone asked for the signal. */
-  abortReason?: unknown;
+  #abortReason: unknown;
+  #aborted = false;
   /** Set when close() released the lease: the outcome of the run is then ignored. */
-  released: boolean;
-  /** Resolves the ack wait once the batch holding this delivery was acked: true when this ack took effect. */
-  done?: (acked: boolean) => void;
-}
+  released = false;
+  /** Clock time the run started (for the `delivered` event's duration). */
+  startedAt = 0;
 
-function signalOf(r: Running): AbortSignal {
-  if (r.controller === undefined) {
-    r.controller = new AbortController();
-    if ("abortReason" in r) r.controller.abort(r.abortReason);
+  constructor(
+    readonly lease: Lease,
+    /** queue + partition key, for keyed deliveries: the next delivery of the key waits for this one. */
+    readonly key: string | undefined,
+  ) {}
+
+  get attempt(): number {
+    return this.lease.attempt;
   }
-  return r.controller.signal;
-}
 
-function abortRun(r: Running, reason: unknown): void {
-  if (r.controller !== undefined) r.controller.abort(reason);
-  else r.abortReason = reason;
+  get deliveryId(): string {
+    return this.lease.deliveryId;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#abortReason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#controller !== undefined) this.#controller.abort(reason);
+    else if (!this.#aborted) {
+      this.#aborted = true;
+      this.#abortReason = reason;
+    }
+  }
 }
 
 /** Resolves when `register`'s callback is called or at `deadline` (wall-clock ms), whichever comes first. */
@@ -143,6 +166,11 @@ export class Dispatcher {
   #idleWaiters: (() => void)[] = [];
   /** Slots promised to appends in flight (see reserve()): the lease loop leaves them free. */
   #reserved = 0;
+  /**
+   * Deliveries whose ack is being committed: their slots count as free, so the lease that refills them is queued
+   * behind the ack and commits with it (one commit per batch cycle instead of two). At most `concurrency` of them.
+   */
+  #settling = 0;
   #reservedWaiters: (() => void)[] = [];
   #started = false;
   /** The last payload decoded and its event: the deliveries of one event to several targets decode it once. */
@@ -195,7 +223,7 @@ export class Dispatcher {
    */
   reserve(wanted: number): number {
     if (!this.#started || this.#stop.signal.aborted) return 0;
-    const free = this.#o.concurrency - this.#running.size - this.#reserved;
+    const free = this.#freeSlots();
     const promised = Math.max(0, Math.min(free, wanted, this.#o.leaseBatch));
     this.#reserved += promised;
     return promised;
@@ -277,7 +305,7 @@ export class Dispatcher {
   async #leaseLoop(): Promise<void> {
     const signal = this.#stop.signal;
     while (!signal.aborted) {
-      const free = this.#o.concurrency - this.#running.size - this.#reserved;
+      const free = this.#freeSlots();
       if (free <= 0) {
         // Full: wait for a slot. A finishing delivery calls wake(); the lease after it also finds any new work.
         this.#wakeFlag = false;
@@ -295,7 +323,7 @@ export class Dispatcher {
         continue;
       }
       if (signal.aborted) {
-        await this.#release(leases.map((lease): Running => ({ lease, controller: undefined, released: false })));
+        await this.#release(leases.map((lease) => new Running(lease, undefined)));
         break;
       }
       for (const lease of leases) this.#start(lease);
@@ -303,6 +331,10 @@ export class Dispatcher {
       this.#armPoll();
       await this.#idle();
     }
+  }
+
+  #freeSlots(): number {
+    return this.#o.concurrency - (this.#running.size - this.#settling) - this.#reserved;
   }
 
   /** Parks the loop until wake() (work, timer, a freed slot) or stop. */
@@ -327,21 +359,25 @@ export class Dispatcher {
   }
 
   #launch(lease: Lease, key: string | undefined): void {
-    const running: Running = { lease, controller: undefined, released: false };
+    const running = new Running(lease, key);
     this.#running.set(lease.deliveryId, running);
-    void this.#deliver(running).finally(() => {
-      if (this.#running.get(lease.deliveryId) === running) this.#running.delete(lease.deliveryId);
-      if (key !== undefined) {
-        const next = this.#keys.get(key)?.shift();
-        if (next !== undefined) {
-          this.#launch(next, key);
-          return;
-        }
-        this.#keys.delete(key);
+    void this.#deliver(running);
+  }
+
+  /** A delivery is over here (acked, retried, dead-lettered, released or failed): frees its slot and its key. */
+  #finish(r: Running): void {
+    const { lease, key } = r;
+    if (this.#running.get(lease.deliveryId) === r) this.#running.delete(lease.deliveryId);
+    if (key !== undefined) {
+      const next = this.#keys.get(key)?.shift();
+      if (next !== undefined) {
+        this.#launch(next, key);
+        return;
       }
-      this.wake();
-      this.#checkIdle();
-    });
+      this.#keys.delete(key);
+    }
+    this.wake();
+    this.#checkIdle();
   }
 
   async #target(queue: string): Promise<CompiledTarget | undefined> {
@@ -354,17 +390,30 @@ export class Dispatcher {
     return target;
   }
 
+  /** Runs a delivery to its end; never rejects. A success ends when its batched ack commits (#settleAcked). */
   async #deliver(r: Running): Promise<void> {
+    let acking = false;
+    try {
+      acking = await this.#attempt(r);
+    } catch (err) {
+      this.#o.logger.error({ err: describeError(err), deliveryId: r.lease.deliveryId }, "delivery failed unexpectedly");
+    } finally {
+      if (!acking) this.#finish(r);
+    }
+  }
+
+  /** One attempt and its bookkeeping. True when the delivery succeeded and its ack was queued. */
+  async #attempt(r: Running): Promise<boolean> {
     const { lease } = r;
-    const started = this.#o.clock.now();
+    r.startedAt = this.#o.clock.now();
     const target = this.#defs.target(lease.queue) ?? (await this.#target(lease.queue));
     if (target === undefined) {
       await this.#dead(r, "target-removed", "the rule or target of this queue no longer exists");
-      return;
+      return false;
     }
-    if (started - lease.enqueuedAt >= target.policy.maxEventAgeMs) {
+    if (r.startedAt - lease.enqueuedAt >= target.policy.maxEventAgeMs) {
       await this.#dead(r, "max-age", lease.lastError ?? `older than ${target.policy.maxEventAgeMs} ms`);
-      return;
+      return false;
     }
     let event: CloudEvent;
     if (lease.payload === this.#lastPayload) {
@@ -374,31 +423,31 @@ export class Dispatcher {
         event = JSON.parse(lease.payload) as CloudEvent;
       } catch (err) {
         await this.#dead(r, "undecodable", describeError(err));
-        return;
+        return false;
       }
       this.#lastPayload = lease.payload;
       this.#lastEvent = event;
     }
     try {
-      await this.#run(target, event, lease, () => signalOf(r));
+      await this.#run(target, event, lease, r);
     } catch (err) {
-      if (r.released) return;
+      if (r.released) return false;
       if (err instanceof DeadNow) {
         await this.#dead(r, err.reason, err.message);
-        return;
+        return false;
       }
       const now = this.#o.clock.now();
       const decision = decideAfterFailure(classifyFailure(err), lease.attempt, lease.enqueuedAt, now, target.policy, this.#o.random);
       const error = failureText(err);
       if (decision.action === "dead") {
         await this.#dead(r, decision.reason, error);
-        return;
+        return false;
       }
       try {
         await this.#store.queues.retry(lease, { availableAt: decision.availableAt, error });
       } catch (storeErr) {
         this.#storeFailed(storeErr, lease, "retry");
-        return;
+        return false;
       }
       this.#emit("retry", {
         deliveryId: lease.deliveryId,
@@ -409,19 +458,31 @@ export class Dispatcher {
         error,
       });
       this.#wakeAt(decision.availableAt);
-      return;
+      return false;
     }
-    if (r.released) return;
+    if (r.released) return false;
     // The slot stays taken until the ack commits: freeing it at the handler's end let thousands of settled
     // deliveries wait for their ack at once under load (W3 peak RSS +10-15 MB, no faster; see BENCHMARKS.md).
-    // A lost lease (it expired and another run owns the delivery) or a failed ack is not a delivery yet.
-    if (!(await this.#ack(r))) return;
-    this.#emit("delivered", {
-      deliveryId: lease.deliveryId,
-      queue: lease.queue,
-      attempt: lease.attempt,
-      durationMs: this.#o.clock.now() - started,
-    });
+    this.#acks.push(r);
+    if (!this.#ackFlushing) void this.#flushAcks();
+    return true;
+  }
+
+  /**
+   * After the ack of a batch: a delivery whose ack took effect is delivered. A lost lease (it expired and another
+   * run owns the delivery) or a failed ack is not a delivery yet.
+   */
+  #settleAcked(r: Running, acked: boolean): void {
+    if (acked) {
+      const { lease } = r;
+      this.#emit("delivered", {
+        deliveryId: lease.deliveryId,
+        queue: lease.queue,
+        attempt: lease.attempt,
+        durationMs: this.#o.clock.now() - r.startedAt,
+      });
+    }
+    this.#finish(r);
   }
 
   async #dead(r: Running, reason: string, error: string): Promise<void> {
@@ -445,29 +506,26 @@ export class Dispatcher {
   }
 
   /** Acks are batched: every ack waiting while one store call runs goes in the next call. */
-  #ack(r: Running): Promise<boolean> {
-    return new Promise<boolean>((resolve) => {
-      r.done = resolve;
-      this.#acks.push(r);
-      if (!this.#ackFlushing) void this.#flushAcks();
-    });
-  }
-
   async #flushAcks(): Promise<void> {
     this.#ackFlushing = true;
     try {
       while (this.#acks.length > 0) {
         const batch = this.#acks.splice(0, 1000);
         let lostIds: ReadonlySet<string> | undefined;
+        // The ack is queued first; the lease loop, woken for the slots it frees, queues its lease right behind.
+        const acking = (async () => this.#store.queues.ack(batch.map((r) => r.lease)))(); // runs (queues) now; throws reject
+        this.#settling += batch.length;
+        this.wake();
         try {
-          const { lost } = await this.#store.queues.ack(batch.map((r) => r.lease));
+          const { lost } = await acking;
           this.#onSettled(batch.length - lost.length);
           for (const id of lost) this.#o.logger.info({ deliveryId: id }, "ack after the lease was lost");
           lostIds = new Set(lost);
         } catch (err) {
           this.#o.logger.error({ err: describeError(err), count: batch.length }, "acking deliveries failed");
         }
-        for (const r of batch) r.done?.(lostIds !== undefined && !lostIds.has(r.lease.deliveryId));
+        this.#settling -= batch.length;
+        for (const r of batch) this.#settleAcked(r, lostIds !== undefined && !lostIds.has(r.lease.deliveryId));
       }
     } finally {
       this.#ackFlushing = false;
@@ -499,7 +557,7 @@ export class Dispatcher {
       } catch (err) {
         if (err instanceof SluiceError && err.code === ErrorCode.LeaseLost) {
           this.#o.logger.warn({ deliveryId: r.lease.deliveryId, queue: r.lease.queue }, "lease lost while running");
-          abortRun(r, err);
+          r.abort(err);
         } else this.#o.logger.error({ err: describeError(err), deliveryId: r.lease.deliveryId }, "extending a lease failed");
       }
     }
@@ -546,8 +604,8 @@ export class Dispatcher {
     }
     const left = [...this.#running.values()];
     const queued = [...this.#keys.values()].flat();
-    for (const r of left) abortRun(r, new SluiceError(ErrorCode.Closed, "the broker is shutting down"));
-    await this.#release([...left, ...queued.map((lease): Running => ({ lease, controller: undefined, released: false }))]);
+    for (const r of left) r.abort(new SluiceError(ErrorCode.Closed, "the broker is shutting down"));
+    await this.#release([...left, ...queued.map((lease) => new Running(lease, undefined))]);
     while (this.#ackFlushing) await new Promise((r) => setImmediate(r));
   }
 }

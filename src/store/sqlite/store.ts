@@ -103,11 +103,11 @@ interface DeliveryRow {
 }
 
 /**
- * A leasable delivery with its payload resolved (its own, or its archived event's), as a raw row (an array is
- * cheaper to build than an object with named columns): id, queue, partition_key, payload, enqueued_at, attempt,
- * last_error.
+ * A leasable delivery as a raw row (an array is cheaper to build than an object with named columns): id, queue,
+ * partition_key, payload, enqueued_at, attempt, last_error, event_seq. A null payload is the archived event's body,
+ * which the lease then reads once per event (see #withBodies).
  */
-type ReadyRow = [number, string, string | null, string, number, number, string | null];
+type ReadyRow = [number, string, string | null, string | null, number, number, string | null, number | null];
 
 interface DeadRow {
   delivery_id: number;
@@ -163,19 +163,13 @@ function consecutive(ids: readonly number[]): { first: number; last: number } | 
   return ids.length > 0 && last - first + 1 === ids.length ? { first, last } : undefined;
 }
 
-function toLease(row: ReadyRow, token: string, leaseUntil: number): Lease {
-  const [id, queue, partitionKey, payload, enqueuedAt, attempt, lastError] = row;
-  return {
-    deliveryId: String(id),
-    queue,
-    token,
-    payload,
-    attempt: attempt + 1,
-    ...(partitionKey === null ? {} : { partitionKey }),
-    enqueuedAt,
-    leaseUntil,
-    ...(lastError === null ? {} : { lastError }),
-  };
+function toLease(row: ReadyRow, payload: string, token: string, leaseUntil: number): Lease {
+  const [id, queue, partitionKey, , enqueuedAt, attempt, lastError] = row;
+  // Optional fields are set only when present (no spread of temporary objects: this runs once per delivery).
+  const lease: Lease = { deliveryId: String(id), queue, token, payload, attempt: attempt + 1, enqueuedAt, leaseUntil };
+  if (partitionKey !== null) lease.partitionKey = partitionKey;
+  if (lastError !== null) lease.lastError = lastError;
+  return lease;
 }
 
 function toDeadLetter(row: DeadRow): DeadLetter {
@@ -269,6 +263,25 @@ function pushDelivery(
   values.push(queue, partitionKey, eventSeq, payload, enqueuedAt, availableAt);
 }
 
+/**
+ * True when every delivery of an appended entry is plain: no partition key, no payload of its own, available at
+ * the append's `now`. Such deliveries can be built by the fan-out statement from the event row alone.
+ */
+function isPlain(entry: AppendEntry, now: number): boolean {
+  for (const d of entry.deliveries) {
+    if (d.partitionKey !== undefined) return false;
+    if (d.payload !== undefined && d.payload !== entry.encoded) return false;
+    if (d.availableAt !== undefined && d.availableAt !== now) return false;
+  }
+  return true;
+}
+
+function sameQueues(queues: readonly string[], deliveries: readonly NewDelivery[]): boolean {
+  if (queues.length !== deliveries.length) return false;
+  for (let i = 0; i < queues.length; i++) if (queues[i] !== deliveries[i]?.queue) return false;
+  return true;
+}
+
 /** A lease taken while inserting deliveries (appendAndLease): `bodies[i]` is the encoded event of delivery i. */
 interface InsertLeasing {
   max: number;
@@ -285,8 +298,7 @@ interface PendingWrite {
   reject(err: unknown): void;
 }
 
-const readyColumns =
-  "d.id, d.queue, d.partition_key, coalesce(d.payload, e.encoded) AS payload, d.enqueued_at, d.attempt, d.last_error";
+const readyColumns = "id, queue, partition_key, payload, enqueued_at, attempt, last_error, event_seq";
 
 function prepareStatements(db: Database.Database) {
   return {
@@ -337,17 +349,30 @@ function prepareStatements(db: Database.Database) {
       11,
     ),
     lastDeliveryId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
+    // The deliveries of a run of just-appended events routed to the same queues (no partition key, no payload of
+    // their own, available at once): one row per (event, queue), in (seq, queue) order, built by SQLite from the
+    // event rows instead of bound one value at a time (about 1.1 instead of 1.8-2 µs a delivery). Duplicates left
+    // holes in the seq range; they have no event row, so they get no delivery.
+    deliveryFanOut: db.prepare<{ now: number; queues: string; first: number; last: number }>(
+      `INSERT INTO deliveries (queue, event_seq, enqueued_at, available_at, visible_at)
+       SELECT q.value, e.seq, @now, @now, @now FROM events e, json_each(@queues) q
+       WHERE e.seq BETWEEN @first AND @last ORDER BY e.seq, q.key`,
+    ),
     readyAll: db
       .prepare<[number, number], ReadyRow>(
-        `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
-         WHERE d.visible_at <= ? ORDER BY d.visible_at, d.id LIMIT ?`,
+        `SELECT ${readyColumns} FROM deliveries WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?`,
       )
       .raw(true),
     readyInQueues: db
       .prepare<[number, string, number], ReadyRow>(
-        `SELECT ${readyColumns} FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
-         WHERE d.visible_at <= ? AND d.queue IN (SELECT value FROM json_each(?)) ORDER BY d.visible_at, d.id LIMIT ?`,
+        `SELECT ${readyColumns} FROM deliveries
+         WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?)) ORDER BY visible_at, id LIMIT ?`,
       )
+      .raw(true),
+    // The bodies of a lease batch's events, once each: a seq range when the batch's seqs are dense, else a list.
+    bodiesInRange: db.prepare<[number, number], [number, string]>("SELECT seq, encoded FROM events WHERE seq BETWEEN ? AND ?").raw(true),
+    bodiesOf: db
+      .prepare<[string], [number, string]>("SELECT seq, encoded FROM events WHERE seq IN (SELECT value FROM json_each(?))")
       .raw(true),
     markLeased: db.prepare<[string, number, number, string]>(
       `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
@@ -763,7 +788,7 @@ export class LocalSqliteStore implements SqliteStore {
     const storedAt = Math.max(now, sql.lastStoredAt.get()?.stored_at ?? Number.NEGATIVE_INFINITY);
     const results: AppendResult[] = [];
     const events: unknown[] = [];
-    const deliveries: DeliveryValues = [];
+    const stored: { entry: AppendEntry; seq: number }[] = [];
     entries.forEach((entry, i) => {
       const seq = base + i + 1;
       if (duplicates) {
@@ -775,17 +800,94 @@ export class LocalSqliteStore implements SqliteStore {
         }
       }
       events.push(seq, entry.bus, entry.eventId, entry.encoded, storedAt);
-      for (const d of entry.deliveries) {
-        const own = d.payload === undefined || d.payload === entry.encoded ? null : d.payload;
-        pushDelivery(deliveries, d.queue, d.partitionKey ?? null, own === null ? seq : null, own, now, d.availableAt ?? now);
-        // One string object per event body: the dispatcher decodes consecutive deliveries of one body once.
-        leasing?.bodies.push(own ?? entry.encoded);
-      }
+      stored.push({ entry, seq });
       results.push({ status: "stored", seq });
     });
     sql.eventInsert.run(events);
-    this.#insertDeliveries(deliveries, leasing);
+    this.#insertEventDeliveries(stored, now, leasing);
     return results;
+  }
+
+  /**
+   * Inserts the deliveries of appended events, in event order. Runs of consecutive events whose deliveries are
+   * plain (see isPlain) and go to the same queues take the fan-out statement; the others are bound row by row.
+   */
+  #insertEventDeliveries(stored: { entry: AppendEntry; seq: number }[], now: number, leasing: InsertLeasing | undefined): void {
+    let values: DeliveryValues = [];
+    let bodies: string[] = [];
+    let run: { queues: string[]; first: number; last: number; bodies: string[] } | undefined;
+    const flushRows = () => {
+      if (values.length === 0) return;
+      if (leasing !== undefined) leasing.bodies = bodies;
+      this.#insertDeliveries(values, leasing);
+      values = [];
+      bodies = [];
+    };
+    const flushRun = () => {
+      if (run === undefined) return;
+      this.#insertFanOut(run, now, leasing);
+      run = undefined;
+    };
+    for (const { entry, seq } of stored) {
+      const { deliveries } = entry;
+      if (deliveries.length === 0) {
+        // Its event row would be inside the run's seq range: the run must end before it.
+        flushRun();
+        continue;
+      }
+      if (isPlain(entry, now)) {
+        if (run !== undefined && sameQueues(run.queues, deliveries)) {
+          run.last = seq;
+          run.bodies.push(entry.encoded);
+          continue;
+        }
+        flushRows();
+        flushRun();
+        run = { queues: deliveries.map((d) => d.queue), first: seq, last: seq, bodies: [entry.encoded] };
+        continue;
+      }
+      flushRun();
+      for (const d of deliveries) {
+        const own = d.payload === undefined || d.payload === entry.encoded ? null : d.payload;
+        pushDelivery(values, d.queue, d.partitionKey ?? null, own === null ? seq : null, own, now, d.availableAt ?? now);
+        // One string object per event body: the dispatcher decodes consecutive deliveries of one body once.
+        if (leasing !== undefined) bodies.push(own ?? entry.encoded);
+      }
+    }
+    flushRows();
+    flushRun();
+  }
+
+  /**
+   * One fan-out statement for a run of events; with `leasing`, the run's first deliveries (oldest first) are then
+   * leased in the same commit, up to what is left of `leasing.max`.
+   */
+  #insertFanOut(
+    run: { queues: string[]; first: number; last: number; bodies: string[] },
+    now: number,
+    leasing: InsertLeasing | undefined,
+  ): void {
+    const firstId = (this.#sql.lastDeliveryId.get()?.seq ?? 0) + 1;
+    const inserted = this.#sql.deliveryFanOut.run({ now, queues: JSON.stringify(run.queues), first: run.first, last: run.last }).changes;
+    const leased = leasing === undefined ? 0 : Math.min(inserted, leasing.max - leasing.out.length);
+    if (leasing !== undefined && leased > 0) {
+      const { token, leaseUntil } = leasing;
+      this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, firstId, firstId + leased - 1);
+      const targets = run.queues.length;
+      for (let n = 0; n < leased; n++) {
+        leasing.out.push({
+          deliveryId: String(firstId + n),
+          queue: run.queues[n % targets] as string,
+          token,
+          payload: run.bodies[Math.floor(n / targets)] as string,
+          attempt: 1,
+          enqueuedAt: now,
+          leaseUntil,
+        });
+      }
+    }
+    // Deliveries leased here are nobody else's work: only the others need a wake-up.
+    if (inserted > leased) this.#workCreated = true;
   }
 
   #leaseNow(request: LeaseRequest): Lease[] {
@@ -805,7 +907,33 @@ export class LocalSqliteStore implements SqliteStore {
     const range = consecutive(ids);
     if (range !== undefined) this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, range.first, range.last);
     else this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(ids));
-    return rows.map((row) => toLease(row, token, leaseUntil));
+    const bodies = this.#bodiesOf(rows);
+    return rows.map((row) => toLease(row, row[3] ?? (bodies.get(row[7] as number) as string), token, leaseUntil));
+  }
+
+  /**
+   * The archived bodies of rows without a payload of their own, read once per event: the deliveries of one event
+   * to several targets share one string (cheaper than a join that copies the body into every row, and the
+   * dispatcher then decodes it once). A pending delivery's event is never trimmed away (trim copies its body first).
+   */
+  #bodiesOf(rows: ReadyRow[]): Map<number, string> {
+    const bodies = new Map<number, string>();
+    let first = Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    const seqs = new Set<number>();
+    for (const row of rows) {
+      const seq = row[7];
+      if (row[3] !== null || seq === null) continue;
+      seqs.add(seq);
+      if (seq < first) first = seq;
+      if (seq > last) last = seq;
+    }
+    if (seqs.size === 0) return bodies;
+    // A range read walks the events between; worth it while most of them are wanted.
+    const found =
+      last - first + 1 <= 2 * seqs.size ? this.#sql.bodiesInRange.all(first, last) : this.#sql.bodiesOf.all(JSON.stringify([...seqs]));
+    for (const [seq, encoded] of found) if (seqs.has(seq)) bodies.set(seq, encoded);
+    return bodies;
   }
 
   #eventLog(): EventLog {

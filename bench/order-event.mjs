@@ -1,8 +1,12 @@
 /**
  * The benchmarks' event: an order of about 300 bytes encoded, the shape the peer workloads of
- * ../shared/bench/peers publish, so Sluice and its peers move the same bytes.
+ * ../shared/bench/peers publish, so Sluice and its peers move the same bytes. Plain JavaScript, so that the bus
+ * bench's child (bus-child.mjs, run by plain `node` on the compiled code) and the TypeScript benches share it.
+ *
+ * @param {string} id
+ * @param {number} i
  */
-export function orderEvent(id: string, i: number) {
+export function orderEvent(id, i) {
   return {
     specversion: "1.0",
     id,
