@@ -29,7 +29,7 @@
  * lease the same delivery. Wake-ups (`waitForWork`) reach every store object of the same file in this process.
  */
 import Database from "better-sqlite3";
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ErrorCode, SluiceError } from "../../errors.ts";
@@ -142,6 +142,14 @@ function leaseLost(deliveryId: string): SluiceError {
     ErrorCode.LeaseLost,
     `the lease on delivery ${deliveryId} is no longer held (expired and re-leased, or already settled)`,
   );
+}
+
+/**
+ * A lease token: 72 random bits in 12 characters. It only has to differ from the other leases of the same delivery
+ * (a stale token must not ack); a short one keeps the leased row small (it is written into every row of a batch).
+ */
+function newToken(): string {
+  return randomBytes(9).toString("base64url");
 }
 
 /** Delivery ids are the row ids, exposed as decimal strings. Anything else matches no row. */
@@ -359,14 +367,16 @@ function prepareStatements(db: Database.Database) {
        WHERE e.seq BETWEEN @first AND @last ORDER BY e.seq, q.key`,
     ),
     readyAll: db
-      .prepare<[number, number], ReadyRow>(
-        `SELECT ${readyColumns} FROM deliveries WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?`,
+      .prepare<[number, number, number], ReadyRow>(
+        `SELECT ${readyColumns} FROM deliveries WHERE visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+         ORDER BY visible_at, id LIMIT ?`,
       )
       .raw(true),
     readyInQueues: db
-      .prepare<[number, string, number], ReadyRow>(
+      .prepare<[number, number, string, number], ReadyRow>(
         `SELECT ${readyColumns} FROM deliveries
-         WHERE visible_at <= ? AND queue IN (SELECT value FROM json_each(?)) ORDER BY visible_at, id LIMIT ?`,
+         WHERE visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?) AND queue IN (SELECT value FROM json_each(?))
+         ORDER BY visible_at, id LIMIT ?`,
       )
       .raw(true),
     // The bodies of a lease batch's events, once each: a seq range when the batch's seqs are dense, else a list.
@@ -374,14 +384,13 @@ function prepareStatements(db: Database.Database) {
     bodiesOf: db
       .prepare<[string], [number, string]>("SELECT seq, encoded FROM events WHERE seq IN (SELECT value FROM json_each(?))")
       .raw(true),
-    markLeased: db.prepare<[string, number, number, string]>(
-      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1
-       WHERE id IN (SELECT value FROM json_each(?))`,
+    markLeased: db.prepare<[string, number, string]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, attempt = attempt + 1 WHERE id IN (SELECT value FROM json_each(?))`,
     ),
     // The same for a batch whose ids are consecutive (the common case: a backlog leased in order), without
     // building and parsing a JSON list of ids.
-    markLeasedRange: db.prepare<[string, number, number, number, number]>(
-      `UPDATE deliveries SET token = ?, lease_until = ?, visible_at = ?, attempt = attempt + 1 WHERE id BETWEEN ? AND ?`,
+    markLeasedRange: db.prepare<[string, number, number, number]>(
+      `UPDATE deliveries SET token = ?, lease_until = ?, attempt = attempt + 1 WHERE id BETWEEN ? AND ?`,
     ),
     // Settling a lease batch: the keyed rows (whose keys need promoting) are read first, then one plain DELETE;
     // RETURNING would cost ~2 µs a row. Only when some lease was lost does removeLeased say which. When no keyed
@@ -407,16 +416,18 @@ function prepareStatements(db: Database.Database) {
       `UPDATE deliveries SET token = NULL, lease_until = NULL, available_at = ?, visible_at = ?, last_error = ?
        WHERE id = ? AND token = ?`,
     ),
-    extend: db.prepare<[number, number, number, string]>(
-      "UPDATE deliveries SET lease_until = ?, visible_at = ? WHERE id = ? AND token = ?",
+    extend: db.prepare<[number, number, string]>(
+      "UPDATE deliveries SET lease_until = ? WHERE id = ? AND token = ?",
     ),
-    statsAll: db.prepare<[number, number], StatsRow>(
-      `SELECT queue, SUM(visible_at <= ?) AS ready, SUM(token IS NOT NULL AND lease_until > ?) AS leased,
+    statsAll: db.prepare<[number, number, number], StatsRow>(
+      `SELECT queue, SUM(visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)) AS ready,
+              SUM(token IS NOT NULL AND lease_until > ?) AS leased,
               COUNT(*) AS total
        FROM deliveries GROUP BY queue`,
     ),
-    statsQueue: db.prepare<[number, number, string], StatsRow>(
-      `SELECT queue, SUM(visible_at <= ?) AS ready, SUM(token IS NOT NULL AND lease_until > ?) AS leased,
+    statsQueue: db.prepare<[number, number, number, string], StatsRow>(
+      `SELECT queue, SUM(visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)) AS ready,
+              SUM(token IS NOT NULL AND lease_until > ?) AS leased,
               COUNT(*) AS total
        FROM deliveries WHERE queue = ?`,
     ),
@@ -733,7 +744,7 @@ export class LocalSqliteStore implements SqliteStore {
       id++;
       if (leasing !== undefined && visibleAt !== null && availableAt <= leasing.now && leasing.out.length < leasing.max) {
         const { token, leaseUntil } = leasing;
-        rows.push(id, queue, key, values[at + 2], values[at + 3], enqueuedAt, availableAt, leaseUntil, token, leaseUntil, 1);
+        rows.push(id, queue, key, values[at + 2], values[at + 3], enqueuedAt, availableAt, visibleAt, token, leaseUntil, 1);
         leasing.out.push({
           deliveryId: String(id),
           queue,
@@ -872,7 +883,7 @@ export class LocalSqliteStore implements SqliteStore {
     const leased = leasing === undefined ? 0 : Math.min(inserted, leasing.max - leasing.out.length);
     if (leasing !== undefined && leased > 0) {
       const { token, leaseUntil } = leasing;
-      this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, firstId, firstId + leased - 1);
+      this.#sql.markLeasedRange.run(token, leaseUntil, firstId, firstId + leased - 1);
       const targets = run.queues.length;
       for (let n = 0; n < leased; n++) {
         leasing.out.push({
@@ -895,18 +906,18 @@ export class LocalSqliteStore implements SqliteStore {
     if (!(max > 0)) return [];
     let rows: ReadyRow[];
     if (request.queues === undefined) {
-      rows = this.#sql.readyAll.all(now, max);
+      rows = this.#sql.readyAll.all(now, now, max);
     } else {
-      rows = request.queues.length === 0 ? [] : this.#sql.readyInQueues.all(now, JSON.stringify(request.queues), max);
+      rows = request.queues.length === 0 ? [] : this.#sql.readyInQueues.all(now, now, JSON.stringify(request.queues), max);
     }
     if (rows.length === 0) return [];
     const leaseUntil = now + leaseMs;
     // One token per lease call: (deliveryId, token) is still unique per lease, and one UPDATE marks the batch.
-    const token = randomUUID();
+    const token = newToken();
     const ids = rows.map((row) => row[0]);
     const range = consecutive(ids);
-    if (range !== undefined) this.#sql.markLeasedRange.run(token, leaseUntil, leaseUntil, range.first, range.last);
-    else this.#sql.markLeased.run(token, leaseUntil, leaseUntil, JSON.stringify(ids));
+    if (range !== undefined) this.#sql.markLeasedRange.run(token, leaseUntil, range.first, range.last);
+    else this.#sql.markLeased.run(token, leaseUntil, JSON.stringify(ids));
     const bodies = this.#bodiesOf(rows);
     return rows.map((row) => toLease(row, row[3] ?? (bodies.get(row[7] as number) as string), token, leaseUntil));
   }
@@ -950,7 +961,7 @@ export class LocalSqliteStore implements SqliteStore {
             max: lease.max > 0 ? lease.max : 0,
             now,
             leaseUntil: now + lease.leaseMs,
-            token: randomUUID(),
+            token: newToken(),
             bodies: [],
             out: [],
           };
@@ -1060,7 +1071,7 @@ export class LocalSqliteStore implements SqliteStore {
         }),
       extend: ({ deliveryId, token }: LeaseRef, { leaseUntil }) =>
         this.#write(() => {
-          if (sql.extend.run(leaseUntil, leaseUntil, rowId(deliveryId), token).changes === 0) throw leaseLost(deliveryId);
+          if (sql.extend.run(leaseUntil, rowId(deliveryId), token).changes === 0) throw leaseLost(deliveryId);
         }),
       stats: (queues?: string[], options?: { now: number }) =>
         this.#read(() => {
@@ -1072,12 +1083,12 @@ export class LocalSqliteStore implements SqliteStore {
           };
           if (queues !== undefined) {
             return [...new Set(queues)].map((queue) => {
-              const row = sql.statsQueue.get(now, now, queue);
+              const row = sql.statsQueue.get(now, now, now, queue);
               return toStats(queue, row?.total ? row : undefined, sql.deadCountQueue.get(queue)?.dead ?? 0);
             });
           }
           const byQueue = new Map<string, StatsRow>();
-          for (const row of sql.statsAll.all(now, now)) byQueue.set(row.queue, row);
+          for (const row of sql.statsAll.all(now, now, now)) byQueue.set(row.queue, row);
           const dead = new Map<string, number>();
           for (const row of sql.deadCountAll.all()) dead.set(row.queue, row.dead);
           return [...new Set([...byQueue.keys(), ...dead.keys()])]
