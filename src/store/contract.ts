@@ -70,9 +70,10 @@ export interface EventLog {
   append(entries: AppendEntry[], options: { now: number; dedupeWindowMs: number }): Promise<AppendResult[]>;
   /**
    * Optional: `append`, and in the same commit leases up to `lease.max` of the new deliveries that are leasable at
-   * once (available at `now`, and the oldest pending delivery of their partition key), oldest first, exactly as a
-   * `lease` call right after the append would. A process that will run those deliveries itself saves the lease's
-   * read and write. Leased deliveries are not announced by `waitForWork` (nobody else can take them).
+   * once (available at `now`, and the oldest pending delivery of their partition key), oldest first, as a `lease`
+   * call right after the append would (a backend may stop short of `max`, e.g. to lease only all or none of one
+   * event's deliveries). A process that will run those deliveries itself saves the lease's read and write. Leased
+   * deliveries are not announced by `waitForWork` (nobody else can take them).
    */
   appendAndLease?(
     entries: AppendEntry[],

@@ -19,6 +19,8 @@
  *   (about 10% of their CPU).
  * - `deliveries_key` finds a key's next delivery when its head is acked or dead-lettered.
  *
+ * Fan-out rows (migration 2) hold several deliveries of one event in one row; see store.ts.
+ *
  * A delivery created by an append refers to its archived event by `event_seq` and leaves `payload` NULL
  * unless its payload differs (input transformer, replay mark): the event body is written once. A trim copies
  * the body into the pending deliveries of the events it deletes, and a dead letter always holds its payload.
@@ -86,6 +88,13 @@ export const migrations: readonly string[] = [
     PRIMARY KEY (namespace, key)
   ) WITHOUT ROWID;
   CREATE INDEX state_expires ON state (expires_at) WHERE expires_at IS NOT NULL;
+  `,
+  // 2: fan-out rows. One row holds the deliveries of one event to several queues (see store.ts, "Fan-out rows"):
+  // `fanout` is the JSON array of their queues, `pending` has bit i set while queue i's delivery is not settled.
+  // NULL in both for a row that is one delivery.
+  `
+  ALTER TABLE deliveries ADD COLUMN fanout TEXT;
+  ALTER TABLE deliveries ADD COLUMN pending INTEGER;
   `,
 ];
 
