@@ -150,7 +150,8 @@ export class Dispatcher {
   readonly #emit: Emit;
   readonly #onSettled: (count: number) => void;
   readonly #stop = new AbortController();
-  #running = new Map<string, Running>();
+  /** Deliveries running here (a Set of objects: no delivery-id string to hash per delivery). */
+  #running = new Set<Running>();
   /** Keys (queue + partitionKey) running here, with leases of the same key waiting for them. */
   #keys = new Map<string, Lease[]>();
   #wakeFlag = false;
@@ -171,6 +172,10 @@ export class Dispatcher {
    * behind the ack and commits with it (one commit per batch cycle instead of two). At most `concurrency` of them.
    */
   #settling = 0;
+  /** The lease loop waits for a free slot (see #slotFreed). */
+  #parkedFull = false;
+  /** The loop's last lease call found work (see #slotFreed). */
+  #leasedLast = true;
   #reservedWaiters: (() => void)[] = [];
   #started = false;
   /** The last payload decoded and its event: the deliveries of one event to several targets decode it once. */
@@ -309,7 +314,9 @@ export class Dispatcher {
       if (free <= 0) {
         // Full: wait for a slot. A finishing delivery calls wake(); the lease after it also finds any new work.
         this.#wakeFlag = false;
+        this.#parkedFull = true;
         await this.#idle();
+        this.#parkedFull = false;
         continue;
       }
       this.#wakeFlag = false;
@@ -326,6 +333,7 @@ export class Dispatcher {
         await this.#release(leases.map((lease) => new Running(lease, undefined)));
         break;
       }
+      this.#leasedLast = leases.length > 0;
       for (const lease of leases) this.#start(lease);
       if (leases.length === max || this.#wakeFlag) continue;
       this.#armPoll();
@@ -360,14 +368,14 @@ export class Dispatcher {
 
   #launch(lease: Lease, key: string | undefined): void {
     const running = new Running(lease, key);
-    this.#running.set(lease.deliveryId, running);
+    this.#running.add(running);
     void this.#deliver(running);
   }
 
   /** A delivery is over here (acked, retried, dead-lettered, released or failed): frees its slot and its key. */
   #finish(r: Running): void {
-    const { lease, key } = r;
-    if (this.#running.get(lease.deliveryId) === r) this.#running.delete(lease.deliveryId);
+    const { key } = r;
+    this.#running.delete(r);
     if (key !== undefined) {
       const next = this.#keys.get(key)?.shift();
       if (next !== undefined) {
@@ -376,8 +384,17 @@ export class Dispatcher {
       }
       this.#keys.delete(key);
     }
-    this.wake();
+    this.#slotFreed();
     this.#checkIdle();
+  }
+
+  /**
+   * A slot is free again: the lease loop looks for work when it waits for a slot, or when its last lease found
+   * some (a backlog). Otherwise new work announces itself (waitForWork, timers): no empty lease per delivery, which
+   * at a low rate (every delivery leased by its append) was a store transaction per event.
+   */
+  #slotFreed(): void {
+    if (this.#parkedFull || this.#leasedLast) this.wake();
   }
 
   async #target(queue: string): Promise<CompiledTarget | undefined> {
@@ -515,7 +532,7 @@ export class Dispatcher {
         // The ack is queued first; the lease loop, woken for the slots it frees, queues its lease right behind.
         const acking = (async () => this.#store.queues.ack(batch.map((r) => r.lease)))(); // runs (queues) now; throws reject
         this.#settling += batch.length;
-        this.wake();
+        this.#slotFreed();
         try {
           const { lost } = await acking;
           this.#onSettled(batch.length - lost.length);

@@ -91,6 +91,7 @@ const AUTO_CHECKPOINT_PAGES = 10_000;
 
 /** With the checkpointer, a flush waits WAL_WAIT_MS at a time, at most MAX_WAL_WAITS times, while the WAL is past its cap. */
 const WAL_WAIT_MS = 2;
+const WAL_CHECK_MS = 5;
 const MAX_WAL_WAITS = 50;
 
 /** Dedupe and state rows past their window/expiry are deleted at most once per this much of the callers' clock. */
@@ -810,8 +811,9 @@ export class LocalSqliteStore implements SqliteStore {
   /**
    * Backpressure behind the checkpointer: while the WAL file is past the cap (the checkpointer thread is starved of
    * CPU, or its RESTART keeps missing a gap between commits), a flush waits a few ms, up to MAX_WAL_WAITS times in a
-   * row, giving the checkpointer CPU and gaps. The writes just queue meanwhile; the event loop never blocks. One
-   * stat(2) per flush; the file only exceeds `journal_size_limit` while frames pile up (a rewind cuts it back).
+   * row, giving the checkpointer CPU and gaps. The writes just queue meanwhile; the event loop never blocks. At most
+   * one stat(2) per flush (and per WAL_CHECK_MS); the file only exceeds `journal_size_limit` while frames pile up
+   * (a rewind cuts it back).
    * (Checkpointing here instead mostly finds the checkpointer mid-checkpoint, SQLITE_BUSY, and stalls the loop when
    * it does run.)
    */
@@ -820,12 +822,18 @@ export class LocalSqliteStore implements SqliteStore {
       this.#walWaits = 0;
       return false;
     }
+    // While the WAL was last seen under half the cap, at most one stat(2) per WAL_CHECK_MS: it cannot grow by half
+    // the cap in that time, and a stat per flush allocated ~2 KB (a Stats object) for every small commit.
+    const at = performance.now();
+    if (this.#walLow && at - this.#walCheckedAt < WAL_CHECK_MS) return false;
+    this.#walCheckedAt = at;
     let size: number;
     try {
       size = statSync(this.#walPath).size;
     } catch {
       return false;
     }
+    this.#walLow = size < this.#walCapBytes / 2;
     if (size <= this.#walCapBytes) {
       this.#walWaits = 0;
       return false;
@@ -837,6 +845,8 @@ export class LocalSqliteStore implements SqliteStore {
 
   #walWaits = 0;
   #walWaitsTotal = 0;
+  #walCheckedAt = Number.NEGATIVE_INFINITY;
+  #walLow = false;
 
   /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
   checkpointStats(): Promise<CheckpointStats | undefined> {
