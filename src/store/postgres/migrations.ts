@@ -526,7 +526,8 @@ BEGIN
       INSERT INTO $schema.deliveries (queue, partition_key, payload, visible_at, enqueued_at, blocked, attempt, lease_token)
       SELECT queue, pk, payload, CASE WHEN leased THEN $16 ELSE visible_at END, enqueued_at, blocked,
              CASE WHEN leased THEN 1 ELSE 0 END,
-             CASE WHEN leased THEN CASE WHEN pk IS NULL THEN 'u' ELSE 'k' END || gen_random_uuid()::text END
+             -- As a lease's token (deliveries.ts): one UUID per call, made unique by the delivery's ordinal.
+             CASE WHEN leased THEN CASE WHEN pk IS NULL THEN 'u' ELSE 'k' END || (SELECT gen_random_uuid()::text) || '.' || ord END
       FROM (SELECT ranked.*, leasable AND rank <= $15 AS leased FROM ranked) r
       ORDER BY ord
       RETURNING id, lease_token
