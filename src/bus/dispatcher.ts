@@ -481,7 +481,13 @@ export class Dispatcher {
     // The slot stays taken until the ack commits: freeing it at the handler's end let thousands of settled
     // deliveries wait for their ack at once under load (W3 peak RSS +10-15 MB, no faster; see BENCHMARKS.md).
     this.#acks.push(r);
-    if (!this.#ackFlushing) void this.#flushAcks();
+    if (!this.#ackFlushing) {
+      // The first ack call starts at the end of this event-loop turn, so the handlers of one lease batch that
+      // finish together are acked together (started at once, the first finisher was acked alone and the rest
+      // waited for its round trip: on PostgreSQL, W1 made ~740 acks of 1-2 deliveries per 100 000 events).
+      this.#ackFlushing = true;
+      setImmediate(() => void this.#flushAcks());
+    }
     return true;
   }
 

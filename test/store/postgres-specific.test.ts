@@ -324,6 +324,19 @@ describe("postgres store", { skip }, () => {
     assert.equal(stats?.ready, 29);
   });
 
+  test("postgres store - event bodies round-trip byte for byte through append, read, lease and appendAndLease", async () => {
+    const a = await openStore(schemaName());
+    const now = Date.now();
+    // Sent as one JSON array (append_and_lease, migration 8): quotes, backslashes, escapes and non-ASCII must survive.
+    const bodies = ['{"a":"quote \\" backslash \\\\ tab\\t"}', "plain, not JSON: \"x\" \\ y", "line\nbreak \u00e9 \u{1F600} \u2028", "{}"];
+    const entries = bodies.map((encoded, i) => ({ ...entry("bodies", i, [{ queue: "q1" }]), encoded }));
+    await a.events.append(entries.slice(0, 2), { now, dedupeWindowMs: 60_000 });
+    const { leases: direct } = await a.events.appendAndLease!(entries.slice(2), { now, dedupeWindowMs: 60_000, lease: { max: 10, leaseMs: 1000 } });
+    assert.deepEqual((await a.events.read("bodies", { limit: 10 })).map((e) => e.encoded), bodies);
+    const leased = await a.queues.lease({ max: 10, leaseMs: 1000, now });
+    assert.deepEqual([...leased, ...direct].map((l) => l.payload), bodies);
+  });
+
   test("postgres store - group commit: concurrent appends of one dedupe key store it once, from two instances", async () => {
     const schema = schemaName();
     const a = await openStore(schema);

@@ -49,15 +49,19 @@ function compareGroups(a: KeyGroup, b: KeyGroup): number {
 
 /**
  * Lease, ack, retry and extend commit asynchronously: `set_config(…, true)` lasts until the end of the statement's
- * own (implicit) transaction, is evaluated for each changed row (a statement changing nothing writes no commit
- * record to flush), and spares the call the wait for a WAL flush. Undone only by a crash of the PostgreSQL server
+ * own (implicit) transaction, is evaluated once, with the first changed row (an uncorrelated subquery in RETURNING;
+ * a statement changing nothing writes no commit record to flush), and spares the call the wait for a WAL flush. Undone only by a crash of the PostgreSQL server
  * (not of Sluice) within a few hundred milliseconds, which makes the delivery leasable again: it runs again, as
  * at-least-once allows. Appends, enqueues, redrives and dead letters stay synchronous.
  */
-const asyncCommitSql = "set_config('synchronous_commit', 'off', true) AS async_commit";
+const asyncCommitSql = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
 
-/** Keyed leases carry a `k` token prefix, so an ack knows without a lookup whether it must move a key's head. */
-const leaseTokenSql = "CASE WHEN d.partition_key IS NULL THEN 'u' ELSE 'k' END || gen_random_uuid()::text";
+/**
+ * Keyed leases carry a `k` token prefix, so an ack knows without a lookup whether it must move a key's head. The
+ * rest is one random UUID per statement and the delivery id: unique per lease, and one UUID per lease call
+ * instead of one per row (about 1.5 us of server CPU per row).
+ */
+const leaseTokenSql = "CASE WHEN d.partition_key IS NULL THEN 'u' ELSE 'k' END || (SELECT gen_random_uuid()::text) || '.' || d.id";
 
 /**
  * Inserts delivery rows in order inside a transaction. Keys are locked (upserted into `partitions`) in a

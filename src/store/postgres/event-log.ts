@@ -3,12 +3,12 @@
  *
  * append() calls that arrive while a combined call is committing queue up and go into the next one together:
  * one commit (one WAL flush) for many callers, each of which still gets its own results. A combined call is one
- * round trip to `append_entries` (migration 2), which takes a transaction-scoped advisory lock, so appends from
- * all processes commit one at a time: `seq` then increases in commit order (a reader paging with `afterSeq`
+ * round trip to `append_and_lease` (migration 8), which takes a transaction-scoped advisory lock, so appends
+ * from all processes commit one at a time: `seq` then increases in commit order (a reader paging with `afterSeq`
  * never skips a late commit) and dedupe needs no further locking. One combined call per store is in flight at a
  * time, so calls made in order by one process commit in that order.
  */
-import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
+import type { AppendEntry, AppendResult, EventLog, Lease, ReadRange, StoredEvent } from "../contract.ts";
 import { isWallClock, type Db } from "./db.ts";
 import type { DeliveryRow } from "./deliveries.ts";
 import { isConnectionError, storeError } from "./errors.ts";
@@ -22,8 +22,15 @@ interface AppendOptions {
 interface PendingAppend {
   entries: AppendEntry[];
   options: AppendOptions;
-  resolve(results: AppendResult[]): void;
+  /** appendAndLease: such a call is combined with no other (its leases are its own deliveries). */
+  lease?: { max: number; leaseMs: number };
+  resolve(outcome: AppendOutcome): void;
   reject(err: unknown): void;
+}
+
+interface AppendOutcome {
+  results: AppendResult[];
+  leases: Lease[];
 }
 
 function dedupeId(entry: AppendEntry): string {
@@ -50,10 +57,26 @@ export class PgEventLog implements EventLog {
   append(entries: AppendEntry[], options: AppendOptions): Promise<AppendResult[]> {
     return this.#db.run("append", async () => {
       if (entries.length === 0) return [];
-      return new Promise<AppendResult[]>((resolve, reject) => {
-        this.#queue.push({ entries, options, resolve, reject });
-        if (!this.#flushing) this.#db.track(this.#flushLoop());
-      });
+      return (await this.#enqueue({ entries, options })).results;
+    });
+  }
+
+  /**
+   * The leased deliveries are inserted leased (`append_and_lease`, migration 8): no lease statement, no NOTIFY for
+   * them. Combined with no other call, so `max` and the oldest-first order apply to this call's deliveries alone.
+   */
+  appendAndLease(entries: AppendEntry[], options: AppendOptions & { lease: { max: number; leaseMs: number } }): Promise<AppendOutcome> {
+    return this.#db.run("appendAndLease", async () => {
+      if (entries.length === 0) return { results: [], leases: [] };
+      const { lease, ...rest } = options;
+      return this.#enqueue({ entries, options: rest, lease: { max: Math.max(0, Math.floor(lease.max)), leaseMs: lease.leaseMs } });
+    });
+  }
+
+  #enqueue(call: Omit<PendingAppend, "resolve" | "reject">): Promise<AppendOutcome> {
+    return new Promise<AppendOutcome>((resolve, reject) => {
+      this.#queue.push({ ...call, resolve, reject });
+      if (!this.#flushing) this.#db.track(this.#flushLoop());
     });
   }
 
@@ -68,6 +91,7 @@ export class PgEventLog implements EventLog {
           const next = this.#queue[0];
           if (!next) break;
           if (group.length > 0) {
+            if (next.lease !== undefined || group[0]?.lease !== undefined) break;
             // A call repeating a dedupe key of an earlier call waits for the next transaction, where the
             // earlier call's outcome is committed: dedupe then behaves exactly as if calls ran one by one.
             if (size + next.entries.length > this.#maxGroupEntries || next.entries.some((e) => keys.has(dedupeId(e)))) break;
@@ -86,9 +110,9 @@ export class PgEventLog implements EventLog {
 
   async #commitGroup(group: PendingAppend[]): Promise<void> {
     try {
-      const results = await this.#db.retryConflicts(() => this.#appendCall(group));
-      group.forEach((call, i) => call.resolve(results[i] ?? []));
-      this.#listener.wake();
+      const { results, leases, notified } = await this.#db.retryConflicts(() => this.#appendCall(group));
+      group.forEach((call, i) => call.resolve({ results: results[i] ?? [], leases: i === 0 ? leases : [] }));
+      if (notified) this.#listener.wake();
       this.#maybePrune(group[0]?.options);
       return;
     } catch (err) {
@@ -103,10 +127,11 @@ export class PgEventLog implements EventLog {
   }
 
   /**
-   * One round trip: `append_entries` (migration 2) takes the append lock, checks dedupe and writes the events,
-   * dedupe keys and deliveries; autocommitted, so the call resolves once the commit is on disk.
+   * One round trip: `append_and_lease` (migration 8) takes the append lock, checks dedupe and writes the events,
+   * dedupe keys and deliveries (the ones a lone appendAndLease call leases, leased); autocommitted, so the call
+   * resolves once the commit is on disk. `notified`: some new delivery was left for a lease.
    */
-  async #appendCall(group: PendingAppend[]): Promise<AppendResult[][]> {
+  async #appendCall(group: PendingAppend[]): Promise<{ results: AppendResult[][]; leases: Lease[]; notified: boolean }> {
     /** One row per entry to check and maybe store; a repeat of a key within one call follows its first. */
     const rows: { entry: AppendEntry; now: number; windowMs: number }[] = [];
     const plan = group.map((call) => {
@@ -135,12 +160,15 @@ export class PgEventLog implements EventLog {
         });
       }
     });
-    const out = await this.#db.query<{ ord: string | null; seq: string | null; dup: boolean | null }>(
-      `SELECT ord, seq, dup FROM ${this.#db.s}.append_entries($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+    const lease = group.length === 1 ? group[0]?.lease : undefined;
+    const now = group[0]?.options.now ?? 0;
+    const leaseUntil = now + (lease?.leaseMs ?? 0);
+    const out = await this.#db.query<{ ord: string | null; seq: string | null; dup: boolean | null; token: string | null }>(
+      `SELECT ord, seq, dup, token FROM ${this.#db.s}.append_and_lease($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
       [
       rows.map((r) => r.entry.bus),
       rows.map((r) => r.entry.eventId),
-      rows.map((r) => r.entry.encoded),
+      JSON.stringify(rows.map((r) => r.entry.encoded)),
       rows.map((r) => r.now),
       rows.map((r) => r.entry.dedupeKey),
       rows.map((r) => r.windowMs),
@@ -152,21 +180,44 @@ export class PgEventLog implements EventLog {
       deliveries.map((d) => d.visibleAt),
       deliveries.map((d) => d.enqueuedAt),
         this.#db.channel,
+        lease?.max ?? 0,
+        leaseUntil,
       ],
-      "sluice_append",
+      "sluice_append_lease",
     );
     const outcome: (AppendResult | undefined)[] = [];
+    const leases: Lease[] = [];
+    let notified = false;
     for (const o of out) {
-      if (o.ord === null || o.seq === null) continue; // the NOTIFY marker row
-      outcome[Number(o.ord) - 1] = { status: o.dup ? "duplicate" : "stored", seq: Number(o.seq) };
+      if (o.ord === null || o.seq === null) {
+        notified = true; // the NOTIFY marker row
+      } else if (o.token !== null) {
+        const d = deliveries[Number(o.ord) - 1];
+        if (!d) throw new Error("append: internal error, no delivery for a lease");
+        const leased: Lease = {
+          deliveryId: o.seq,
+          queue: d.queue,
+          token: o.token,
+          payload: d.payload ?? rows[d.row - 1]?.entry.encoded ?? "",
+          attempt: 1,
+          enqueuedAt: d.enqueuedAt,
+          leaseUntil,
+        };
+        if (d.partitionKey !== null) leased.partitionKey = d.partitionKey;
+        leases.push(leased);
+      } else {
+        outcome[Number(o.ord) - 1] = { status: o.dup ? "duplicate" : "stored", seq: Number(o.seq) };
+      }
     }
-    return plan.map((entries) =>
+    leases.sort((a, b) => Number(a.deliveryId) - Number(b.deliveryId));
+    const results = plan.map((entries) =>
       entries.map(({ row, repeat }): AppendResult => {
         const result = outcome[row];
         if (!result) throw new Error("append: internal error, no outcome for an entry");
         return repeat ? { status: "duplicate", seq: result.seq } : result;
       }),
     );
+    return { results, leases, notified };
   }
 
   /** Deletes dedupe keys older than the window, off the append path, at most every 30 s. */

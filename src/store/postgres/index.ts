@@ -69,8 +69,12 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     application_name: options.applicationName ?? "sluice",
     keepAlive: true,
     // Durable on resolve, whatever the server's default. No JIT: our statements are short, and compiling one
-    // costs tens of milliseconds whenever a cost estimate passes jit_above_cost.
-    options: "-c synchronous_commit=on -c jit=off",
+    // costs tens of milliseconds whenever a cost estimate passes jit_above_cost. No sequential scan where an index
+    // serves: the queue tables grow and shrink by tens of thousands of rows within seconds and their statistics
+    // lag. W1 runs showed the lease's cached plan made on a near-empty table (a sequential scan and a sort), and,
+    // with narrower delivery rows (an experiment), acks of 250 planned as a sequential scan of 30 000 pending
+    // deliveries (4 -> 26-28 ms each). Statements with no index to use (stats) still scan.
+    options: "-c synchronous_commit=on -c jit=off -c enable_seqscan=off",
   } satisfies PoolConfig;
   const pool = new pg.Pool({ ...connection, max: poolSize });
   // An idle pooled connection that dies is dropped by the pool; without a listener the error would crash us.
