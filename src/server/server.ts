@@ -12,7 +12,7 @@ import { Writable } from "node:stream";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
 import { createBroker, publishNormalized, type Broker } from "../bus/broker.ts";
 import type { RuleInput, Target } from "../bus/types.ts";
-import { ErrorCode, SluiceError } from "../errors.ts";
+import { SluiceError } from "../errors.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";

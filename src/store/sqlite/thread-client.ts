@@ -21,7 +21,6 @@ import {
   packLeaseRequest,
   unpackAppendResults,
   unpackLeases,
-  type Reply,
   type Request,
   type SerializedError,
   type ThreadMessage,
