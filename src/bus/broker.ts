@@ -7,7 +7,7 @@ import { encodeEvent } from "../event/codec.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
-import type { DeadLetter, Lease, QueueStats, StorageBackend } from "../store/contract.ts";
+import type { DeadLetter, QueueStats, StorageBackend } from "../store/contract.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import { noopLogger, type Logger } from "../logger.ts";
 import { checkName, defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
@@ -239,24 +239,21 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       }
       return handler.deliver(target.how.functionName, delivered, context) as Promise<void>;
     }
-    return deliverElsewhere(target, delivered, lease, context, event);
+    return deliverElsewhere(target.how, delivered, delivered === event ? lease.payload : undefined, context);
   };
 
-  /** Bus and webhook targets. */
+  /** Bus and webhook targets; `encoded` is the delivered event's encoding when the lease already holds it. */
   const deliverElsewhere = async (
-    target: CompiledTarget,
+    how: Exclude<CompiledTarget["how"], { kind: "function" }>,
     delivered: CloudEvent,
-    lease: Lease,
+    encoded: string | undefined,
     context: DeliveryContext,
-    event: CloudEvent,
   ): Promise<void> => {
-    switch (target.how.kind) {
-      case "function":
-        throw new Error("unreachable: function targets are run by runTarget");
+    switch (how.kind) {
       case "bus": {
         const hops = hopsOf(delivered) + 1;
         if (hops > hopLimit) throw new DeadNow("recursive-loop", `${ErrorCode.RecursiveLoop}: the event passed the hop limit of ${hopLimit}`);
-        const dest = target.how.busName;
+        const dest = how.busName;
         if (defs.bus(dest) === undefined) await defs.refreshIfChanged();
         if (defs.bus(dest) === undefined) {
           throw new SluiceError(ErrorCode.BusNotFound, `target bus "${dest}" does not exist`, { retryable: true });
@@ -268,7 +265,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         return;
       }
       case "webhook":
-        await deliverWebhook(target.how.webhook, delivered === event ? lease.payload : encodeEvent(delivered), context.signal);
+        await deliverWebhook(how.webhook, encoded ?? encodeEvent(delivered), context.signal);
         return;
     }
   };

@@ -117,7 +117,7 @@ interface DeliveryRow {
 
 /**
  * A leasable row as a raw row (an array is cheaper to build than an object with named columns): id, queue,
- * partition_key, payload, enqueued_at, attempt, last_error, event_seq, fanout, pending. A null payload is the
+ * partition_key, payload, enqueued_at, attempt, last_error, event_seq, fanout, pending, visible_at. A null payload is the
  * archived event's body, which the lease then reads once per event (see #bodiesOf). A fan-out row (fanout not
  * null) is several deliveries.
  */
@@ -132,6 +132,7 @@ type ReadyRow = [
   number | null,
   string | null,
   number | null,
+  number,
 ];
 
 /** Most queues in one fan-out row (bits of `pending`, kept within a 32-bit int for JavaScript's bit operators). */
@@ -199,6 +200,17 @@ function rowId(deliveryId: string): number {
   return /^[1-9][0-9]{0,15}$/.test(deliveryId) ? Number(deliveryId) : -1;
 }
 
+/** The smallest and largest of `values` (±Infinity when there are none). */
+function bounds(values: Iterable<number>): { low: number; high: number } {
+  let low = Number.POSITIVE_INFINITY;
+  let high = Number.NEGATIVE_INFINITY;
+  for (const v of values) {
+    if (v < low) low = v;
+    if (v > high) high = v;
+  }
+  return { low, high };
+}
+
 /**
  * `{ first, last, step }` when the distinct ids `ids` are exactly first, first + step, …, last (then
  * `id BETWEEN first AND last AND (id - first) % step = 0` names them all, cheaper than a JSON list), else undefined.
@@ -206,12 +218,7 @@ function rowId(deliveryId: string): number {
  */
 function progression(ids: readonly number[]): { first: number; last: number; step: number } | undefined {
   if (ids.length === 0) return undefined;
-  let first = Number.POSITIVE_INFINITY;
-  let last = Number.NEGATIVE_INFINITY;
-  for (const id of ids) {
-    if (id < first) first = id;
-    if (id > last) last = id;
-  }
+  const { low: first, high: last } = bounds(ids);
   if (ids.length === 1) return { first, last, step: 1 };
   const step = (last - first) / (ids.length - 1);
   if (!Number.isInteger(step) || step < 1) return undefined;
@@ -370,7 +377,10 @@ interface PendingWrite {
   reject(err: unknown): void;
 }
 
-const readyColumns = "id, queue, partition_key, payload, enqueued_at, attempt, last_error, event_seq, fanout, pending";
+const readyColumns = "id, queue, partition_key, payload, enqueued_at, attempt, last_error, event_seq, fanout, pending, visible_at";
+
+/** A row leasable now (two parameters, both `now`): available, and not leased or its lease expired. */
+const leasableNow = "visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)";
 
 function prepareStatements(db: Database.Database) {
   return {
@@ -431,14 +441,14 @@ function prepareStatements(db: Database.Database) {
     ),
     readyAll: db
       .prepare<[number, number, number], ReadyRow>(
-        `SELECT ${readyColumns} FROM deliveries WHERE visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+        `SELECT ${readyColumns} FROM deliveries WHERE ${leasableNow}
          ORDER BY visible_at, id LIMIT ?`,
       )
       .raw(true),
     // The next page after (visible_at, id).
     readyAfter: db
       .prepare<[number, number, number, number, number, number], ReadyRow>(
-        `SELECT ${readyColumns} FROM deliveries WHERE visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+        `SELECT ${readyColumns} FROM deliveries WHERE ${leasableNow}
            AND (visible_at > ? OR (visible_at = ? AND id > ?))
          ORDER BY visible_at, id LIMIT ?`,
       )
@@ -446,7 +456,7 @@ function prepareStatements(db: Database.Database) {
     readyInQueues: db
       .prepare<[number, number, string, number], ReadyRow>(
         `SELECT ${readyColumns} FROM deliveries
-         WHERE visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?) AND fanout IS NULL
+         WHERE ${leasableNow} AND fanout IS NULL
            AND queue IN (SELECT value FROM json_each(?))
          ORDER BY visible_at, id LIMIT ?`,
       )
@@ -461,7 +471,7 @@ function prepareStatements(db: Database.Database) {
     reserveDeliveryIds: db.prepare<[number, number]>("UPDATE sqlite_sequence SET seq = ? WHERE name = 'deliveries' AND seq < ?"),
     // A lease restricted to some queues splits the leasable fan-out rows first (filtered leases are rare).
     readyFanOuts: db.prepare<[number, number], DeliveryRow>(
-      `SELECT * FROM deliveries WHERE fanout IS NOT NULL AND visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)`,
+      `SELECT * FROM deliveries WHERE fanout IS NOT NULL AND ${leasableNow}`,
     ),
     rowById: db.prepare<[number], DeliveryRow>("SELECT * FROM deliveries WHERE id = ?"),
     // The fan-out row that may hold delivery id ? (its own id is below, by at most MAX_FANOUT + 1; the caller checks
@@ -490,8 +500,8 @@ function prepareStatements(db: Database.Database) {
     markLeased: db.prepare<[string, number, string]>(
       `UPDATE deliveries SET token = ?, lease_until = ?, attempt = attempt + 1 WHERE id IN (SELECT value FROM json_each(?))`,
     ),
-    // The same for a batch whose ids are consecutive (the common case: a backlog leased in order), without
-    // building and parsing a JSON list of ids.
+    // The same for a batch whose ids are an arithmetic progression (the common case: a backlog leased in order;
+    // fan-out rows step by their width + 1), without building and parsing a JSON list of ids.
     markLeasedRange: db.prepare<[string, number, number, number, number, number]>(
       `UPDATE deliveries SET token = ?, lease_until = ?, attempt = attempt + 1 WHERE id BETWEEN ? AND ? AND (id - ?) % ? = 0`,
     ),
@@ -531,25 +541,25 @@ function prepareStatements(db: Database.Database) {
       "UPDATE deliveries SET lease_until = ? WHERE id = ? AND token = ? AND fanout IS NOT NULL",
     ),
     statsAll: db.prepare<[number, number, number], StatsRow>(
-      `SELECT queue, SUM(visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)) AS ready,
+      `SELECT queue, SUM(${leasableNow}) AS ready,
               SUM(token IS NOT NULL AND lease_until > ?) AS leased,
               COUNT(*) AS total
        FROM deliveries WHERE fanout IS NULL GROUP BY queue`,
     ),
     // Fan-out rows count once for each queue whose bit is still pending.
     fanOutStatsAll: db.prepare<[number, number, number], StatsRow>(
-      `SELECT j.value AS queue, SUM(d.visible_at <= ? AND (d.lease_until IS NULL OR d.lease_until <= ?)) AS ready,
+      `SELECT j.value AS queue, SUM(${leasableNow}) AS ready,
               SUM(d.token IS NOT NULL AND d.lease_until > ?) AS leased, COUNT(*) AS total
        FROM deliveries d, json_each(d.fanout) j WHERE d.fanout IS NOT NULL AND (d.pending >> j.key) & 1 GROUP BY j.value`,
     ),
     statsQueue: db.prepare<[number, number, number, string], StatsRow>(
-      `SELECT queue, SUM(visible_at <= ? AND (lease_until IS NULL OR lease_until <= ?)) AS ready,
+      `SELECT queue, SUM(${leasableNow}) AS ready,
               SUM(token IS NOT NULL AND lease_until > ?) AS leased,
               COUNT(*) AS total
        FROM deliveries WHERE queue = ? AND fanout IS NULL`,
     ),
     fanOutStatsQueue: db.prepare<[number, number, number, string], StatsRow>(
-      `SELECT j.value AS queue, SUM(d.visible_at <= ? AND (d.lease_until IS NULL OR d.lease_until <= ?)) AS ready,
+      `SELECT j.value AS queue, SUM(${leasableNow}) AS ready,
               SUM(d.token IS NOT NULL AND d.lease_until > ?) AS leased, COUNT(*) AS total
        FROM deliveries d, json_each(d.fanout) j
        WHERE d.fanout IS NOT NULL AND (d.pending >> j.key) & 1 AND j.value = ?`,
@@ -1115,15 +1125,23 @@ export class LocalSqliteStore implements SqliteStore {
    * a row of its own (same id, same lease), and the fan-out row keeps the others.
    */
   #splitOut(id: number, token: string): void {
-    const row = this.#sql.fanOutBelow.get(id, id - MAX_FANOUT - 1);
-    if (row === undefined || row.fanout === null || row.pending === null || row.token !== token) return;
-    const queues = this.#queuesOf(row.fanout);
-    const i = id - row.id - 1;
-    if (i >= queues.length || !((row.pending >> i) & 1)) return;
-    this.#insertSplit(row, i, queues[i] as string);
-    const rest = row.pending & ~(1 << i);
+    const held = this.#heldBy(id);
+    if (held === undefined || held.row.token !== token) return;
+    const { row, i, queue } = held;
+    this.#insertSplit(row, i, queue);
+    const rest = (row.pending as number) & ~(1 << i);
     if (rest === 0) this.#sql.deleteRow.run(row.id);
     else this.#sql.setPending.run(rest, row.id, token);
+  }
+
+  /** The fan-out row holding delivery `id` unsettled, with the delivery's index and queue in it. */
+  #heldBy(id: number): { row: DeliveryRow; i: number; queue: string } | undefined {
+    const row = this.#sql.fanOutBelow.get(id, id - MAX_FANOUT - 1);
+    if (row === undefined || row.fanout === null || row.pending === null) return undefined;
+    const queues = this.#queuesOf(row.fanout);
+    const i = id - row.id - 1;
+    if (i >= queues.length || !((row.pending >> i) & 1)) return undefined;
+    return { row, i, queue: queues[i] as string };
   }
 
   /**
@@ -1132,12 +1150,7 @@ export class LocalSqliteStore implements SqliteStore {
    * itself are added to `lost`.
    */
   #settleFanOuts(ids: number[], token: string, lost: string[]): { direct: number[]; emptied: number[] } {
-    let low = Number.POSITIVE_INFINITY;
-    let high = Number.NEGATIVE_INFINITY;
-    for (const id of ids) {
-      if (id < low) low = id;
-      if (id > high) high = id;
-    }
+    const { low, high } = bounds(ids);
     const rows = this.#sql.fanOutsOfToken.all(low - MAX_FANOUT - 1, high, token);
     if (rows.length === 0) return { direct: ids, emptied: [] };
     // Rows in id order, ids in order: each id is held by the last row below it, when within that row's width.
@@ -1159,11 +1172,12 @@ export class LocalSqliteStore implements SqliteStore {
         direct.push(id);
         continue;
       }
+      // Ids are sorted and rows walked forward: a row's deliveries come in one stretch.
       if (touched[touched.length - 1] !== row) touched.push(row);
       row.pending &= ~(1 << bit);
     }
     const emptied: number[] = [];
-    for (const row of new Set(touched)) {
+    for (const row of touched) {
       if (row.pending === 0) emptied.push(row.id);
       else this.#sql.setPending.run(row.pending, row.id, token);
     }
@@ -1183,8 +1197,7 @@ export class LocalSqliteStore implements SqliteStore {
       for (const row of rows) deliveries += row[8] === null ? 1 : bitCount(row[9] as number);
       if (rows.length === limit && deliveries < max) {
         const last = rows[rows.length - 1] as ReadyRow;
-        const visibleAt = this.#sql.rowById.get(last[0])?.visible_at as number;
-        rows = rows.concat(this.#sql.readyAfter.all(now, now, visibleAt, visibleAt, last[0], max - deliveries));
+        rows = rows.concat(this.#sql.readyAfter.all(now, now, last[10], last[10], last[0], max - deliveries));
       }
     } else {
       if (request.queues.length === 0) return [];
@@ -1244,17 +1257,10 @@ export class LocalSqliteStore implements SqliteStore {
    */
   #bodiesOf(rows: ReadyRow[]): Map<number, string> {
     const bodies = new Map<number, string>();
-    let first = Number.POSITIVE_INFINITY;
-    let last = Number.NEGATIVE_INFINITY;
     const seqs = new Set<number>();
-    for (const row of rows) {
-      const seq = row[7];
-      if (row[3] !== null || seq === null) continue;
-      seqs.add(seq);
-      if (seq < first) first = seq;
-      if (seq > last) last = seq;
-    }
+    for (const row of rows) if (row[3] === null && row[7] !== null) seqs.add(row[7]);
     if (seqs.size === 0) return bodies;
+    const { low: first, high: last } = bounds(seqs);
     // A range read walks the events between; worth it while most of them are wanted.
     const found =
       last - first + 1 <= 2 * seqs.size ? this.#sql.bodiesInRange.all(first, last) : this.#sql.bodiesOf.all(JSON.stringify([...seqs]));
@@ -1391,14 +1397,8 @@ export class LocalSqliteStore implements SqliteStore {
           const id = rowId(deliveryId);
           if (sql.extend.run(leaseUntil, id, token).changes > 0) return;
           // A delivery held by a fan-out row: the row's lease (shared by its deliveries) is extended.
-          const row = sql.fanOutBelow.get(id, id - MAX_FANOUT - 1);
-          const held =
-            row !== undefined &&
-            row.fanout !== null &&
-            row.pending !== null &&
-            id - row.id - 1 < this.#queuesOf(row.fanout).length &&
-            ((row.pending >> (id - row.id - 1)) & 1) === 1;
-          if (!held || sql.extendFanOut.run(leaseUntil, row.id, token).changes === 0) throw leaseLost(deliveryId);
+          const held = this.#heldBy(id);
+          if (held === undefined || sql.extendFanOut.run(leaseUntil, held.row.id, token).changes === 0) throw leaseLost(deliveryId);
         }),
       stats: (queues?: string[], options?: { now: number }) =>
         this.#read(() => {
