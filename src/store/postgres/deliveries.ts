@@ -49,10 +49,11 @@ function compareGroups(a: KeyGroup, b: KeyGroup): number {
 
 /**
  * Lease, ack, retry and extend commit asynchronously: `set_config(…, true)` lasts until the end of the statement's
- * own (implicit) transaction, is evaluated once, with the first changed row (an uncorrelated subquery in RETURNING;
- * a statement changing nothing writes no commit record to flush), and spares the call the wait for a WAL flush. Undone only by a crash of the PostgreSQL server
- * (not of Sluice) within a few hundred milliseconds, which makes the delivery leasable again: it runs again, as
- * at-least-once allows. Appends, enqueues, redrives and dead letters stay synchronous.
+ * own (implicit) transaction, is evaluated once, with the first changed row (an uncorrelated subquery in
+ * RETURNING; a statement changing nothing writes no commit record to flush), and spares the call the wait for a
+ * WAL flush. Undone only by a crash of the PostgreSQL server (not of Sluice) within a few hundred milliseconds,
+ * which makes the delivery leasable again: it runs again, as at-least-once allows. Appends, enqueues, redrives and
+ * dead letters stay synchronous.
  */
 const asyncCommitSql = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
 

@@ -193,12 +193,13 @@ export class PgEventLog implements EventLog {
         notified = true; // the NOTIFY marker row
       } else if (o.token !== null) {
         const d = deliveries[Number(o.ord) - 1];
-        if (!d) throw new Error("append: internal error, no delivery for a lease");
+        const payload = d === undefined ? undefined : (d.payload ?? rows[d.row - 1]?.entry.encoded);
+        if (d === undefined || payload === undefined) throw new Error("append: internal error, no delivery for a lease");
         const leased: Lease = {
           deliveryId: o.seq,
           queue: d.queue,
           token: o.token,
-          payload: d.payload ?? rows[d.row - 1]?.entry.encoded ?? "",
+          payload,
           attempt: 1,
           enqueuedAt: d.enqueuedAt,
           leaseUntil,
