@@ -15,6 +15,8 @@ export const ErrorCode = {
   TransformInvalid: "E_TRANSFORM_INVALID",
   /** A JSON document could not be parsed. */
   JsonInvalid: "E_JSON_INVALID",
+  /** A JSON document nests objects and arrays deeper than the limit (128 levels). */
+  JsonTooDeep: "E_JSON_TOO_DEEP",
   /** A configuration value is invalid. */
   ConfigInvalid: "E_CONFIG_INVALID",
   /** A named bus does not exist. */

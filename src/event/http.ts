@@ -7,6 +7,7 @@
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { encodeEvent } from "./codec.ts";
 import { isJsonMediaType, mediaTypeEssence } from "./grammar.ts";
+import { assertJsonDepth, MAX_JSON_DEPTH } from "./json-depth.ts";
 import { type NormalizeOptions, normalizeEvent } from "./normalize.ts";
 import { type CloudEvent, SluiceExtension } from "./types.ts";
 import { type EventErrorCode, EventRule, EventValidationError } from "./validate.ts";
@@ -90,11 +91,14 @@ function decodeText(body: Buffer, contentType: string | undefined): string | und
   }
 }
 
-function requestJson(body: Buffer, contentType: string): unknown {
+/** A batch's array is one level more than the events in it. */
+function requestJson(body: Buffer, contentType: string, batch: boolean): unknown {
   const text = decodeText(body, contentType);
   if (text === undefined) {
     throw new SluiceError(ErrorCode.BadRequest, `the body is not valid ${charsetOf(contentType)} text`, { path: "$" });
   }
+  if (batch) assertJsonDepth(text, "$", MAX_JSON_DEPTH + 1, `the limit is ${MAX_JSON_DEPTH} per event, counting the event`);
+  else assertJsonDepth(text, "$", MAX_JSON_DEPTH, `the limit is ${MAX_JSON_DEPTH}, counting the event`);
   try {
     return JSON.parse(text);
   } catch (cause) {
@@ -177,8 +181,11 @@ function parseBinary(req: HttpEventsRequest, contentType: string | undefined): R
     let data: unknown;
     try {
       if (text === undefined) throw new Error(`not valid ${charsetOf(dataContentType)} text`);
+      // The event around the data is one level more.
+      assertJsonDepth(text, "$.data", MAX_JSON_DEPTH - 1, `the limit is ${MAX_JSON_DEPTH}, counting the event around the data`);
       data = JSON.parse(text);
     } catch (cause) {
+      if (cause instanceof SluiceError) throw cause;
       throw new EventValidationError("data", EventRule.DataDecode, `the body is declared ${dataContentType} but is not JSON`, {
         cause,
       });
@@ -219,14 +226,14 @@ export function parseHttpEvents(req: HttpEventsRequest, options?: NormalizeOptio
   const contentType = req.contentType ?? headerValue(req.headers, "content-type");
   const essence = contentType === undefined ? undefined : mediaTypeEssence(contentType);
   if (essence === CE_BATCH_JSON) {
-    const parsed = requestJson(req.body, contentType as string);
+    const parsed = requestJson(req.body, contentType as string, true);
     if (!Array.isArray(parsed)) {
       throw new SluiceError(ErrorCode.BadRequest, "a batched request body must be a JSON array of events", { path: "$" });
     }
     return { mode: "batch", results: parsed.map((entry, i) => normalizeEntry(entry, options, `$[${i}]`)) };
   }
   if (essence === CE_STRUCTURED_JSON) {
-    return { mode: "structured", results: [normalizeEntry(requestJson(req.body, contentType as string), options)] };
+    return { mode: "structured", results: [normalizeEntry(requestJson(req.body, contentType as string, false), options)] };
   }
   if (essence !== undefined && (essence.startsWith("application/cloudevents+") || essence.startsWith("application/cloudevents-batch+"))) {
     throw new SluiceError(ErrorCode.BadRequest, `unsupported CloudEvents event format ${essence}; use ${CE_STRUCTURED_JSON}`, {

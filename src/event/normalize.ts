@@ -1,5 +1,6 @@
 import { ErrorCode } from "../errors.ts";
 import { encodeEvent } from "./codec.ts";
+import { jsonTextDepth, MAX_JSON_DEPTH } from "./json-depth.ts";
 import type { CloudEvent } from "./types.ts";
 import { EventRule, EventValidationError, validateEvent } from "./validate.ts";
 
@@ -28,7 +29,8 @@ export interface NormalizedEvent {
  * validated (CloudEvents 1.0, see `validateCloudEvent`), encoded once, and its encoded size checked.
  *
  * Throws {@link EventValidationError}: code `E_EVENT_INVALID`, or `E_EVENT_TOO_LARGE` (rule `max-size`) when the
- * encoding is larger than `maxSizeBytes`. The input is never modified.
+ * encoding is larger than `maxSizeBytes`, or `E_JSON_TOO_DEEP` (rule `max-depth`) when it nests more than
+ * `MAX_JSON_DEPTH` levels. The input is never modified.
  *
  * @example
  * ```ts
@@ -46,6 +48,15 @@ export function normalizeEvent(input: unknown, options: NormalizeOptions = {}): 
       EventRule.MaxSize,
       `the encoded event is ${sizeBytes} bytes, over the ${maxSizeBytes}-byte limit`,
       { code: ErrorCode.EventTooLarge },
+    );
+  }
+  const depth = jsonTextDepth(encoded, MAX_JSON_DEPTH);
+  if (depth > MAX_JSON_DEPTH) {
+    throw new EventValidationError(
+      "data",
+      EventRule.MaxDepth,
+      `the event nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep (the limit is ${MAX_JSON_DEPTH}, counting the event itself)`,
+      { code: ErrorCode.JsonTooDeep },
     );
   }
   return { event, encoded, sizeBytes };

@@ -41,11 +41,13 @@ export const EventRule = {
   PercentEncoding: "percent-encoding",
   /** The encoded event is larger than the size limit (code `E_EVENT_TOO_LARGE`). */
   MaxSize: "max-size",
+  /** The encoded event nests objects and arrays deeper than `MAX_JSON_DEPTH` (code `E_JSON_TOO_DEEP`). */
+  MaxDepth: "max-depth",
 } as const;
 export type EventRule = (typeof EventRule)[keyof typeof EventRule];
 
 /** The codes an {@link EventValidationError} carries. */
-export type EventErrorCode = typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge;
+export type EventErrorCode = typeof ErrorCode.EventInvalid | typeof ErrorCode.EventTooLarge | typeof ErrorCode.JsonTooDeep;
 
 /**
  * An event broke a CloudEvents 1.0 rule or a Sluice limit. `attribute` names the attribute (empty for the whole

@@ -24,6 +24,8 @@ export interface HostEvents {
   onMessage(message: InstanceMessage): void;
   /** Called once when the instance is gone, whoever stopped it. */
   onExit(kind: ExitKind, detail: string): void;
+  /** A message could not be copied to the instance (an event nested too deep, say); the instance never saw it. */
+  onSendFailed(message: HostMessage, err: unknown): void;
 }
 
 export interface HostOptions {
@@ -50,7 +52,7 @@ function spawnWorker(entry: string, workerData: InstanceInit | StandbyInit, memo
 
 /** Speaks protocol.ts with a worker thread on behalf of one instance. */
 function workerHost(worker: Worker, events: HostEvents): InstanceHost {
-  const out = new Batcher<HostMessage>((batch) => worker.postMessage(batch));
+  const out = new Batcher<HostMessage>((batch) => worker.postMessage(batch), events.onSendFailed);
   let terminating = false;
   let lastError: (Error & { code?: string }) | undefined;
   worker.on("message", (batch: InstanceMessage[]) => {
@@ -164,7 +166,7 @@ export function startProcessHost(options: HostOptions, events: HostEvents): Inst
   });
   const out = new Batcher<HostMessage>((batch) => {
     if (child.connected) child.send(batch);
-  });
+  }, events.onSendFailed);
   let terminating = false;
   let stderrTail = "";
   child.stderr?.setEncoding("utf8").on("data", (s: string) => {

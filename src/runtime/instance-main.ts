@@ -31,24 +31,13 @@ function transport(): { init: InstanceInit | StandbyInit; post: Post; listen(onB
 }
 
 const t = transport();
-const out = new Batcher<InstanceMessage>((batch) => {
-  try {
-    t.post(batch);
-  } catch {
-    // One message could not be cloned (a handler returned or logged a function, say): send the others,
-    // and turn each unclonable one into an error instead of losing it.
-    for (const message of batch) {
-      try {
-        t.post([message]);
-      } catch (err) {
-        if (message.t === "done") {
-          t.post([{ t: "done", id: message.id, error: { name: "DataCloneError", message: `result could not be serialized: ${(err as Error).message}` } }]);
-        } else if (message.t === "log") {
-          t.post([{ ...message, fields: { unserializable: true } }]);
-        }
-      }
-    }
-  }
+// A message that cannot be copied (a handler returned or logged a function, or nesting too deep) becomes an
+// error instead of being lost.
+const out = new Batcher<InstanceMessage>(t.post, (message, err) => {
+  const reason = `could not be copied to the host: ${(err as Error).message}`;
+  if (message.t === "done") out.send({ t: "done", id: message.id, error: { name: "DataCloneError", message: `the result ${reason}` } });
+  else if (message.t === "log") out.send({ ...message, fields: { unserializable: true } });
+  else if (message.t === "emit") deliver?.({ t: "emitted", reqId: message.reqId, error: { name: "DataCloneError", message: `the emitted events ${reason}` } });
 });
 
 /** Where the host's messages go: nowhere until the function is loaded (the host sends no work before `ready`). */

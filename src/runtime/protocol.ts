@@ -84,11 +84,18 @@ function safeString(value: unknown): string {
  * Queues messages and posts them as one array per macrotask (flushed in a microtask, so a burst made in one
  * callback travels together without waiting for the next event-loop turn).
  * `post` is `worker.postMessage`, `parentPort.postMessage` or `process.send`.
+ *
+ * Posting copies the batch (structured clone or JSON), which throws for a value it cannot copy: nesting deeper
+ * than the copier's stack, say. Such a batch is posted again one message at a time and each message that still
+ * fails goes to `undeliverable`, so one bad message fails alone and never escapes into the event loop.
  */
 export class Batcher<M> {
   private queue: M[] = [];
   private scheduled = false;
-  constructor(private readonly post: (batch: M[]) => void) {}
+  constructor(
+    private readonly post: (batch: M[]) => void,
+    private readonly undeliverable: (message: M, err: unknown) => void,
+  ) {}
 
   send(message: M): void {
     this.queue.push(message);
@@ -102,6 +109,19 @@ export class Batcher<M> {
     if (this.queue.length === 0) return;
     const batch = this.queue;
     this.queue = [];
-    this.post(batch);
+    try {
+      this.post(batch);
+    } catch (err) {
+      if (batch.length === 1) this.undeliverable(batch[0] as M, err);
+      else for (const m of batch) this.postAlone(m);
+    }
   };
+
+  private postAlone(message: M): void {
+    try {
+      this.post([message]);
+    } catch (err) {
+      this.undeliverable(message, err);
+    }
+  }
 }

@@ -18,7 +18,7 @@ import { defaultMemoryMb, isFunctionDefinition, normalizeFunctionConfig, type Em
 import { startInlineHost, startProcessHost, startStandbyWorker, startWorkerHost, type ExitKind, type InstanceHost, type StandbyWorker } from "./hosts.ts";
 import { acquireInstanceEntry, bundleFunctions, describeBundles, releaseInstanceEntry, type Bundle } from "./loader.ts";
 import { BudgetWindow, addRecord, emptyCounters, gbSeconds, type FunctionCounters, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
-import type { InstanceMessage, LogLevel, WireError } from "./protocol.ts";
+import type { HostMessage, InstanceMessage, LogLevel, WireError } from "./protocol.ts";
 
 
 export interface RuntimeLimits {
@@ -535,6 +535,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     const hostEvents = {
       onMessage: (m: InstanceMessage) => onInstanceMessage(inst, m),
       onExit: (kind: ExitKind, detail: string) => onInstanceExit(inst, kind, detail),
+      onSendFailed: (m: HostMessage, err: unknown) => onSendFailed(inst, m, err),
     };
     if (fn.definition) inst.host = startInlineHost(fn.definition, hostEvents);
     else {
@@ -668,6 +669,23 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         return;
       }
     }
+  }
+
+  /**
+   * The event of an invocation could not be copied to its instance: the same event would fail the same way
+   * on every attempt, so the invocation fails as final (dead-lettered), and the instance, which never saw it,
+   * goes on.
+   */
+  function onSendFailed(inst: Instance, m: HostMessage, err: unknown): void {
+    const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    if (m.t !== "invoke") {
+      logger.warn({ functionName: inst.fn.name, message: m.t, err: why }, "a message to a function instance could not be copied");
+      return;
+    }
+    const inv = inst.inflight.get(m.id);
+    if (!inv) return;
+    const reason = `undeliverable: the event could not be handed to an instance of ${inst.fn.name} (${why})`;
+    settle(inv, "error", undefined, failure(new SluiceError(ErrorCode.EventInvalid, reason, { retryable: false }), reason, inv.invocationId));
   }
 
   function onInstanceExit(inst: Instance, kind: ExitKind, detail: string): void {

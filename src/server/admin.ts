@@ -17,6 +17,7 @@ import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { newEventId } from "../event/ids.ts";
+import { parseJsonLimited } from "../event/json-depth.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
@@ -46,6 +47,16 @@ function targetOf(queue: string): string {
 
 export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
   const { broker, runtime, scheduler } = deps;
+
+  // Fastify's own JSON parser has no nesting limit; an event copied to a function instance must have one.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
+    try {
+      done(null, body === "" ? undefined : parseJsonLimited(body as string, "$"));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
 
   async function backlogByFunction(): Promise<Record<string, number>> {
     const stats = await broker.queueStats();

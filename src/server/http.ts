@@ -12,6 +12,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { parseHttpEvents } from "../event/http.ts";
 import { newEventId } from "../event/ids.ts";
+import { parseJsonLimited } from "../event/json-depth.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { EventValidationError } from "../event/validate.ts";
@@ -68,6 +69,7 @@ export function statusForCode(code: string): number {
   switch (code) {
     case ErrorCode.EventInvalid:
     case ErrorCode.JsonInvalid:
+    case ErrorCode.JsonTooDeep:
     case ErrorCode.BadRequest:
     case ErrorCode.PatternInvalid:
     case ErrorCode.TransformInvalid:
@@ -138,11 +140,7 @@ export function gatewayEvent(route: ValidatedRoute, request: FastifyRequest, req
   let isBase64Encoded = false;
   if (body && body.length > 0) {
     if (isJsonType(contentType)) {
-      try {
-        payload = JSON.parse(body.toString("utf8"));
-      } catch (cause) {
-        throw new SluiceError(ErrorCode.JsonInvalid, `the request body is not valid JSON: ${(cause as Error).message}`, { path: "$.body", cause });
-      }
+      payload = parseJsonLimited(body.toString("utf8"), "$.body");
     } else if (isTextType(contentType)) payload = body.toString("utf8");
     else {
       payload = body.toString("base64");
