@@ -432,6 +432,14 @@ export class Dispatcher {
       await this.#dead(r, "max-age", lease.lastError ?? `older than ${target.policy.maxEventAgeMs} ms`);
       return false;
     }
+    // A failed attempt that reports back is dead-lettered at maxAttempts (decideAfterFailure), so a lease past
+    // it means attempts that never reported: the process died during them (an event that kills whoever runs
+    // it, say). Dead-lettering here bounds how often such an event can take a process down.
+    if (lease.attempt > target.policy.maxAttempts) {
+      const reported = lease.lastError === undefined ? "" : `; the last one reported: ${lease.lastError}`;
+      await this.#dead(r, "crashed", `attempt ${lease.attempt} of at most ${target.policy.maxAttempts}: earlier attempts never reported back (the process running them died or lost its lease)${reported}`);
+      return false;
+    }
     let event: CloudEvent;
     if (lease.payload === this.#lastPayload) {
       event = this.#lastEvent as CloudEvent;

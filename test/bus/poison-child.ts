@@ -1,0 +1,37 @@
+/**
+ * A broker in a child process for the poison-event test. Its function handler kills the whole process (SIGKILL)
+ * when it receives an event with `data.poison`, as a native crash or a stack overflow of the server would.
+ * Prints `ready`, `K <attempt>` just before it kills itself, `D <id>` for every other event it handles.
+ *
+ *   node --import tsx poison-child.ts <sqlite|postgres> <location> <schema|->
+ */
+import { createBroker } from "../../src/bus/broker.ts";
+import type { StorageBackend } from "../../src/store/contract.ts";
+import { poisonRule } from "./poison-rule.ts";
+
+const [kind, location, schema] = process.argv.slice(2) as [string, string, string];
+
+let store: StorageBackend;
+if (kind === "sqlite") {
+  const { createSqliteStore } = await import("../../src/store/sqlite/index.ts");
+  store = await createSqliteStore({ path: location });
+} else {
+  const { createPostgresStore } = await import("../../src/store/postgres/index.ts");
+  store = await createPostgresStore({ url: location, schema, poolSize: 2 });
+}
+// Short leases so that a delivery held by a killed process comes back quickly.
+const broker = await createBroker({
+  store,
+  limits: { leaseMs: 500, pollIntervalMs: 50 },
+  functionHandler: {
+    async deliver(_fn, event, context) {
+      if ((event.data as { poison?: boolean } | undefined)?.poison) {
+        process.stdout.write(`K ${context.attempt}\n`, () => process.kill(process.pid, "SIGKILL"));
+        await new Promise(() => undefined);
+      }
+      process.stdout.write(`D ${event.id}\n`);
+    },
+  },
+});
+await broker.putRule(poisonRule);
+process.stdout.write("ready\n");
