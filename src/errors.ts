@@ -59,8 +59,51 @@ export const ErrorCode = {
   NotFound: "E_NOT_FOUND",
   /** A request was malformed (HTTP, CLI). */
   BadRequest: "E_BAD_REQUEST",
+  /** A fault of Sluice's own; the server log has the details, the answer does not. */
+  Internal: "E_INTERNAL",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * The HTTP status of each code, declared once: a new code does not compile without one. Failures of a
+ * handler keep 500 (the gateway answers for the function); a caller's mistake is 4xx; a state that passes is
+ * 429 or 503 (answered with Retry-After).
+ */
+export const httpStatus = {
+  E_EVENT_INVALID: 400,
+  E_EVENT_TOO_LARGE: 413,
+  E_PATTERN_INVALID: 400,
+  E_TRANSFORM_INVALID: 400,
+  E_JSON_INVALID: 400,
+  E_JSON_TOO_DEEP: 400,
+  E_CONFIG_INVALID: 400,
+  E_BUS_NOT_FOUND: 404,
+  E_RULE_NOT_FOUND: 404,
+  E_FUNCTION_NOT_FOUND: 404,
+  E_ALREADY_EXISTS: 409,
+  E_BACKPRESSURE: 429,
+  E_STORE_UNAVAILABLE: 503,
+  E_LEASE_LOST: 409,
+  E_HANDLER_TIMEOUT: 504,
+  E_HANDLER_ERROR: 500,
+  E_HANDLER_CRASHED: 500,
+  E_HANDLER_OUT_OF_MEMORY: 500,
+  E_RECURSIVE_LOOP: 400,
+  E_THROTTLED: 429,
+  E_WEBHOOK_FAILED: 502,
+  E_NON_RETRIABLE: 500,
+  E_RETRY_AFTER: 500,
+  E_REPLAY_NOT_FOUND: 404,
+  E_CLOSED: 503,
+  E_NOT_FOUND: 404,
+  E_BAD_REQUEST: 400,
+  E_INTERNAL: 500,
+} as const satisfies Record<ErrorCode, number>;
+
+/** HTTP status for a code; 500 for a string that is no code (an error from elsewhere). */
+export function statusForCode(code: string): number {
+  return Object.hasOwn(httpStatus, code) ? httpStatus[code as ErrorCode] : 500;
+}
 
 export interface SluiceErrorOptions extends ErrorOptions {
   /** JSON path of the offending part of an input, e.g. `$.data.total[0].numeric`. */

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { ErrorCode, SluiceError, isSluiceError } from "../src/errors.ts";
+import { ErrorCode, SluiceError, httpStatus, isSluiceError, statusForCode } from "../src/errors.ts";
 
 test("errors - every code is documented in docs/errors.md", () => {
   const doc = readFileSync(new URL("../docs/errors.md", import.meta.url), "utf8");
@@ -24,4 +24,14 @@ test("errors - SluiceError keeps code, path, retryable and cause, and serialises
     path: "$.data.x",
     retryable: false,
   });
+});
+
+test("errors - the HTTP column of docs/errors.md is the status the server answers with", () => {
+  const doc = readFileSync(new URL("../docs/errors.md", import.meta.url), "utf8");
+  for (const code of Object.values(ErrorCode)) {
+    const row = doc.split("\n").find((l) => l.startsWith(`| \`${code}\` |`));
+    assert.ok(row, `a row for ${code}`);
+    assert.equal(Number(row.split("|").at(-2)?.trim()), httpStatus[code], code);
+  }
+  assert.equal(statusForCode("E_SOMETHING_ELSE"), 500);
 });

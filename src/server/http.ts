@@ -9,7 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { ErrorCode, SluiceError } from "../errors.ts";
+import { ErrorCode, SluiceError, statusForCode } from "../errors.ts";
 import { parseHttpEvents } from "../event/http.ts";
 import { newEventId } from "../event/ids.ts";
 import { parseJsonLimited } from "../event/json-depth.ts";
@@ -64,39 +64,6 @@ export interface HttpServerOptions {
 export const gatewaySource = "sluice/http";
 export const gatewayEventType = "sluice.http.request";
 
-/** HTTP status for a SluiceError code. */
-export function statusForCode(code: string): number {
-  switch (code) {
-    case ErrorCode.EventInvalid:
-    case ErrorCode.JsonInvalid:
-    case ErrorCode.JsonTooDeep:
-    case ErrorCode.BadRequest:
-    case ErrorCode.PatternInvalid:
-    case ErrorCode.TransformInvalid:
-    case ErrorCode.ConfigInvalid:
-    case ErrorCode.RecursiveLoop:
-      return 400;
-    case ErrorCode.EventTooLarge:
-      return 413;
-    case ErrorCode.BusNotFound:
-    case ErrorCode.RuleNotFound:
-    case ErrorCode.FunctionNotFound:
-    case ErrorCode.NotFound:
-      return 404;
-    case ErrorCode.AlreadyExists:
-      return 409;
-    case ErrorCode.Backpressure:
-    case ErrorCode.Throttled:
-      return 429;
-    case ErrorCode.StoreUnavailable:
-    case ErrorCode.Closed:
-      return 503;
-    case ErrorCode.HandlerTimeout:
-      return 504;
-    default:
-      return 500;
-  }
-}
 
 /** The JSON error body: code, message, and where the input was wrong. */
 export function errorBody(err: SluiceError, requestId: string): { error: Record<string, unknown>; requestId: string } {
@@ -238,7 +205,7 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
       return reply.code(fe.statusCode).send(errorBody(new SluiceError(code, fe.message), req.id));
     }
     logger.error({ err, requestId: req.id, url: req.url }, "request failed");
-    return reply.code(500).send({ error: { code: "E_INTERNAL", message: "internal error; the server log has the details" }, requestId: req.id });
+    return reply.code(500).send(errorBody(new SluiceError(ErrorCode.Internal, "internal error; the server log has the details"), req.id));
   });
   app.setNotFoundHandler((req, reply) =>
     reply.code(404).send(errorBody(new SluiceError(ErrorCode.BadRequest, `no route for ${req.method} ${req.url.split("?")[0]}`), req.id)),

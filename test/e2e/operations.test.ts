@@ -250,3 +250,12 @@ test("logs - --follow prints new lines as they are logged, only of the given fun
     await follow.stop("SIGKILL");
   }
 });
+
+test("admin - an unknown replay or function is a 404 with its code, not a 500", async () => {
+  const replay = await fetch(`${ops.url}/admin/replays/no-such-replay`);
+  assert.equal(replay.status, 404);
+  assert.equal(((await replay.json()) as { error: { code: string } }).error.code, "E_REPLAY_NOT_FOUND");
+  const invoke = await fetch(`${ops.url}/admin/functions/no-such-function/invoke`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  assert.equal(invoke.status, 404);
+  assert.equal(((await invoke.json()) as { error: { code: string } }).error.code, "E_FUNCTION_NOT_FOUND");
+});
