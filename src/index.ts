@@ -13,7 +13,9 @@ export { decodeEvent, encodeEvent } from "./event/codec.ts";
 export { newEventId } from "./event/ids.ts";
 export { TransformError, compileTransformer } from "./pattern/transform.ts";
 export type { CompiledTransformer, TransformContext, TransformerDefinition } from "./pattern/transform.ts";
-export { createSqliteStore } from "./store/sqlite/index.ts";
+import type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
+import type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
+import type { Runtime, RuntimeOptions } from "./runtime/runtime.ts";
 export type { SqliteStore, SqliteStoreOptions } from "./store/sqlite/index.ts";
 export type {
   AppendEntry,
@@ -30,7 +32,6 @@ export type {
   StorageBackend,
   StoredEvent,
 } from "./store/contract.ts";
-export { createPostgresStore } from "./store/postgres/index.ts";
 export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
 export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
@@ -65,7 +66,6 @@ export type {
   WebhookTargetSpec,
 } from "./bus/types.ts";
 export { parseDuration } from "./runtime/define.ts";
-export { createRuntime } from "./runtime/runtime.ts";
 export type {
   DeliverOptions,
   FunctionSource,
@@ -90,3 +90,21 @@ export type {
   ServerConfig,
   TargetConfig,
 } from "./server/config.ts";
+
+// The factories that need a driver (better-sqlite3, pg) or esbuild load it when called, so that importing
+// "sluice" (a function file, a config file) loads none of them.
+
+/** Opens (creating if needed) a SQLite store; see `SqliteStoreOptions`. */
+export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
+  return (await import("./store/sqlite/index.ts")).createSqliteStore(options);
+}
+
+/** Connects to a PostgreSQL store (creating its schema if needed); see `PostgresStoreOptions`. */
+export async function createPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
+  return (await import("./store/postgres/index.ts")).createPostgresStore(options);
+}
+
+/** Starts a function runtime (bundles function files with esbuild); see `RuntimeOptions`. */
+export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
+  return (await import("./runtime/runtime.ts")).createRuntime(options);
+}
