@@ -8,6 +8,7 @@
  * It depends on narrow ports, not on the broker or runtime themselves; `server.ts` adapts those to these ports.
  */
 import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { ErrorCode, SluiceError, statusForCode } from "../errors.ts";
 import { parseHttpEvents } from "../event/http.ts";
@@ -172,6 +173,36 @@ export function sendHandlerResult(reply: FastifyReply, result: unknown): Fastify
   return reply.code(200).type("application/json").send(JSON.stringify(result));
 }
 
+/** How much of a refused body is read and discarded before the answer, and for how long. */
+const drainLimit = { bytes: 16 * 1024 * 1024, ms: 5_000 };
+
+/**
+ * Reads and discards the rest of a request the server refused, then answers. Answered at once, the socket
+ * closed while the client was still sending, and clients such as fetch reported a failed request instead of
+ * the 413. A body past the drain limit, or one that trickles, gets the answer anyway.
+ */
+function drainThen(request: IncomingMessage, answer: () => void): void {
+  if (request.complete || request.destroyed) return answer();
+  let drained = 0;
+  let answered = false;
+  const finish = () => {
+    if (answered) return;
+    answered = true;
+    clearTimeout(timer);
+    request.off("data", onData);
+    answer();
+  };
+  const onData = (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > drainLimit.bytes) finish();
+  };
+  const timer = setTimeout(finish, drainLimit.ms);
+  request.on("data", onData);
+  request.once("end", finish);
+  request.once("error", finish);
+  request.resume();
+}
+
 export async function createHttpServer(options: HttpServerOptions): Promise<FastifyInstance> {
   const { ports, metrics, logger } = options;
   const app = Fastify({
@@ -198,7 +229,9 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
     if (err instanceof SluiceError) return sendError(reply, err, req.id);
     const fe = err as FastifyError;
     if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-      return sendError(reply, new SluiceError(ErrorCode.EventTooLarge, `the request body is larger than ${options.bodyLimit} bytes`), req.id);
+      const tooLarge = () => sendError(reply, new SluiceError(ErrorCode.EventTooLarge, `the request body is larger than ${options.bodyLimit} bytes`), req.id);
+      drainThen(req.raw, tooLarge);
+      return reply;
     }
     if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) {
       const code = fe.code === "FST_ERR_CTP_INVALID_JSON_BODY" || fe instanceof SyntaxError ? ErrorCode.JsonInvalid : ErrorCode.BadRequest;

@@ -3,14 +3,30 @@
  * `startSluice` resolves once the server prints its ready line (with the URL of its ephemeral port).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 export const root = new URL("../..", import.meta.url).pathname;
 
-/** `npm test` builds first; a lone run of an e2e file builds when dist/ lacks the server. */
+/** The newest modification time of a file under `dir`. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * `npm test` builds first; a lone run of an e2e file builds when dist/ lacks the server or is older than a
+ * source file, so an e2e test never runs stale code.
+ */
 export function ensureBuilt(): void {
-  if (existsSync(join(root, "dist/server/server.js")) && process.env.SLUICE_TEST_REBUILD !== "1") return;
+  // Written by `npm run build` after tsc, which leaves unchanged outputs untouched.
+  const built = join(root, "dist/.build-stamp");
+  const fresh = existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(root, "src"));
+  if (fresh && process.env.SLUICE_TEST_REBUILD !== "1") return;
   const r = spawnSync("npm", ["run", "build"], { cwd: root, encoding: "utf8" });
   if (r.status !== 0) throw new Error(`npm run build failed:\n${r.stdout}\n${r.stderr}`);
 }

@@ -1,7 +1,7 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
@@ -28,8 +28,9 @@ test("cli test-pattern - the README's example matches and exits 0", () => {
   assert.equal(r.stdout, "match\n");
 });
 
-test("cli test-pattern - no match exits 1 and names the failing field, expected and actual", () => {
+test("cli test-pattern - no match exits 1 and names the failing field, expected and actual", (t) => {
   const dir = mkdtempSync(join(tmpdir(), `sluice-cli-${randomUUID()}-`));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const event = join(dir, "event.json");
   writeFileSync(event, JSON.stringify({ type: "order.created", source: "/shop/eu", data: { total: 99, currency: "EUR", channel: "web" } }));
   const r = sluice("test-pattern", "--pattern", "@examples/patterns/big-orders.json", "--event", `@${event}`);

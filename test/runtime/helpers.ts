@@ -2,7 +2,7 @@
  * Helpers for runtime tests: real function files written to a temp folder per test, events, waiting with a timeout.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,9 +10,17 @@ import type { CloudEvent } from "../../src/event/types.ts";
 
 const functionApi = fileURLToPath(new URL("../../src/runtime/function-api.ts", import.meta.url));
 
-/** A fresh folder for one test's function files. */
+const made: string[] = [];
+// Removed when the test file's process ends: a function file must outlive the runtime that bundled it.
+process.once("exit", () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh folder for one test's function files, removed when the test process exits. */
 export function tempDir(prefix = "sluice-fn-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 /**
