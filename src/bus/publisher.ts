@@ -8,6 +8,7 @@
  * E_BACKPRESSURE.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
+import { MAX_BATCH_ENTRIES } from "../event/http.ts";
 import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
 import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
@@ -15,7 +16,7 @@ import type { AppendEntry, AppendResult, Lease, NewDelivery, StorageBackend } fr
 import type { Definitions } from "./definitions.ts";
 import type { PublishEntryResult, PublishResult } from "./types.ts";
 
-export const maxPublishBatch = 100;
+export const maxPublishBatch = MAX_BATCH_ENTRIES;
 
 export interface PublisherOptions {
   now: () => number;

@@ -204,6 +204,9 @@ function parseBinary(req: HttpEventsRequest, contentType: string | undefined): R
   return event;
 }
 
+/** The most events one batched request may hold: what one publish takes. */
+export const MAX_BATCH_ENTRIES = 100;
+
 /**
  * Reads the CloudEvents in an HTTP request, in any of the binding's content modes:
  * - binary: attributes in `ce-*` headers (percent-decoded), `Content-Type` is `datacontenttype`, the body is the
@@ -229,6 +232,10 @@ export function parseHttpEvents(req: HttpEventsRequest, options?: NormalizeOptio
     const parsed = requestJson(req.body, contentType as string, true);
     if (!Array.isArray(parsed)) {
       throw new SluiceError(ErrorCode.BadRequest, "a batched request body must be a JSON array of events", { path: "$" });
+    }
+    // Before any entry is looked at: 300 000 entries once cost 9 s and a 42 MB list of per-entry errors.
+    if (parsed.length > MAX_BATCH_ENTRIES) {
+      throw new SluiceError(ErrorCode.BadRequest, `a batch holds at most ${MAX_BATCH_ENTRIES} events, got ${parsed.length}; send the rest in further requests`, { path: "$" });
     }
     return { mode: "batch", results: parsed.map((entry, i) => normalizeEntry(entry, options, `$[${i}]`)) };
   }

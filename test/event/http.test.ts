@@ -289,3 +289,11 @@ test("http binding - binary mode keeps extensions as strings except Sluice's int
   });
   assert.equal(big.results[0]?.ok && big.results[0].event.sluicehops, "99999999999");
 });
+
+test("parseHttpEvents - a batch of more than 100 events is refused whole, before any entry is checked", () => {
+  const body = (n: number) => Buffer.from(JSON.stringify(Array.from({ length: n }, (_, i) => ({ specversion: "1.0", id: `e${i}`, source: "/t", type: "t" }))));
+  const headers = { "content-type": "application/cloudevents-batch+json" };
+  assert.equal(parseHttpEvents({ headers, body: body(100) }).results.length, 100);
+  assert.throws(() => parseHttpEvents({ headers, body: body(101) }), { code: "E_BAD_REQUEST", path: "$", message: /at most 100 events, got 101/ });
+  assert.throws(() => parseHttpEvents({ headers, body: Buffer.from(`[${Array(300_000).fill("{}").join(",")}]`) }), { code: "E_BAD_REQUEST", message: /got 300000/ });
+});
