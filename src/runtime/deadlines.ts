@@ -3,18 +3,21 @@
  * armed for the earliest deadline (deadlines mostly grow, so a dispatch rarely re-arms it) and cleared when
  * nothing is dispatched, so it keeps the process alive exactly while an invocation runs.
  */
+import type { Clock } from "../clock.ts";
 import type { Invocation } from "./records.ts";
 
 export class Deadlines {
   #dispatched = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: unknown;
   #timerAt = Infinity;
 
   /**
+   * @param clock reads the time and arms the timer
    * @param dispatched every invocation running on an instance (what a sweep looks through)
    * @param onTimeout called for each invocation found past its deadline
    */
   constructor(
+    private readonly clock: Clock,
     private readonly dispatched: () => Iterable<Invocation>,
     private readonly onTimeout: (inv: Invocation) => void,
   ) {}
@@ -28,23 +31,23 @@ export class Deadlines {
   /** A dispatched invocation settled. */
   finished(): void {
     if (--this.#dispatched > 0) return;
-    clearTimeout(this.#timer);
+    this.clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = Infinity;
   }
 
   #arm(deadline: number): void {
     if (deadline >= this.#timerAt) return;
-    clearTimeout(this.#timer);
+    this.clock.clearTimeout(this.#timer);
     this.#timerAt = deadline;
-    this.#timer = setTimeout(() => this.#sweep(), Math.max(1, deadline - Date.now()));
+    this.#timer = this.clock.setTimeout(() => this.#sweep(), Math.max(1, deadline - this.clock.now()));
   }
 
   /** Times out every dispatched invocation past its deadline, then re-arms for the earliest one left. */
   #sweep(): void {
     this.#timer = undefined;
     this.#timerAt = Infinity;
-    const now = Date.now();
+    const now = this.clock.now();
     const expired: Invocation[] = [];
     let next = Infinity;
     for (const inv of this.dispatched()) {

@@ -3,6 +3,7 @@
  * skipped and answered with the first run's result. The key is claimed in the state store before the run.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
+import type { Clock } from "../clock.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Logger } from "../logger.ts";
 import type { StateStore } from "../store/contract.ts";
@@ -12,7 +13,7 @@ import type { FunctionEntry } from "./records.ts";
 export interface IdempotencyOptions {
   state: StateStore;
   invocations: Invocations;
-  clock: { now(): number };
+  clock: Clock;
   logger: Logger;
 }
 

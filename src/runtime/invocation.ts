@@ -4,6 +4,7 @@
  * cancel), and metered.
  */
 import { randomUUID } from "node:crypto";
+import type { Clock } from "../clock.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { Logger } from "../logger.ts";
@@ -21,7 +22,7 @@ import { budgetExceeded } from "./sluice-events.ts";
 export interface InvocationsOptions {
   registry: FunctionRegistry;
   limits: RuntimeLimits;
-  clock: { now(): number };
+  clock: Clock;
   logger: Logger;
   /** False when no logger was given: handlers' log lines are dropped before any work. */
   hasLogger: boolean;
@@ -41,7 +42,7 @@ export class Invocations {
 
   constructor(o: InvocationsOptions) {
     this.#o = o;
-    this.#deadlines = new Deadlines(() => this.#dispatched(), (inv) => this.#onTimeout(inv));
+    this.#deadlines = new Deadlines(o.clock, () => this.#dispatched(), (inv) => this.#onTimeout(inv));
   }
 
   /** The pool is made with this object's callbacks, so it comes in after construction. */
@@ -65,7 +66,7 @@ export class Invocations {
         fn,
         event,
         attempt,
-        arrivedAt: Date.now(),
+        arrivedAt: this.#o.clock.now(),
         dispatchedAt: 0,
         deadline: 0,
         instance: undefined,
@@ -104,7 +105,7 @@ export class Invocations {
     inv.cold = !inst.used;
     inst.used = true;
     inst.inflight.set(inv.seq, inv);
-    const now = Date.now();
+    const now = this.#o.clock.now();
     inv.dispatchedAt = now;
     const timeoutMs = inv.fn.config.timeoutMs;
     const deadline = now + timeoutMs;
@@ -130,7 +131,7 @@ export class Invocations {
       const message = `recursive-loop: the event chain went past ${this.#o.limits.maxHops} hops`;
       finalError = failure(new SluiceError(ErrorCode.RecursiveLoop, message, { retryable: false }), "recursive-loop", inv.invocationId);
     }
-    const now = Date.now();
+    const now = this.#o.clock.now();
     const ran = inst !== undefined;
     const durationMs = ran ? now - inv.dispatchedAt : 0;
     const memoryMb = inv.fn.config.memoryMb;
@@ -193,7 +194,7 @@ export class Invocations {
       invocationId,
       eventId: event.id,
       attempt,
-      arrivedAt: Date.now(),
+      arrivedAt: this.#o.clock.now(),
       startLatencyMs: 0,
       durationMs: 0,
       memoryMb: fn.config.memoryMb,

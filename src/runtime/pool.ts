@@ -3,6 +3,7 @@
  * the node-wide limit), hands them work, stops them when idle, stale or wanted by another function, and turns
  * an instance's exit into the failure of what it was running.
  */
+import type { Clock } from "../clock.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import { atCap, evictionVictim, isIdle, isReserved, liveCount, overShare, sharedPoolCount } from "./capacity.ts";
@@ -36,6 +37,7 @@ export class InstancePool {
     private readonly registry: FunctionRegistry,
     private readonly standby: StandbyPool,
     private readonly limits: RuntimeLimits,
+    private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly work: PoolWork,
   ) {}
@@ -82,7 +84,7 @@ export class InstancePool {
   stop(inst: Instance): void {
     if (inst.state === "stopping") return;
     inst.state = "stopping";
-    clearTimeout(inst.idleTimer);
+    this.clock.clearTimeout(inst.idleTimer);
     inst.idleTimer = undefined;
     clearTimeout(inst.startTimer);
     void inst.host.terminate();
@@ -106,7 +108,7 @@ export class InstancePool {
     if (inst.inflight.size > 0) return;
     if ([...this.registry.values()].some((f) => f.queue.length > 0)) this.pumpAll();
     if (!isIdle(inst)) return;
-    inst.idleSince = Date.now();
+    inst.idleSince = this.clock.now();
     if (inst.idleTimer === undefined) this.#armIdleTimer(inst, this.limits.idleTimeoutMs);
   }
 
@@ -121,7 +123,7 @@ export class InstancePool {
     for (const fn of this.registry.values()) {
       for (const i of fn.instances) {
         i.state = "stopping";
-        clearTimeout(i.idleTimer);
+        this.clock.clearTimeout(i.idleTimer);
         clearTimeout(i.startTimer);
         stopping.push(i.host.terminate());
       }
@@ -189,6 +191,7 @@ export class InstancePool {
         setImmediate(() => this.standby.replenish());
       }
     }
+    // Real time, not the clock's: starting a thread or process is real work, bounded whatever the clock says.
     inst.startTimer = setTimeout(() => {
       if (inst.state !== "starting") return;
       this.#failQueued(fn, `the instance did not start within ${this.limits.startTimeoutMs} ms`);
@@ -207,10 +210,10 @@ export class InstancePool {
    * checks how long the instance has really been idle and waits for the rest if needed.
    */
   #armIdleTimer(inst: Instance, delayMs: number): void {
-    inst.idleTimer = setTimeout(() => {
+    inst.idleTimer = this.clock.setTimeout(() => {
       inst.idleTimer = undefined;
       if (!isIdle(inst)) return; // busy again: afterWork arms a new timer when it next becomes idle
-      const idleForMs = Date.now() - inst.idleSince;
+      const idleForMs = this.clock.now() - inst.idleSince;
       if (idleForMs < this.limits.idleTimeoutMs) {
         this.#armIdleTimer(inst, this.limits.idleTimeoutMs - idleForMs);
         return;
@@ -220,7 +223,8 @@ export class InstancePool {
       for (const i of fn.instances) if (i.state === "ready" && i.version === fn.version) ready++;
       if (ready > fn.config.minInstances || inst.version !== fn.version) this.stop(inst);
     }, delayMs);
-    inst.idleTimer.unref();
+    // An idle instance must not keep the process alive; the system clock's handles are Node timers.
+    (inst.idleTimer as { unref?: () => void }).unref?.();
   }
 
   #onMessage(inst: Instance, m: InstanceMessage): void {
@@ -267,7 +271,7 @@ export class InstancePool {
     const fn = inst.fn;
     const wasStarting = inst.state === "starting";
     inst.state = "stopping";
-    clearTimeout(inst.idleTimer);
+    this.clock.clearTimeout(inst.idleTimer);
     clearTimeout(inst.startTimer);
     fn.instances.delete(inst);
     for (const inv of [...inst.inflight.values()]) {

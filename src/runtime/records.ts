@@ -44,7 +44,8 @@ export interface Instance {
   fromStandby: boolean;
   /** Epoch ms when it last became idle; the idle timer checks it instead of being re-armed per invocation. */
   idleSince: number;
-  idleTimer: NodeJS.Timeout | undefined;
+  /** A handle of the runtime's clock. */
+  idleTimer: unknown;
   startTimer: NodeJS.Timeout | undefined;
 }
 

@@ -1,4 +1,5 @@
 /** The runtime's public shapes: its options, the Runtime object, its metrics and its events. */
+import type { Clock } from "../clock.ts";
 import type { SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Logger } from "../logger.ts";
@@ -18,7 +19,13 @@ export interface RuntimeOptions {
   emit: (events: CloudEvent[], parent: CloudEvent | undefined) => Promise<unknown>;
   logger?: Logger;
   limits?: Partial<RuntimeLimits>;
-  clock?: { now(): number };
+  /**
+   * Every time the runtime reads (arrival, dispatch, durations, deadlines, idle periods, budgets, event times)
+   * and the timers for deadlines and idle stops (default: the system clock). A clock with only `now()` keeps
+   * real timers. Instances read `ctx.deadline` and time `ctx.signal` on their own wall clock, so a test clock
+   * should start at the real time.
+   */
+  clock?: Clock | Pick<Clock, "now">;
   /** Where bundled function files go (default: a folder in the OS temp dir). */
   cacheDir?: string;
   /** Reload a function when its file changes. */

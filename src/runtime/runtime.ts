@@ -11,6 +11,7 @@ import { EventEmitter } from "node:events";
 import { watch, type FSWatcher } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { systemClock, type Clock } from "../clock.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { noopLogger } from "../logger.ts";
@@ -39,6 +40,13 @@ export type {
 
 const noValue = (): undefined => undefined;
 
+/** A clock given with only `now()` keeps the system clock's timers. */
+function resolveClock(given: RuntimeOptions["clock"]): Clock {
+  if (given === undefined) return systemClock;
+  if ("setTimeout" in given) return given;
+  return { now: () => given.now(), setTimeout: systemClock.setTimeout, clearTimeout: systemClock.clearTimeout };
+}
+
 /**
  * Creates a runtime and loads its functions (bundling each file and reading its definition in isolation).
  * @example
@@ -47,7 +55,7 @@ const noValue = (): undefined => undefined;
  */
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const limits = resolveLimits(options.limits);
-  const clock = options.clock ?? Date;
+  const clock = resolveClock(options.clock);
   const logger = options.logger ?? noopLogger;
   const cacheDir = options.cacheDir ?? join(tmpdir(), "sluice-functions");
   const events = new EventEmitter();
@@ -75,7 +83,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     onRecord: (record) => notify("invocation", record),
   });
   const standby = new StandbyPool(registry, limits.standbyWorkers, logger);
-  const pool = new InstancePool(registry, standby, limits, logger, {
+  const pool = new InstancePool(registry, standby, limits, clock, logger, {
     dispatch: (inst, inv) => invocations.dispatch(inst, inv),
     settle: (inv, outcome, value, error) => invocations.settle(inv, outcome, value, error),
     onMessage: (inst, m) => invocations.onMessage(inst, m),
@@ -131,6 +139,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     for (const fn of registry.values()) {
       if (!fn.file) continue;
       const file = fn.file;
+      // Real time: it lets a burst of file system events settle, which the clock knows nothing of.
       let timer: NodeJS.Timeout | undefined;
       const w = watch(file, () => {
         clearTimeout(timer);
