@@ -2,8 +2,8 @@
  * ctx.emit: turns what a handler emits into child events of the event it handles (correlation id, trace
  * parent, hop count), and stops an event chain that goes past limits.maxHops as a recursive loop.
  */
-import { randomUUID } from "node:crypto";
 import { ErrorCode, SluiceError } from "../errors.ts";
+import { newEventId } from "../event/ids.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { Logger } from "../logger.ts";
 import type { EmittedEvent } from "./define.ts";
@@ -32,12 +32,13 @@ export async function emitChildren(inv: Invocation, emitted: EmittedEvent[], o: 
     }
     throw new SluiceError(ErrorCode.RecursiveLoop, `recursive-loop: emitting from hop ${hops - 1} would pass the limit of ${o.maxHops} hops`);
   }
-  const time = new Date(o.now()).toISOString();
+  const nowMs = o.now();
+  const time = new Date(nowMs).toISOString();
   const children = emitted.map((e, i): CloudEvent => {
     if (typeof e !== "object" || e === null) throw new SluiceError(ErrorCode.EventInvalid, "ctx.emit: an event must be an object", { path: `$[${i}]` });
     if (typeof e.type !== "string" || e.type === "") throw new SluiceError(ErrorCode.EventInvalid, "ctx.emit: type must be a non-empty string", { path: `$[${i}].type` });
     if (typeof e.source !== "string" || e.source === "") throw new SluiceError(ErrorCode.EventInvalid, "ctx.emit: source must be a non-empty string", { path: `$[${i}].source` });
-    const child: CloudEvent = { ...e, specversion: "1.0", id: typeof e.id === "string" ? e.id : randomUUID(), time: typeof e.time === "string" ? e.time : time, source: e.source, type: e.type };
+    const child: CloudEvent = { ...e, specversion: "1.0", id: typeof e.id === "string" ? e.id : newEventId(nowMs), time: typeof e.time === "string" ? e.time : time, source: e.source, type: e.type };
     child[SluiceExtension.CorrelationId] = e[SluiceExtension.CorrelationId] ?? correlationId;
     const traceparent = e[SluiceExtension.TraceParent] ?? parent[SluiceExtension.TraceParent];
     if (traceparent !== undefined) child[SluiceExtension.TraceParent] = traceparent;

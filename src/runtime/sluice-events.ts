@@ -1,11 +1,11 @@
-/** The events the runtime publishes about itself (`sluice.*`, source `sluice/runtime`). */
-import { randomUUID } from "node:crypto";
+/** The events the runtime publishes about itself (`sluice.*`, source `sluice/runtime`), with time-sortable ids. */
+import { newEventId } from "../event/ids.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { BudgetWindow } from "./metering.ts";
 import type { FunctionEntry, Invocation } from "./records.ts";
 
 function sluiceEvent(type: string, subject: string, nowMs: number): CloudEvent {
-  return { specversion: "1.0", id: randomUUID(), source: "sluice/runtime", type, time: new Date(nowMs).toISOString(), subject };
+  return { specversion: "1.0", id: newEventId(nowMs), source: "sluice/runtime", type, time: new Date(nowMs).toISOString(), subject };
 }
 
 /** `fn` went over its budget in `window`. */
