@@ -143,3 +143,40 @@ export function isSluiceError(err: unknown, code?: ErrorCode): err is SluiceErro
   if (!(err instanceof SluiceError)) return false;
   return code === undefined || err.code === code;
 }
+
+// Errors a handler (function, webhook, custom target) throws to steer retries. The bus recognises them by `code`
+// (src/bus/handler-errors.ts), not by prototype, since they cross threads and processes as plain objects.
+
+/**
+ * Fails the delivery for good: it is dead-lettered at once with reason `non-retriable`.
+ * @example
+ * if (!order.customerId) throw new NonRetriableError("order without customer");
+ */
+export class NonRetriableError extends SluiceError {
+  override readonly name: string = "NonRetriableError";
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(ErrorCode.NonRetriable, message, { ...options, retryable: false });
+  }
+}
+
+/**
+ * Fails the attempt and asks for the next one after `delayMs` (instead of the backoff). The retry policy's
+ * attempt and age limits still apply.
+ * @example
+ * if (res.status === 503) throw new RetryAfterError(30_000, "upstream busy");
+ */
+export class RetryAfterError extends SluiceError {
+  override readonly name: string = "RetryAfterError";
+  constructor(
+    readonly delayMs: number,
+    message = `retry after ${delayMs} ms`,
+    options: { cause?: unknown } = {},
+  ) {
+    super(ErrorCode.RetryAfter, message, { ...options, retryable: true });
+    if (!Number.isFinite(delayMs) || delayMs < 0) throw new RangeError("RetryAfterError: delayMs must be a finite number >= 0");
+  }
+
+  override toJSON(): ReturnType<SluiceError["toJSON"]> & { delayMs: number } {
+    return { ...super.toJSON(), delayMs: this.delayMs };
+  }
+}

@@ -1,43 +1,9 @@
 /**
- * Errors a handler (function, webhook, custom target) throws to steer retries. They are recognised by `code`,
- * not by prototype, so a runtime that carries errors across threads or processes as `{ code, message, ... }`
- * keeps their meaning.
+ * How the bus reads a handler's failure: retried, retried after a delay, or final. Failures are recognised by
+ * `code`, not by prototype (NonRetriableError and RetryAfterError live in src/errors.ts), so a runtime that
+ * carries errors across threads or processes as `{ code, message, ... }` keeps their meaning.
  */
-import { ErrorCode, SluiceError } from "../errors.ts";
-
-/**
- * Fails the delivery for good: it is dead-lettered at once with reason `non-retriable`.
- * @example
- * if (!order.customerId) throw new NonRetriableError("order without customer");
- */
-export class NonRetriableError extends SluiceError {
-  override readonly name: string = "NonRetriableError";
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super(ErrorCode.NonRetriable, message, { ...options, retryable: false });
-  }
-}
-
-/**
- * Fails the attempt and asks for the next one after `delayMs` (instead of the backoff). The retry policy's
- * attempt and age limits still apply.
- * @example
- * if (res.status === 503) throw new RetryAfterError(30_000, "upstream busy");
- */
-export class RetryAfterError extends SluiceError {
-  override readonly name: string = "RetryAfterError";
-  constructor(
-    readonly delayMs: number,
-    message = `retry after ${delayMs} ms`,
-    options: { cause?: unknown } = {},
-  ) {
-    super(ErrorCode.RetryAfter, message, { ...options, retryable: true });
-    if (!Number.isFinite(delayMs) || delayMs < 0) throw new RangeError("RetryAfterError: delayMs must be a finite number >= 0");
-  }
-
-  override toJSON(): ReturnType<SluiceError["toJSON"]> & { delayMs: number } {
-    return { ...super.toJSON(), delayMs: this.delayMs };
-  }
-}
+import { ErrorCode } from "../errors.ts";
 
 /**
  * How the dispatcher treats a failed attempt. A final failure dead-letters at once with `reason`

@@ -9,8 +9,7 @@
  * `Retry-After` header); any other 4xx is non-retriable (the request itself is wrong).
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { ErrorCode, SluiceError } from "../errors.ts";
-import { NonRetriableError, RetryAfterError } from "./handler-errors.ts";
+import { ErrorCode, NonRetriableError, RetryAfterError, SluiceError } from "../errors.ts";
 import type { WebhookTargetSpec } from "./types.ts";
 
 export const signatureHeader = "x-sluice-signature";

@@ -15,4 +15,4 @@ export type {
   FunctionLogger,
 } from "./define.ts";
 export { ErrorCode, SluiceError, isSluiceError } from "../errors.ts";
-export { NonRetriableError, RetryAfterError } from "../bus/handler-errors.ts";
+export { NonRetriableError, RetryAfterError } from "../errors.ts";

@@ -109,7 +109,7 @@ async function cached(entry: string, cacheDir: string): Promise<Bundle | undefin
     for (const [path, hash] of Object.entries(m.inputs)) {
       if (sha(await readFile(path)) !== hash) return undefined;
     }
-    const now = new Date();
+    const now = new Date(); // file times are wall-clock times, whatever clock the runtime runs on
     await utimes(m.outFile, now, now).catch(() => undefined);
     return { moduleUrl: pathToFileURL(m.outFile).href, outFile: m.outFile, readPaths: m.readPaths };
   } catch {
@@ -125,7 +125,7 @@ async function writeAtomic(path: string, data: string | Uint8Array): Promise<voi
 }
 
 async function pruneCache(cacheDir: string): Promise<void> {
-  const cutoff = Date.now() - cacheKeepMs;
+  const cutoff = Date.now() - cacheKeepMs; // compared with file mtimes: wall-clock time
   for (const name of await readdir(cacheDir).catch(() => [] as string[])) {
     if (!/^(fn-|manifest-)/.test(name)) continue;
     const path = join(cacheDir, name);

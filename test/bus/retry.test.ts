@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { backoffMs, decideAfterFailure, defaultRetryPolicy, resolveRetryPolicy } from "../../src/bus/retry.ts";
-import { NonRetriableError, RetryAfterError, classifyFailure } from "../../src/bus/handler-errors.ts";
-import { isSluiceError } from "../../src/errors.ts";
+import { classifyFailure } from "../../src/bus/handler-errors.ts";
+import { NonRetriableError, RetryAfterError, isSluiceError } from "../../src/errors.ts";
 
 const policy = resolveRetryPolicy({ baseBackoffMs: 100, maxBackoffMs: 1000, maxAttempts: 5, maxEventAgeMs: 10_000 }, "$");
 

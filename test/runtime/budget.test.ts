@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import type { CloudEvent } from "../../src/event/types.ts";
 import { createRuntime } from "../../src/runtime/runtime.ts";
 import type { InvocationRecord } from "../../src/runtime/metering.ts";
-import { event, tempDir, writeFunction } from "./helpers.ts";
+import { event, tempDir, uuidV7, writeFunction } from "./helpers.ts";
 
 test("runtime budget - crossing an invocation budget emits sluice.budget.exceeded once and throttles until the window ends", async () => {
   const dir = tempDir();
@@ -21,6 +21,7 @@ test("runtime budget - crossing an invocation budget emits sluice.budget.exceede
     assert.equal(published.length, 1);
     assert.equal(published[0]!.type, "sluice.budget.exceeded");
     assert.equal(published[0]!.subject, "metered");
+    assert.match(published[0]!.id, uuidV7, "a time-sortable id");
     assert.deepEqual((published[0]!.data as { invocations: number }).invocations, 3);
     await assert.rejects(runtime.invoke("metered", event("x")), { code: "E_THROTTLED", retryable: true });
     await assert.rejects(runtime.deliver("metered", event("x"), { attempt: 1 }), { code: "E_THROTTLED" });

@@ -4,7 +4,7 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import type { CloudEvent } from "../../src/event/types.ts";
 import { createRuntime, type InvocationError, type Runtime } from "../../src/runtime/runtime.ts";
-import { event, noEmit, tempDir, within, writeFunction } from "./helpers.ts";
+import { event, noEmit, tempDir, uuidV7, within, writeFunction } from "./helpers.ts";
 
 test("runtime context - ctx.emit children inherit correlationid and traceparent and add one hop", async () => {
   const dir = tempDir();
@@ -37,7 +37,7 @@ test("runtime context - ctx.emit children inherit correlationid and traceparent 
     const child = first!.events[0]!;
     assert.equal(child.type, "payment.captured");
     assert.equal(child.specversion, "1.0");
-    assert.match(child.id, /^[0-9a-f-]{36}$/);
+    assert.match(child.id, uuidV7, "a time-sortable id, as the bus gives every event");
     assert.ok(typeof child.time === "string");
     assert.deepEqual(child.data, { orderId: "o-1" });
     assert.equal(child.correlationid, "corr-1");
@@ -93,6 +93,7 @@ test("runtime context - a chain of emits is stopped at 16 hops with recursive-lo
     assert.equal(m.successes, 16, "hops 0..15 succeeded");
     assert.equal(m.failures, 1);
     assert.equal(loopEvents.length, 1);
+    assert.match(loopEvents[0]!.id, uuidV7);
     assert.equal(loopEvents[0]!.correlationid, first.id);
     assert.equal((loopEvents[0]!.data as { functionName: string }).functionName, "looper");
   } finally {

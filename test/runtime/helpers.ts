@@ -88,3 +88,6 @@ export function maxOverlap(intervals: { start: number; end: number }[]): number 
 }
 
 export const noEmit = async (): Promise<void> => {};
+
+/** A UUIDv7 (RFC 9562): the time-sortable ids of src/event/ids.ts. */
+export const uuidV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
