@@ -10,7 +10,8 @@ import { compilePattern } from "../pattern/compile.ts";
 import type { DeadLetter, QueueStats, StorageBackend } from "../store/contract.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import { noopLogger, type Logger } from "../logger.ts";
-import { checkName, defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
+import { checkName, underPath } from "../util/validate.ts";
+import { defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
 import { DeadNow, Dispatcher, type Emit, type RunTarget } from "./dispatcher.ts";
 import { describeError } from "./handler-errors.ts";
 import { dedupeKey, hopsOf, Publisher } from "./publisher.ts";
@@ -381,13 +382,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const queue = existingTarget(ref).queue;
       let count: number;
       if (o?.filter !== undefined) {
-        let compiled: ReturnType<typeof compilePattern>;
-        try {
-          compiled = compilePattern(o.filter);
-        } catch (err) {
-          if (err instanceof SluiceError) throw new SluiceError(err.code, err.message, { path: `$.filter${(err.path ?? "").replace(/^\$/, "")}`, cause: err });
-          throw err;
-        }
+        const compiled = underPath("$.filter", () => compilePattern(o.filter));
         const ids: string[] = [];
         let afterId: string | undefined;
         for (;;) {

@@ -14,13 +14,13 @@ import { compileTransformer } from "../pattern/transform.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
 import { resolveRetryPolicy, type ResolvedRetryPolicy } from "./retry.ts";
+import { checkName, isObject, underPath } from "../util/validate.ts";
 import { checkWebhookSpec } from "./webhook.ts";
 import type { Bus, BusInput, Rule, RuleInput, Target, WebhookTargetSpec } from "./types.ts";
 
 export const defaultBusName = "default";
 export const defaultRetentionMs = 7 * 24 * 60 * 60 * 1000;
 export const maxTargetsPerRule = 5;
-const namePattern = /^[A-Za-z0-9._-]{1,64}$/;
 const ns = { buses: "sluice.buses", rules: "sluice.rules", retired: "sluice.retired-targets", meta: "sluice.meta" } as const;
 const versionKey = "definitions";
 
@@ -59,17 +59,6 @@ export function queueName(bus: string, rule: string, target: string): string {
   return `rule:${bus}/${rule}/${target}`;
 }
 
-export function checkName(what: string, name: unknown, path: string): string {
-  if (typeof name !== "string" || !namePattern.test(name)) {
-    throw new SluiceError(ErrorCode.BadRequest, `${what} name must be 1-64 letters, digits, ".", "_" or "-"`, { path });
-  }
-  return name;
-}
-
-function isObject(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null && !Array.isArray(x);
-}
-
 function compileTarget(bus: string, rule: string, raw: unknown, path: string, policyBase: ResolvedRetryPolicy): CompiledTarget {
   if (!isObject(raw)) throw new SluiceError(ErrorCode.BadRequest, "a target must be an object", { path });
   const id = checkName("target", raw.id, `${path}.id`);
@@ -95,17 +84,9 @@ function compileTarget(bus: string, rule: string, raw: unknown, path: string, po
   }
   let transform: CompiledTarget["transform"];
   if (raw.inputTransformer !== undefined) {
-    try {
-      const t = compileTransformer(raw.inputTransformer);
-      const context = { ruleName: rule, busName: bus };
-      transform = { mode: t.mode, apply: (event) => t.apply(event, context) };
-    } catch (err) {
-      if (err instanceof SluiceError) {
-        const inner = err.path ?? "";
-        throw new SluiceError(err.code, err.message, { path: `${path}.inputTransformer${inner.replace(/^\$/, "")}`, cause: err });
-      }
-      throw err;
-    }
+    const t = underPath(`${path}.inputTransformer`, () => compileTransformer(raw.inputTransformer));
+    const context = { ruleName: rule, busName: bus };
+    transform = { mode: t.mode, apply: (event) => t.apply(event, context) };
   }
   const policy = resolveRetryPolicy(raw.retryPolicy, `${path}.retryPolicy`, policyBase);
   return { bus, rule, id, queue: queueName(bus, rule, id), target: raw as unknown as Target, how, policy, transform };
@@ -116,14 +97,7 @@ export function compileRule(input: RuleInput | Rule, now: number, previous: Rule
   if (!isObject(input)) throw new SluiceError(ErrorCode.BadRequest, "a rule must be an object", { path: "$" });
   const name = checkName("rule", input.name, "$.name");
   const bus = checkName("bus", input.bus ?? defaultBusName, "$.bus");
-  try {
-    compilePattern(input.pattern);
-  } catch (err) {
-    if (err instanceof SluiceError) {
-      throw new SluiceError(err.code, err.message, { path: `$.pattern${(err.path ?? "").replace(/^\$/, "")}`, cause: err });
-    }
-    throw err;
-  }
+  underPath("$.pattern", () => compilePattern(input.pattern));
   if (input.enabled !== undefined && typeof input.enabled !== "boolean") {
     throw new SluiceError(ErrorCode.BadRequest, "enabled must be a boolean", { path: "$.enabled" });
   }

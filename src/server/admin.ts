@@ -19,6 +19,7 @@ import { ErrorCode, SluiceError } from "../errors.ts";
 import { newEventId } from "../event/ids.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
 
@@ -35,9 +36,6 @@ export interface AdminDeps {
   functionQueue(name: string): string;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** `rule:bus/rule/target` -> `bus/rule/target`. */
 function targetOf(queue: string): string {

@@ -7,7 +7,9 @@
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
 import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
-import { didYouMean } from "./did-you-mean.ts";
+import { didYouMean } from "../util/did-you-mean.ts";
+import { parseDuration } from "../util/duration.ts";
+import { isName, isObject, nameRule } from "../util/validate.ts";
 
 /** A route's target: a function name, or the long form. */
 export interface RouteConfig {
@@ -218,24 +220,18 @@ const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGra
 const routeKeys = ["function", "async"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
-const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 function q(s: string): string {
   return JSON.stringify(s);
 }
 
-/** `"5s"`, `"10m"`, `"7d"`, or ms as a number. */
-export function parseDurationMs(value: unknown): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
-  if (typeof value !== "string") return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!m) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? "ms"] ?? 1;
-  return Number(m[1]) * unit;
+/** A duration's milliseconds, or the problem with it (the shared grammar of util/duration.ts). */
+export function durationProblem(value: unknown): { ms: number } | { message: string } {
+  try {
+    return { ms: parseDuration(value, "") };
+  } catch (err) {
+    return { message: (err as Error).message.trim() };
+  }
 }
 
 /**
@@ -262,8 +258,8 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
   unknownKeys(input, appKeys, (k) => k);
 
   const name = input.name;
-  if (typeof name !== "string" || !namePattern.test(name)) {
-    add("name", name === undefined ? "is missing" : `${JSON.stringify(name)} is not a valid app name`, 'use letters, digits, ".", "_" or "-", e.g. name: "shop"');
+  if (typeof name !== "string" || !isName(name)) {
+    add("name", name === undefined ? "is missing" : `${JSON.stringify(name)} is not a valid app name`, `${nameRule}, e.g. name: "shop"`);
   }
 
   // functions
@@ -336,7 +332,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
       input.buses.forEach((b, i) => {
         const key = `buses[${i}]`;
         const bus = typeof b === "string" ? { name: b } : b;
-        if (!isObject(bus) || typeof bus.name !== "string" || !namePattern.test(bus.name)) {
+        if (!isObject(bus) || typeof bus.name !== "string" || !isName(bus.name)) {
           add(key, "is not a bus", 'write a name like "orders" or { name: "orders", retention: "7d" }');
           return;
         }
@@ -345,9 +341,9 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         busNames.add(bus.name);
         const entry: { name: string; retentionMs?: number; description?: string } = { name: bus.name };
         if (bus.retention !== undefined) {
-          const ms = parseDurationMs(bus.retention);
-          if (ms === undefined) add(`${key}.retention`, `${JSON.stringify(bus.retention)} is not a duration`, 'write e.g. "7d", "12h" or 0 to disable');
-          else entry.retentionMs = ms;
+          const d = durationProblem(bus.retention);
+          if ("message" in d) add(`${key}.retention`, d.message, 'write e.g. "7d", "12h" or 0 to disable');
+          else entry.retentionMs = d.ms;
         }
         if (typeof bus.description === "string") entry.description = bus.description;
         buses.push(entry);
@@ -409,7 +405,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     else {
       for (const [sName, s] of Object.entries(input.schedules)) {
         const key = `schedules[${q(sName)}]`;
-        if (!namePattern.test(sName)) add(key, "is not a valid schedule name", 'use letters, digits, ".", "_" or "-"');
+        if (!isName(sName)) add(key, "is not a valid schedule name", nameRule);
         if (!isObject(s)) {
           add(key, "must be an object", 'write { rate: "5 minutes", emit: { type: "…", source: "…" } }');
           continue;
@@ -473,7 +469,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         }
         unknownKeys(r, ruleKeys, (k) => `${key}.${k}`);
         const label = typeof r.name === "string" ? `rules[${i}] (${q(r.name)})` : key;
-        if (typeof r.name !== "string" || !namePattern.test(r.name)) add(`${key}.name`, "must be a name", 'write name: "audit"');
+        if (typeof r.name !== "string" || !isName(r.name)) add(`${key}.name`, "must be a name", `${nameRule}, e.g. name: "audit"`);
         else {
           const bus = typeof r.bus === "string" ? r.bus : "default";
           if (seen.has(`${bus}/${r.name}`)) add(`${label}.name`, `rule ${q(r.name)} is declared twice on bus ${q(bus)}`, "rename one of them");
@@ -610,7 +606,8 @@ export function collectServerProblems(
     } else out.logLevel = raw.logLevel as NonNullable<ServerConfig["logLevel"]>;
   }
   if (raw.shutdownGrace !== undefined) {
-    if (parseDurationMs(raw.shutdownGrace) === undefined) add(keyName("shutdownGrace"), `${JSON.stringify(raw.shutdownGrace)} is not a duration`, 'write e.g. "10s"');
+    const d = durationProblem(raw.shutdownGrace);
+    if ("message" in d) add(keyName("shutdownGrace"), d.message, 'write e.g. "10s"');
     else out.shutdownGrace = raw.shutdownGrace as string | number;
   }
   if (raw.bodyLimit !== undefined) {

@@ -15,6 +15,7 @@ import { newEventId } from "../event/ids.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { EventValidationError } from "../event/validate.ts";
+import { isObject } from "../util/validate.ts";
 import type { ValidatedRoute } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -182,9 +183,6 @@ export function gatewayEvent(route: ValidatedRoute, request: FastifyRequest, req
   };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** Answers with a handler's result: `{ statusCode, headers, body }`, a plain value as JSON 200, nothing as 204. */
 export function sendHandlerResult(reply: FastifyReply, result: unknown): FastifyReply {
