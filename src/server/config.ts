@@ -4,7 +4,13 @@
  * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
  * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
+import { checkRule, type TargetKinds } from "../bus/definitions.ts";
+import { defaultRetryPolicy, resolveRetryPolicy } from "../bus/retry.ts";
+import { targetRegistry } from "../bus/targets/registry.ts";
+import type { TargetHandler } from "../bus/targets/target.ts";
+import type { Target, TargetKindValues } from "../bus/types.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
+import { compilePattern } from "../pattern/compile.ts";
 import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
 import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
 import { didYouMean } from "../util/did-you-mean.ts";
@@ -49,10 +55,8 @@ export interface ScheduleConfig {
   enabled?: boolean;
 }
 
-export interface TargetConfig {
-  function?: string;
-  bus?: string;
-  webhook?: string | { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
+/** A rule target: exactly one kind key (`function`, `bus`, `webhook`, or a registered kind) and its value. */
+export interface TargetConfig extends Partial<TargetKindValues> {
   /** Unique within the rule; default derived from the target. */
   id?: string;
   inputTransformer?: { inputPaths?: Record<string, string>; inputTemplate: string };
@@ -170,16 +174,8 @@ export interface ValidatedRule {
   pattern: unknown;
   enabled: boolean;
   description?: string;
-  targets: (
-    | { id: string; function: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
-    | { id: string; bus: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
-    | {
-        id: string;
-        webhook: { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
-        inputTransformer?: TargetConfig["inputTransformer"];
-        retryPolicy?: TargetConfig["retryPolicy"];
-      }
-  )[];
+  /** Each with its id and its kind's value in normal form, ready for `putRule`. */
+  targets: Target[];
 }
 
 /** A function as the config validator sees it: its name and implicit-rule pattern, and the file it came from. */
@@ -207,15 +203,14 @@ export interface ValidateOptions {
   file: string;
   /** Functions found by the loader; when given, routes, schedules and rule targets are checked against them. */
   functions?: readonly FunctionInfo[];
-  /** Validates an event pattern; throws an error with `path` (compilePattern's PatternError). */
-  compilePattern?: (pattern: unknown) => unknown;
+  /** Target kinds besides the built-in ones (the same list the broker gets). */
+  targets?: readonly TargetHandler[];
 }
 
 const appKeys = ["name", "functions", "routes", "schedules", "rules", "buses", "server"] as const;
 const scheduleKeys = ["cron", "rate", "at", "timezone", "emit", "invoke", "input", "catchUp", "enabled"];
 const emitKeys = ["type", "source", "subject", "data", "bus"];
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
-const targetKeys = ["function", "bus", "webhook", "id", "inputTransformer", "retryPolicy"];
 const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
 const routeKeys = ["function", "async"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
@@ -287,9 +282,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
       if (first !== undefined) add(`functions (${f.file})`, `function name ${q(f.name)} is also used by ${first}`, "give each function a unique name");
       else seen.set(f.name, f.file);
       fnNames.add(f.name);
-      if (f.on !== undefined && options.compilePattern) {
-        checkPattern(f.on, `function ${q(f.name)} (${f.file}) on`);
-      }
+      if (f.on !== undefined) checkPattern(f.on, `function ${q(f.name)} (${f.file}) on`);
     }
   }
   const checkFunctionRef = (fn: unknown, key: string) => {
@@ -306,20 +299,14 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     );
   };
 
+  /** `$.targets[0].id` under `rules[0] ("audit")` -> `rules[0] ("audit").targets[0].id`. */
+  const keyAt = (key: string, path: string | undefined) => (path === undefined || path === "$" ? key : `${key}${path.slice(1)}`);
   function checkPattern(pattern: unknown, key: string) {
-    if (!options.compilePattern) {
-      if (!isObject(pattern)) add(key, "must be an event pattern object", 'write e.g. { type: ["order.created"] }');
-      return;
-    }
     try {
-      options.compilePattern(pattern);
+      compilePattern(pattern);
     } catch (err) {
-      const path = (err as { path?: unknown }).path;
-      add(
-        typeof path === "string" && path !== "$" ? `${key}${path.slice(1)}` : key,
-        err instanceof Error ? err.message : String(err),
-        "see docs/patterns.md for the event-pattern syntax",
-      );
+      if (!(err instanceof SluiceError)) throw err;
+      add(keyAt(key, err.path), err.message, patternFix);
     }
   }
 
@@ -455,8 +442,11 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     }
   }
 
-  // rules
+  // rules: the bus's own rule compiler checks each one (checkRule, with every target kind's own validation); the
+  // config adds what only it knows: functions and buses by name, rules declared twice, default target ids.
   const rules: ValidatedRule[] = [];
+  const kinds = targetRegistry(options.targets);
+  const policyBase = resolveRetryPolicy(undefined, "$.retryPolicy", defaultRetryPolicy);
   if (input.rules !== undefined) {
     if (!Array.isArray(input.rules)) add("rules", "must be a list", 'write rules: [{ name: "audit", pattern: { … }, targets: [ … ] }]');
     else {
@@ -469,72 +459,39 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         }
         unknownKeys(r, ruleKeys, (k) => `${key}.${k}`);
         const label = typeof r.name === "string" ? `rules[${i}] (${q(r.name)})` : key;
-        if (typeof r.name !== "string" || !isName(r.name)) add(`${key}.name`, "must be a name", `${nameRule}, e.g. name: "audit"`);
-        else {
+        if (isName(r.name)) {
           const bus = typeof r.bus === "string" ? r.bus : "default";
           if (seen.has(`${bus}/${r.name}`)) add(`${label}.name`, `rule ${q(r.name)} is declared twice on bus ${q(bus)}`, "rename one of them");
           seen.add(`${bus}/${r.name}`);
         }
         checkBusRef(r.bus, `${label}.bus`);
         if (r.pattern === undefined) add(`${label}.pattern`, "is missing", 'write pattern: { type: ["order.created"] }');
-        else checkPattern(r.pattern, `${label}.pattern`);
-        if (r.enabled !== undefined && typeof r.enabled !== "boolean") add(`${label}.enabled`, "must be true or false");
-        const targets: ValidatedRule["targets"] = [];
-        if (!Array.isArray(r.targets) || r.targets.length === 0 || r.targets.length > 5) {
-          add(`${label}.targets`, "must list 1 to 5 targets", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
-        } else {
-          const ids = new Set<string>();
-          r.targets.forEach((t, j) => {
-            const tkey = `${label}.targets[${j}]`;
-            if (!isObject(t)) return void add(tkey, "must be an object", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
-            unknownKeys(t, targetKeys, (k) => `${tkey}.${k}`);
-            const kinds = (["function", "bus", "webhook"] as const).filter((k) => t[k] !== undefined);
-            if (kinds.length !== 1) {
-              return void add(tkey, "needs exactly one of function, bus or webhook", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
-            }
-            const extra = {
-              ...(isObject(t.inputTransformer) ? { inputTransformer: t.inputTransformer as TargetConfig["inputTransformer"] } : {}),
-              ...(isObject(t.retryPolicy) ? { retryPolicy: t.retryPolicy as TargetConfig["retryPolicy"] } : {}),
-            };
-            if (t.inputTransformer !== undefined && !isObject(t.inputTransformer)) add(`${tkey}.inputTransformer`, "must be { inputPaths, inputTemplate }");
-            if (t.retryPolicy !== undefined && !isObject(t.retryPolicy)) add(`${tkey}.retryPolicy`, "must be { maxAttempts, maxEventAgeMs, … }");
-            let id = typeof t.id === "string" ? t.id : "";
-            let target: ValidatedRule["targets"][number] | undefined;
-            if (kinds[0] === "function") {
-              checkFunctionRef(t.function, `${tkey}.function`);
-              id ||= `fn-${String(t.function)}`;
-              if (typeof t.function === "string") target = { id, function: t.function, ...extra };
-            } else if (kinds[0] === "bus") {
-              checkBusRef(t.bus, `${tkey}.bus`);
-              id ||= `bus-${String(t.bus)}`;
-              if (typeof t.bus === "string") target = { id, bus: t.bus, ...extra };
-            } else {
-              const w = typeof t.webhook === "string" ? { url: t.webhook } : t.webhook;
-              if (!isObject(w) || typeof w.url !== "string" || !/^https?:\/\/./.test(w.url)) {
-                add(`${tkey}.webhook`, "must be an http(s) URL or { url, secret, timeoutMs }", 'write webhook: "https://example.com/hook"');
-              } else {
-                unknownKeys(w, ["url", "secret", "timeoutMs", "headers"], (k) => `${tkey}.webhook.${k}`);
-                id ||= `webhook-${j}`;
-                target = { id, webhook: w as { url: string }, ...extra };
-              }
-            }
-            id = id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
-            if (target) {
-              target.id = id;
-              if (ids.has(id)) add(`${tkey}.id`, `target id ${q(id)} is used twice in this rule`, "give the target an id");
-              ids.add(id);
-              targets.push(target);
-            }
-          });
+        if (Array.isArray(r.targets) && r.targets.length === 0) {
+          add(`${label}.targets`, "lists no target", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
         }
-        if (typeof r.name === "string") {
+        const targets = Array.isArray(r.targets) ? r.targets.map((t, j) => withDefaultId(t, j, kinds)) : r.targets;
+        const checked = checkRule({ ...r, targets }, kinds, policyBase, (err) => {
+          if (r.pattern === undefined && err.path?.startsWith("$.pattern")) return; // reported as missing above
+          const [message, fix] = splitFix(err.message);
+          add(keyAt(label, err.path), message, err.path?.startsWith("$.pattern") ? patternFix : fix);
+        });
+        const compiled = checked.targets.flatMap((t, j) => (t === undefined ? [] : [{ t, j }]));
+        for (const { t, j } of compiled) {
+          for (const ref of t.handler.references?.(t.spec) ?? []) {
+            const at = `${label}.targets[${j}].${t.handler.kind}`;
+            if (ref.kind === "bus") checkBusRef(ref.name, at);
+            else checkFunctionRef(ref.name, at);
+          }
+        }
+        if (checked.ok && checked.name !== undefined && checked.bus !== undefined) {
           rules.push({
-            name: r.name,
-            bus: typeof r.bus === "string" ? r.bus : "default",
+            name: checked.name,
+            bus: checked.bus,
             pattern: r.pattern,
             enabled: r.enabled !== false,
             ...(typeof r.description === "string" ? { description: r.description } : {}),
-            targets,
+            // The kind's normal form (a webhook URL string becomes { url }), as the broker will compile it again.
+            targets: compiled.map(({ t, j }) => ({ ...(targets as Record<string, unknown>[])[j], id: t.id, [t.handler.kind]: t.spec }) as unknown as Target),
           });
         }
       });
@@ -563,6 +520,22 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     server,
   });
 }
+
+const patternFix = "see docs/patterns.md for the event-pattern syntax";
+
+/** A config target without an id gets its kind's default (`fn-billing`, `webhook-0`), made a valid name. */
+function withDefaultId(target: unknown, index: number, kinds: TargetKinds): unknown {
+  if (!isObject(target)) return target;
+  if (typeof target.id === "string") return { ...target, id: validId(target.id) };
+  if (target.id !== undefined) return target;
+  const named = Object.keys(target).filter((k) => kinds.has(k));
+  if (named.length !== 1) return target;
+  const handler = kinds.get(named[0]!)!;
+  const id = handler.defaultId?.(target[handler.kind], index) ?? `${handler.kind}-${index}`;
+  return { ...target, id: validId(id) };
+}
+
+const validId = (id: string) => id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
 
 function splitFix(message: string): [string, string | undefined] {
   const i = message.indexOf("; ");

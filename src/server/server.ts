@@ -11,11 +11,10 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
 import { createBroker, publishNormalized, type Broker } from "../bus/broker.ts";
-import type { RuleInput, Target } from "../bus/types.ts";
+import type { RuleInput } from "../bus/types.ts";
 import { SluiceError } from "../errors.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
-import { compilePattern } from "../pattern/compile.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import type { StorageBackend } from "../store/contract.ts";
 import { createScheduler, tickEvent, type Scheduler, type ScheduleSpec, type Tick } from "../triggers/schedules.ts";
@@ -135,7 +134,7 @@ function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
       pattern: r.pattern,
       enabled: r.enabled,
       description: r.description ? `${r.description} (${configRuleMark})` : configRuleMark,
-      targets: r.targets as Target[],
+      targets: [...r.targets],
     });
   }
   return rules;
@@ -238,7 +237,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const app = validateApp(mod.exported, {
       file: mod.configFile,
       functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
-      compilePattern,
     });
 
     await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));

@@ -22,6 +22,7 @@ export function isName(value: unknown): value is string {
 
 /** Returns `name` when it is a valid name; throws E_BAD_REQUEST naming `path` otherwise. */
 export function checkName(what: string, name: unknown, path: string): string {
+  if (name === undefined) throw new SluiceError(ErrorCode.BadRequest, `${what} name is missing`, { path });
   if (!isName(name)) throw new SluiceError(ErrorCode.BadRequest, `${what} name ${JSON.stringify(name)} is invalid: ${nameRule}`, { path });
   return name;
 }

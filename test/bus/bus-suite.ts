@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { createBroker, type Broker, type BrokerOptions } from "../../src/bus/broker.ts";
 import { NonRetriableError, RetryAfterError } from "../../src/bus/handler-errors.ts";
-import { verifyWebhookSignature } from "../../src/bus/webhook.ts";
+import { verifyWebhookSignature } from "../../src/bus/targets/webhook.ts";
 import type { StorageBackend } from "../../src/store/contract.ts";
 import { isSluiceError, type ErrorCode } from "../../src/errors.ts";
 import { ManualClock } from "../helpers/manual-clock.ts";
