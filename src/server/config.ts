@@ -11,11 +11,13 @@ import type { TargetHandler } from "../bus/targets/target.ts";
 import type { Target, TargetKindValues } from "../bus/types.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { compilePattern } from "../pattern/compile.ts";
-import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
-import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
+import { sourceRegistry } from "../triggers/registry.ts";
+import { validateSchedule } from "../triggers/schedule/validate.ts";
+import type { ScheduleSpec } from "../triggers/schedules.ts";
+import type { ProblemSink, SourceKind } from "../triggers/source.ts";
 import { didYouMean } from "../util/did-you-mean.ts";
 import { parseDuration } from "../util/duration.ts";
-import { isName, isObject, nameRule } from "../util/validate.ts";
+import { isName, isObject, nameRule, splitFix } from "../util/validate.ts";
 
 /** A route's target: a function name, or the long form. */
 export interface RouteConfig {
@@ -56,6 +58,9 @@ export interface ScheduleConfig {
 }
 
 /** A rule target: exactly one kind key (`function`, `bus`, `webhook`, or a registered kind) and its value. */
+/** A source: its kind and that kind's options (a `schedule` takes the fields of a ScheduleConfig). */
+export type SourceConfig = ({ kind: "schedule" } & ScheduleConfig) | { kind: string; [option: string]: unknown };
+
 export interface TargetConfig extends Partial<TargetKindValues> {
   /** Unique within the rule; default derived from the target. */
   id?: string;
@@ -106,6 +111,8 @@ export interface AppConfig {
   /** `"METHOD /path/:param"` to a function name or `{ function, async }`. */
   routes?: Readonly<Record<string, string | RouteConfig>>;
   schedules?: Readonly<Record<string, ScheduleConfig>>;
+  /** Event sources by name, each `{ kind, ...options }` (src/triggers/registry.ts lists the kinds). */
+  sources?: Readonly<Record<string, SourceConfig>>;
   rules?: readonly RuleConfig[];
   buses?: readonly (string | BusConfig)[];
   server?: ServerConfig;
@@ -178,6 +185,13 @@ export interface ValidatedRule {
   targets: Target[];
 }
 
+export interface ValidatedSource {
+  name: string;
+  kind: string;
+  /** What the kind's `validate` returned, handed to its `create`. */
+  options: unknown;
+}
+
 /** A function as the config validator sees it: its name and implicit-rule pattern, and the file it came from. */
 export interface FunctionInfo {
   name: string;
@@ -193,6 +207,8 @@ export interface ValidatedApp {
   functions: string | readonly string[];
   routes: readonly ValidatedRoute[];
   schedules: readonly ScheduleSpec[];
+  /** The `sources` key, each with its kind's validated options. */
+  sources: readonly ValidatedSource[];
   rules: readonly ValidatedRule[];
   buses: readonly { name: string; retentionMs?: number; description?: string }[];
   server: ServerConfig;
@@ -205,11 +221,11 @@ export interface ValidateOptions {
   functions?: readonly FunctionInfo[];
   /** Target kinds besides the built-in ones (the same list the broker gets). */
   targets?: readonly TargetHandler[];
+  /** Source kinds besides the built-in ones. */
+  sources?: readonly SourceKind[];
 }
 
-const appKeys = ["name", "functions", "routes", "schedules", "rules", "buses", "server"] as const;
-const scheduleKeys = ["cron", "rate", "at", "timezone", "emit", "invoke", "input", "catchUp", "enabled"];
-const emitKeys = ["type", "source", "subject", "data", "bus"];
+const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
 const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
 const routeKeys = ["function", "async"];
@@ -338,11 +354,17 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     }
   }
   const checkBusRef = (bus: unknown, key: string) => {
-    if (bus === undefined) return;
     if (typeof bus !== "string" || !busNames.has(bus)) {
       const guess = typeof bus === "string" ? didYouMean(bus, busNames) : undefined;
       add(key, `refers to unknown bus ${JSON.stringify(bus)}`, guess ? `did you mean ${q(guess)}?` : `declare it in buses: [${JSON.stringify(bus)}]`);
     }
+  };
+
+  const problemSink: ProblemSink = {
+    add,
+    unknownKeys: (obj, knownKeys, key) => unknownKeys(obj, knownKeys, (k) => `${key}.${k}`),
+    functionRef: checkFunctionRef,
+    busRef: checkBusRef,
   };
 
   // routes
@@ -397,47 +419,36 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
           add(key, "must be an object", 'write { rate: "5 minutes", emit: { type: "…", source: "…" } }');
           continue;
         }
-        unknownKeys(s, scheduleKeys, (k) => `${key}.${k}`);
-        let expression: ScheduleExpression | undefined;
-        try {
-          expression = parseScheduleExpression(s, key);
-        } catch (err) {
-          const e = err as SluiceError;
-          const [message, fix] = splitFix(e.message);
-          add(e.path ?? key, message, fix);
+        const spec = validateSchedule(sName, s, key, problemSink);
+        if (spec) schedules.push(spec);
+      }
+    }
+  }
+
+  // sources: each kind validates its own options (src/triggers/registry.ts)
+  const sources: ValidatedSource[] = [];
+  const sourceKinds = sourceRegistry(options.sources);
+  if (input.sources !== undefined) {
+    if (!isObject(input.sources)) add("sources", "must be an object", 'write sources: { nightly: { kind: "schedule", cron: "0 2 * * *", emit: { … } } }');
+    else {
+      for (const [sName, raw] of Object.entries(input.sources)) {
+        const key = `sources.${sName}`;
+        if (!isName(sName)) add(key, "is not a valid source name", nameRule);
+        else if (isObject(input.schedules) && Object.hasOwn(input.schedules, sName)) add(key, `schedules[${q(sName)}] has the same name`, "rename one of them");
+        if (!isObject(raw)) {
+          add(key, "must be an object", `write { kind: ${q([...sourceKinds.keys()][0] ?? "schedule")}, … }`);
+          continue;
         }
-        let action: ScheduleAction | undefined;
-        if ((s.emit === undefined) === (s.invoke === undefined)) {
-          add(key, "needs exactly one of emit or invoke", 'add emit: { type: "report.requested", source: "shop" } or invoke: "function-name"');
-        } else if (s.emit !== undefined) {
-          const e = s.emit;
-          if (!isObject(e)) add(`${key}.emit`, "must be an object", 'write emit: { type: "report.requested", source: "shop" }');
-          else {
-            unknownKeys(e, emitKeys, (k) => `${key}.emit.${k}`);
-            if (typeof e.type !== "string" || !e.type) add(`${key}.emit.type`, "is missing", 'write type: "report.requested"');
-            if (typeof e.source !== "string" || !e.source) add(`${key}.emit.source`, "is missing", 'write source: "shop"');
-            if (e.subject !== undefined && typeof e.subject !== "string") add(`${key}.emit.subject`, "must be a string");
-            checkBusRef(e.bus, `${key}.emit.bus`);
-            if (typeof e.type === "string" && typeof e.source === "string") {
-              action = {
-                kind: "emit",
-                bus: typeof e.bus === "string" ? e.bus : "default",
-                type: e.type,
-                source: e.source,
-                ...(typeof e.subject === "string" ? { subject: e.subject } : {}),
-                ...(e.data === undefined ? {} : { data: e.data }),
-              };
-            }
-          }
-        } else {
-          checkFunctionRef(s.invoke, `${key}.invoke`);
-          if (typeof s.invoke === "string") action = { kind: "invoke", function: s.invoke, ...(s.input === undefined ? {} : { data: s.input }) };
+        const { kind: kindName, ...rest } = raw;
+        const kind = typeof kindName === "string" ? sourceKinds.get(kindName) : undefined;
+        if (kind === undefined) {
+          const guess = typeof kindName === "string" ? didYouMean(kindName, sourceKinds.keys()) : undefined;
+          const kinds = `kinds are ${[...sourceKinds.keys()].join(", ")}`;
+          add(`${key}.kind`, kindName === undefined ? "is missing" : `${JSON.stringify(kindName)} is not a source kind`, guess ? `did you mean ${q(guess)}?` : kinds);
+          continue;
         }
-        if (s.catchUp !== undefined && typeof s.catchUp !== "boolean") add(`${key}.catchUp`, "must be true or false");
-        if (s.enabled !== undefined && typeof s.enabled !== "boolean") add(`${key}.enabled`, "must be true or false");
-        if (expression && action && s.enabled !== false) {
-          schedules.push({ name: sName, expression, catchUp: s.catchUp === true, action });
-        }
+        const opts = kind.validate(sName, rest, key, problemSink);
+        if (opts !== undefined && isName(sName)) sources.push({ name: sName, kind: kind.kind, options: opts });
       }
     }
   }
@@ -464,7 +475,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
           if (seen.has(`${bus}/${r.name}`)) add(`${label}.name`, `rule ${q(r.name)} is declared twice on bus ${q(bus)}`, "rename one of them");
           seen.add(`${bus}/${r.name}`);
         }
-        checkBusRef(r.bus, `${label}.bus`);
+        if (r.bus !== undefined) checkBusRef(r.bus, `${label}.bus`);
         if (r.pattern === undefined) add(`${label}.pattern`, "is missing", 'write pattern: { type: ["order.created"] }');
         if (Array.isArray(r.targets) && r.targets.length === 0) {
           add(`${label}.targets`, "lists no target", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
@@ -515,6 +526,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     functions: functions as string | readonly string[],
     routes,
     schedules,
+    sources,
     rules,
     buses,
     server,
@@ -537,10 +549,6 @@ function withDefaultId(target: unknown, index: number, kinds: TargetKinds): unkn
 
 const validId = (id: string) => id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
 
-function splitFix(message: string): [string, string | undefined] {
-  const i = message.indexOf("; ");
-  return i < 0 ? [message, undefined] : [message.slice(0, i), message.slice(i + 2)];
-}
 
 /**
  * Checks server settings from any layer (config file, environment, flags). `prefix` names the key in messages

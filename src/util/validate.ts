@@ -41,3 +41,9 @@ export function underPath<T>(prefix: string, fn: () => T): T {
     throw err;
   }
 }
+
+/** `"bad cron; write 5 fields"` -> `["bad cron", "write 5 fields"]`: an error message split into problem and fix. */
+export function splitFix(message: string): [string, string | undefined] {
+  const i = message.indexOf("; ");
+  return i < 0 ? [message, undefined] : [message.slice(0, i), message.slice(i + 2)];
+}
