@@ -132,6 +132,8 @@ export type AppDefinition = Readonly<AppConfig> & { readonly [appBrand]: true };
  *   functions: "./functions",
  *   routes: { "POST /orders": "create-order", "GET /orders/:id": "get-order" },
  *   schedules: { "nightly-report": { cron: "0 2 * * *", timezone: "Europe/Berlin", emit: { type: "report.requested", source: "shop" } } },
+ *   // Event sources by name: `kind` picks the kind, which validates the rest (src/triggers/registry.ts).
+ *   sources: { "stock-check": { kind: "schedule", rate: "1 hour", invoke: "check-stock" } },
  *   rules: [{ name: "audit", pattern: { source: ["shop"] }, targets: [{ webhook: "http://127.0.0.1:9000/audit" }] }],
  * });
  */
