@@ -38,7 +38,8 @@ export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";
 export { RuleIndex } from "./pattern/rule-index.ts";
 export { createBroker } from "./bus/broker.ts";
 export type { Broker, BrokerLimits, BrokerOptions, DeliveryListener } from "./bus/broker.ts";
-export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/webhook.ts";
+export { verifyWebhookSignature, signatureHeader, timestampHeader } from "./bus/targets/webhook.ts";
+export type { TargetHandler, TargetHost, TargetReference, TargetSender } from "./bus/targets/target.ts";
 export { defaultRetryPolicy } from "./bus/retry.ts";
 export type { Clock } from "./clock.ts";
 export type { Logger } from "./logger.ts";
@@ -61,6 +62,8 @@ export type {
   Rule,
   RuleInput,
   Target,
+  TargetKindValues,
+  TargetOf,
   TargetRef,
   WebhookTarget,
   WebhookTargetSpec,

@@ -10,18 +10,19 @@ import { compilePattern } from "../pattern/compile.ts";
 import type { DeadLetter, QueueStats, StorageBackend } from "../store/contract.ts";
 import { systemClock, type Clock } from "../clock.ts";
 import { noopLogger, type Logger } from "../logger.ts";
-import { checkName, defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
+import { checkName, underPath } from "../util/validate.ts";
+import { defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
 import { DeadNow, Dispatcher, type Emit, type RunTarget } from "./dispatcher.ts";
 import { describeError } from "./handler-errors.ts";
 import { dedupeKey, hopsOf, Publisher } from "./publisher.ts";
 import { Replays } from "./replay.ts";
 import { defaultRetryPolicy, resolveRetryPolicy } from "./retry.ts";
-import { deliverWebhook } from "./webhook.ts";
+import { targetRegistry } from "./targets/registry.ts";
+import type { TargetHandler, TargetHost, TargetSender } from "./targets/target.ts";
 import type {
   Bus,
   BusInput,
   DeadLetterInfo,
-  DeliveryContext,
   DeliveryEvents,
   FunctionHandler,
   PublishResult,
@@ -86,6 +87,8 @@ export interface BrokerOptions {
   startDispatcher?: boolean;
   /** The function handler from the start (same as calling `setFunctionHandler` before any delivery). */
   functionHandler?: FunctionHandler;
+  /** Target kinds besides the built-in function, bus and webhook (see src/bus/targets/target.ts). */
+  targets?: readonly TargetHandler[];
   limits?: BrokerLimits;
 }
 
@@ -175,7 +178,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const policyBase = resolveRetryPolicy(options.retryPolicy, "$.retryPolicy", defaultRetryPolicy);
   const now = () => clock.now();
 
-  const defs = new Definitions(store.state, now, policyBase);
+  const kinds = targetRegistry(options.targets);
+  const defs = new Definitions(store.state, now, policyBase, kinds);
   await defs.load();
 
   const publisher = new Publisher(store, defs, {
@@ -215,6 +219,30 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
 
   let functionHandler: FunctionHandler | undefined = options.functionHandler;
 
+  const host: TargetHost = {
+    functionHandler: () => functionHandler,
+    logger,
+    async forward(dest, event) {
+      const hops = hopsOf(event) + 1;
+      if (hops > hopLimit) throw new DeadNow("recursive-loop", `${ErrorCode.RecursiveLoop}: the event passed the hop limit of ${hopLimit}`);
+      if (defs.bus(dest) === undefined) await defs.refreshIfChanged();
+      if (defs.bus(dest) === undefined) {
+        throw new SluiceError(ErrorCode.BusNotFound, `target bus "${dest}" does not exist`, { retryable: true });
+      }
+      const next: CloudEvent = { ...event, [SluiceExtension.Hops]: hops };
+      const replay = typeof next[SluiceExtension.Replay] === "string" ? (next[SluiceExtension.Replay] as string) : undefined;
+      await publisher.append([publisher.route(dest, next, encodeEvent(next), dedupeKey(dest, next, replay))]);
+      dispatcher?.wake();
+    },
+  };
+  // Each kind is bound to this broker at its first delivery.
+  const senders = new Map<string, TargetSender>();
+  const senderOf = (handler: TargetHandler): TargetSender => {
+    let sender = senders.get(handler.kind);
+    if (sender === undefined) senders.set(handler.kind, (sender = handler.open(host)));
+    return sender;
+  };
+
   // Not an async function: a function target's promise is the handler's own (no wrapper promise per delivery).
   const runTarget: RunTarget = (target, event, lease, context) => {
     let delivered = event;
@@ -228,46 +256,13 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const { data_base64: _b, ...rest } = event;
       delivered = { ...rest, datacontenttype: target.transform.mode === "json" ? "application/json" : "text/plain", data };
     }
-    if (target.how.kind === "function") {
-      const handler = functionHandler;
-      if (handler === undefined) {
-        return Promise.reject(
-          new SluiceError(ErrorCode.FunctionNotFound, `no function handler is registered (function "${target.how.functionName}")`, {
-            retryable: true,
-          }),
-        );
-      }
-      return handler.deliver(target.how.functionName, delivered, context) as Promise<void>;
+    let sender: TargetSender;
+    try {
+      sender = senderOf(target.handler);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return deliverElsewhere(target.how, delivered, delivered === event ? lease.payload : undefined, context);
-  };
-
-  /** Bus and webhook targets; `encoded` is the delivered event's encoding when the lease already holds it. */
-  const deliverElsewhere = async (
-    how: Exclude<CompiledTarget["how"], { kind: "function" }>,
-    delivered: CloudEvent,
-    encoded: string | undefined,
-    context: DeliveryContext,
-  ): Promise<void> => {
-    switch (how.kind) {
-      case "bus": {
-        const hops = hopsOf(delivered) + 1;
-        if (hops > hopLimit) throw new DeadNow("recursive-loop", `${ErrorCode.RecursiveLoop}: the event passed the hop limit of ${hopLimit}`);
-        const dest = how.busName;
-        if (defs.bus(dest) === undefined) await defs.refreshIfChanged();
-        if (defs.bus(dest) === undefined) {
-          throw new SluiceError(ErrorCode.BusNotFound, `target bus "${dest}" does not exist`, { retryable: true });
-        }
-        const next: CloudEvent = { ...delivered, [SluiceExtension.Hops]: hops };
-        const replay = typeof next[SluiceExtension.Replay] === "string" ? (next[SluiceExtension.Replay] as string) : undefined;
-        await publisher.append([publisher.route(dest, next, encodeEvent(next), dedupeKey(dest, next, replay))]);
-        dispatcher?.wake();
-        return;
-      }
-      case "webhook":
-        await deliverWebhook(how.webhook, encoded ?? encodeEvent(delivered), context.signal);
-        return;
-    }
+    return sender.deliver(target.spec, delivered, context, delivered === event ? lease.payload : undefined);
   };
 
   const dispatcher =
@@ -381,13 +376,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       const queue = existingTarget(ref).queue;
       let count: number;
       if (o?.filter !== undefined) {
-        let compiled: ReturnType<typeof compilePattern>;
-        try {
-          compiled = compilePattern(o.filter);
-        } catch (err) {
-          if (err instanceof SluiceError) throw new SluiceError(err.code, err.message, { path: `$.filter${(err.path ?? "").replace(/^\$/, "")}`, cause: err });
-          throw err;
-        }
+        const compiled = underPath("$.filter", () => compilePattern(o.filter));
         const ids: string[] = [];
         let afterId: string | undefined;
         for (;;) {
@@ -433,6 +422,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
       // Running bus-to-bus deliveries still append through the publisher: close it after the dispatcher.
       await dispatcher?.close(closeGraceMs);
       await publisher.close();
+      for (const sender of senders.values()) {
+        await sender.close?.().catch((err: unknown) => logger.error({ err: describeError(err) }, "target close failed"));
+      }
     },
   };
   normalizedPublish.set(broker, async (bus, normalized) => {

@@ -14,20 +14,21 @@ import { compileTransformer } from "../pattern/transform.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { StateStore } from "../store/contract.ts";
 import { resolveRetryPolicy, type ResolvedRetryPolicy } from "./retry.ts";
-import { checkWebhookSpec } from "./webhook.ts";
-import type { Bus, BusInput, Rule, RuleInput, Target, WebhookTargetSpec } from "./types.ts";
+import { didYouMean } from "../util/did-you-mean.ts";
+import { checkName, isObject, underPath } from "../util/validate.ts";
+import type { TargetHandler } from "./targets/target.ts";
+import type { Bus, BusInput, Rule, RuleInput, Target } from "./types.ts";
 
 export const defaultBusName = "default";
 export const defaultRetentionMs = 7 * 24 * 60 * 60 * 1000;
 export const maxTargetsPerRule = 5;
-const namePattern = /^[A-Za-z0-9._-]{1,64}$/;
 const ns = { buses: "sluice.buses", rules: "sluice.rules", retired: "sluice.retired-targets", meta: "sluice.meta" } as const;
 const versionKey = "definitions";
 
-export type TargetKind =
-  | { kind: "function"; functionName: string }
-  | { kind: "bus"; busName: string }
-  | { kind: "webhook"; webhook: WebhookTargetSpec };
+/** Target kinds by the key that names them in a target (`function`, `bus`, `webhook`, …); see targets/registry.ts. */
+export type TargetKinds = ReadonlyMap<string, TargetHandler>;
+/** The fields every target has besides its kind's key. */
+const targetFields = ["id", "inputTransformer", "retryPolicy"];
 
 /** A target ready to deliver to. */
 export interface CompiledTarget {
@@ -36,7 +37,9 @@ export interface CompiledTarget {
   id: string;
   queue: string;
   target: Target;
-  how: TargetKind;
+  handler: TargetHandler;
+  /** The kind's compiled value (what `handler.compile` returned). */
+  spec: unknown;
   policy: ResolvedRetryPolicy;
   /** The input transformer: its output replaces the delivered event's `data`. */
   transform: { mode: "json" | "text"; apply(event: CloudEvent): unknown } | undefined;
@@ -59,92 +62,101 @@ export function queueName(bus: string, rule: string, target: string): string {
   return `rule:${bus}/${rule}/${target}`;
 }
 
-export function checkName(what: string, name: unknown, path: string): string {
-  if (typeof name !== "string" || !namePattern.test(name)) {
-    throw new SluiceError(ErrorCode.BadRequest, `${what} name must be 1-64 letters, digits, ".", "_" or "-"`, { path });
-  }
-  return name;
-}
-
-function isObject(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null && !Array.isArray(x);
-}
-
-function compileTarget(bus: string, rule: string, raw: unknown, path: string, policyBase: ResolvedRetryPolicy): CompiledTarget {
+/** Compiles one target of a rule; throws a SluiceError naming the JSON path of the problem. */
+export function compileTarget(
+  kinds: TargetKinds,
+  bus: string,
+  rule: string,
+  raw: unknown,
+  path: string,
+  policyBase: ResolvedRetryPolicy,
+): CompiledTarget {
   if (!isObject(raw)) throw new SluiceError(ErrorCode.BadRequest, "a target must be an object", { path });
-  const id = checkName("target", raw.id, `${path}.id`);
-  const kinds = (["function", "bus", "webhook"] as const).filter((k) => raw[k] !== undefined);
-  if (kinds.length !== 1) {
-    throw new SluiceError(ErrorCode.BadRequest, "a target has exactly one of function, bus or webhook", { path });
-  }
   for (const key of Object.keys(raw)) {
-    if (!["id", "function", "bus", "webhook", "inputTransformer", "retryPolicy"].includes(key)) {
-      throw new SluiceError(ErrorCode.BadRequest, `unknown target field "${key}"`, { path: `${path}.${key}` });
-    }
+    if (kinds.has(key) || targetFields.includes(key)) continue;
+    const guess = didYouMean(key, [...targetFields, ...kinds.keys()]);
+    throw new SluiceError(
+      ErrorCode.BadRequest,
+      `"${key}" is not a target kind or field; ${guess ? `did you mean "${guess}"?` : `kinds are ${[...kinds.keys()].join(", ")}`}`,
+      { path: `${path}.${key}` },
+    );
   }
-  let how: TargetKind;
-  if (kinds[0] === "function") {
-    if (typeof raw.function !== "string" || raw.function.length === 0 || raw.function.length > 128) {
-      throw new SluiceError(ErrorCode.BadRequest, "function must be a function name", { path: `${path}.function` });
-    }
-    how = { kind: "function", functionName: raw.function };
-  } else if (kinds[0] === "bus") {
-    how = { kind: "bus", busName: checkName("bus", raw.bus, `${path}.bus`) };
-  } else {
-    how = { kind: "webhook", webhook: checkWebhookSpec(raw.webhook, `${path}.webhook`) };
+  const named = Object.keys(raw).filter((k) => kinds.has(k));
+  if (named.length !== 1) {
+    throw new SluiceError(ErrorCode.BadRequest, `a target has exactly one of ${[...kinds.keys()].join(", ")}`, { path });
   }
+  const id = checkName("target", raw.id, `${path}.id`);
+  const handler = kinds.get(named[0]!)!;
+  const spec = handler.compile(raw[handler.kind], `${path}.${handler.kind}`);
   let transform: CompiledTarget["transform"];
   if (raw.inputTransformer !== undefined) {
-    try {
-      const t = compileTransformer(raw.inputTransformer);
-      const context = { ruleName: rule, busName: bus };
-      transform = { mode: t.mode, apply: (event) => t.apply(event, context) };
-    } catch (err) {
-      if (err instanceof SluiceError) {
-        const inner = err.path ?? "";
-        throw new SluiceError(err.code, err.message, { path: `${path}.inputTransformer${inner.replace(/^\$/, "")}`, cause: err });
-      }
-      throw err;
-    }
+    const t = underPath(`${path}.inputTransformer`, () => compileTransformer(raw.inputTransformer));
+    const context = { ruleName: rule, busName: bus };
+    transform = { mode: t.mode, apply: (event) => t.apply(event, context) };
   }
   const policy = resolveRetryPolicy(raw.retryPolicy, `${path}.retryPolicy`, policyBase);
-  return { bus, rule, id, queue: queueName(bus, rule, id), target: raw as unknown as Target, how, policy, transform };
+  return { bus, rule, id, queue: queueName(bus, rule, id), target: raw as unknown as Target, handler, spec, policy, transform };
+}
+
+/** Where a rule's problems go: thrown (the first fails `putRule`) or collected (the config lists every one). */
+export type ReportProblem = (err: SluiceError) => void;
+
+/** What `checkRule` found: the rule's name and bus when valid, and each target compiled or undefined. */
+export interface CheckedRule {
+  ok: boolean;
+  name: string | undefined;
+  bus: string | undefined;
+  targets: (CompiledTarget | undefined)[];
+}
+
+/** Validates rule input, passing every problem (a SluiceError with the JSON path of the bad part) to `report`. */
+export function checkRule(input: unknown, kinds: TargetKinds, policyBase: ResolvedRetryPolicy, report: ReportProblem): CheckedRule {
+  let ok = true;
+  const step = <T>(fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof SluiceError)) throw err;
+      ok = false;
+      report(err);
+      return undefined;
+    }
+  };
+  const fail = (message: string, path: string) => step(() => { throw new SluiceError(ErrorCode.BadRequest, message, { path }); });
+  if (!isObject(input)) {
+    fail("a rule must be an object", "$");
+    return { ok, name: undefined, bus: undefined, targets: [] };
+  }
+  const name = step(() => checkName("rule", input.name, "$.name"));
+  const bus = step(() => checkName("bus", input.bus ?? defaultBusName, "$.bus"));
+  step(() => underPath("$.pattern", () => compilePattern(input.pattern)));
+  if (input.enabled !== undefined && typeof input.enabled !== "boolean") fail("enabled must be a boolean", "$.enabled");
+  if (input.description !== undefined && (typeof input.description !== "string" || input.description.length > 512)) {
+    fail("description must be a string of at most 512 characters", "$.description");
+  }
+  if (!Array.isArray(input.targets)) {
+    fail("targets must be an array", "$.targets");
+    return { ok, name, bus, targets: [] };
+  }
+  if (input.targets.length > maxTargetsPerRule) fail(`a rule has at most ${maxTargetsPerRule} targets, got ${input.targets.length}`, "$.targets");
+  const targets = input.targets.map((t, i) => step(() => compileTarget(kinds, bus ?? "", name ?? "", t, `$.targets[${i}]`, policyBase)));
+  const seen = new Set<string>();
+  targets.forEach((t, i) => {
+    if (t === undefined) return;
+    if (seen.has(t.id)) fail(`duplicate target id "${t.id}"`, `$.targets[${i}].id`);
+    seen.add(t.id);
+  });
+  return { ok, name, bus, targets };
 }
 
 /** Validates rule input; throws a SluiceError with the JSON path of the first problem. */
-export function compileRule(input: RuleInput | Rule, now: number, previous: Rule | undefined, policyBase: ResolvedRetryPolicy): CompiledRule {
-  if (!isObject(input)) throw new SluiceError(ErrorCode.BadRequest, "a rule must be an object", { path: "$" });
-  const name = checkName("rule", input.name, "$.name");
-  const bus = checkName("bus", input.bus ?? defaultBusName, "$.bus");
-  try {
-    compilePattern(input.pattern);
-  } catch (err) {
-    if (err instanceof SluiceError) {
-      throw new SluiceError(err.code, err.message, { path: `$.pattern${(err.path ?? "").replace(/^\$/, "")}`, cause: err });
-    }
+export function compileRule(input: RuleInput | Rule, now: number, previous: Rule | undefined, policyBase: ResolvedRetryPolicy, kinds: TargetKinds): CompiledRule {
+  const checked = checkRule(input, kinds, policyBase, (err) => {
     throw err;
-  }
-  if (input.enabled !== undefined && typeof input.enabled !== "boolean") {
-    throw new SluiceError(ErrorCode.BadRequest, "enabled must be a boolean", { path: "$.enabled" });
-  }
-  if (input.description !== undefined && (typeof input.description !== "string" || input.description.length > 512)) {
-    throw new SluiceError(ErrorCode.BadRequest, "description must be a string of at most 512 characters", { path: "$.description" });
-  }
-  if (!Array.isArray(input.targets)) throw new SluiceError(ErrorCode.BadRequest, "targets must be an array", { path: "$.targets" });
-  if (input.targets.length > maxTargetsPerRule) {
-    throw new SluiceError(ErrorCode.BadRequest, `a rule has at most ${maxTargetsPerRule} targets, got ${input.targets.length}`, {
-      path: "$.targets",
-    });
-  }
-  const targets = input.targets.map((t, i) => compileTarget(bus, name, t, `$.targets[${i}]`, policyBase));
-  const seen = new Set<string>();
-  targets.forEach((t, i) => {
-    if (seen.has(t.id)) throw new SluiceError(ErrorCode.BadRequest, `duplicate target id "${t.id}"`, { path: `$.targets[${i}].id` });
-    seen.add(t.id);
   });
   const rule: Rule = {
-    name,
-    bus,
+    name: checked.name!,
+    bus: checked.bus!,
     pattern: input.pattern,
     enabled: input.enabled ?? true,
     ...(input.description === undefined ? {} : { description: input.description }),
@@ -152,7 +164,7 @@ export function compileRule(input: RuleInput | Rule, now: number, previous: Rule
     createdAt: "createdAt" in input && typeof input.createdAt === "number" ? input.createdAt : (previous?.createdAt ?? now),
     updatedAt: "updatedAt" in input && typeof input.updatedAt === "number" ? input.updatedAt : now,
   };
-  return { rule, targets };
+  return { rule, targets: checked.targets as CompiledTarget[] };
 }
 
 function buildIndex(rules: Map<string, CompiledRule>): RuleIndex {
@@ -179,11 +191,13 @@ export class Definitions {
   readonly #state: StateStore;
   readonly #now: () => number;
   readonly #policyBase: ResolvedRetryPolicy;
+  readonly #kinds: TargetKinds;
 
-  constructor(state: StateStore, now: () => number, policyBase: ResolvedRetryPolicy) {
+  constructor(state: StateStore, now: () => number, policyBase: ResolvedRetryPolicy, kinds: TargetKinds) {
     this.#state = state;
     this.#now = now;
     this.#policyBase = policyBase;
+    this.#kinds = kinds;
   }
 
   /** Loads every definition from the store, creating the `default` bus on first start. */
@@ -208,7 +222,7 @@ export class Definitions {
       const entry = buses.get(rule.bus);
       if (entry === undefined) continue; // bus deleted under the rule: the rule is inert
       try {
-        entry.rules.set(rule.name, compileRule(rule, now, undefined, this.#policyBase));
+        entry.rules.set(rule.name, compileRule(rule, now, undefined, this.#policyBase, this.#kinds));
       } catch {
         continue; // a stored rule that no longer compiles stays listed in the store but does not route
       }
@@ -223,7 +237,7 @@ export class Definitions {
       if (queues.has(row.key)) continue;
       try {
         const r = JSON.parse(row.value) as RetiredTarget;
-        retired.set(row.key, compileTarget(r.bus, r.rule, r.target, "$", this.#policyBase));
+        retired.set(row.key, compileTarget(this.#kinds, r.bus, r.rule, r.target, "$", this.#policyBase));
       } catch {
         continue;
       }
@@ -308,10 +322,12 @@ export class Definitions {
     if (entry === undefined) throw new SluiceError(ErrorCode.BusNotFound, `bus "${busName}" does not exist`, { path: "$.bus" });
     const previous = entry.rules.get((input as { name?: unknown }).name as string)?.rule;
     const { createdAt: _c, updatedAt: _u, ...clean } = input as RuleInput & { createdAt?: unknown; updatedAt?: unknown };
-    const compiled = compileRule(clean, this.#now(), previous, this.#policyBase);
+    const compiled = compileRule(clean, this.#now(), previous, this.#policyBase, this.#kinds);
     compiled.targets.forEach((t, i) => {
-      if (t.how.kind === "bus" && !this.#buses.has(t.how.busName)) {
-        throw new SluiceError(ErrorCode.BusNotFound, `target bus "${t.how.busName}" does not exist`, { path: `$.targets[${i}].bus` });
+      for (const ref of t.handler.references?.(t.spec) ?? []) {
+        if (ref.kind === "bus" && !this.#buses.has(ref.name)) {
+          throw new SluiceError(ErrorCode.BusNotFound, `target bus "${ref.name}" does not exist`, { path: `$.targets[${i}].${t.handler.kind}` });
+        }
       }
     });
     const kept = new Set(compiled.targets.map((t) => t.queue));

@@ -13,6 +13,7 @@ import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
 import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { AppendEntry, AppendResult, Lease, NewDelivery, StorageBackend } from "../store/contract.ts";
+import { joinPath } from "../util/validate.ts";
 import type { Definitions } from "./definitions.ts";
 import type { PublishEntryResult, PublishResult } from "./types.ts";
 
@@ -133,7 +134,7 @@ export class Publisher {
         const r = entryError(err, typeof (inputs[i] as { id?: unknown })?.id === "string" ? (inputs[i] as { id: string }).id : undefined);
         if (Array.isArray(input)) {
           const path = (r as { path?: string }).path;
-          (r as { path?: string }).path = path === undefined ? `$[${i}]` : `$[${i}]${path.replace(/^\$/, "")}`;
+          (r as { path?: string }).path = joinPath(`$[${i}]`, path);
         }
         items[i] = r;
       }
@@ -156,7 +157,7 @@ export class Publisher {
       } catch (err) {
         const r = entryError(err, n.event.id);
         const path = (r as { path?: string }).path;
-        (r as { path?: string }).path = path === undefined ? `$[${i}]` : `$[${i}]${path.replace(/^\$/, "")}`;
+        (r as { path?: string }).path = joinPath(`$[${i}]`, path);
         return r;
       }
     });

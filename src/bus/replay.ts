@@ -19,7 +19,8 @@ import { compilePattern } from "../pattern/compile.ts";
 import type { AppendEntry, NewDelivery, StorageBackend } from "../store/contract.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../logger.ts";
-import { checkName, type Definitions } from "./definitions.ts";
+import { checkName, underPath } from "../util/validate.ts";
+import type { Definitions } from "./definitions.ts";
 import { describeError } from "./handler-errors.ts";
 import { dedupeKey, partitionKeyOf, type Publisher } from "./publisher.ts";
 import type { Replay, ReplayInput } from "./types.ts";
@@ -46,15 +47,8 @@ type Matcher = ((e: CloudEvent) => boolean) | undefined;
 
 function compileReplayPattern(pattern: unknown): Matcher {
   if (pattern === undefined) return undefined;
-  try {
-    const compiled = compilePattern(pattern);
-    return (e) => compiled.matches(e);
-  } catch (err) {
-    if (err instanceof SluiceError) {
-      throw new SluiceError(err.code, err.message, { path: `$.pattern${(err.path ?? "").replace(/^\$/, "")}`, cause: err });
-    }
-    throw err;
-  }
+  const compiled = underPath("$.pattern", () => compilePattern(pattern));
+  return (e) => compiled.matches(e);
 }
 
 export class Replays {

@@ -41,16 +41,24 @@ interface TargetBase {
   inputTransformer?: InputTransformer;
   retryPolicy?: RetryPolicy;
 }
-export interface FunctionTarget extends TargetBase {
+/**
+ * Each target kind and the value it takes under its key (src/bus/targets/). A kind defined in its own folder adds
+ * itself here with `declare module "…/bus/types.ts" { interface TargetKindValues { amqp: AmqpTargetSpec } }`.
+ */
+export interface TargetKindValues {
+  /** A function name. */
   function: string;
-}
-export interface BusTarget extends TargetBase {
+  /** A bus name. */
   bus: string;
+  /** A URL, or the long form. */
+  webhook: string | WebhookTargetSpec;
 }
-export interface WebhookTarget extends TargetBase {
-  webhook: WebhookTargetSpec;
-}
-export type Target = FunctionTarget | BusTarget | WebhookTarget;
+/** A target of one kind: `{ id, function: "billing" }`. */
+export type TargetOf<K extends keyof TargetKindValues> = TargetBase & { [P in K]: TargetKindValues[K] };
+export type FunctionTarget = TargetOf<"function">;
+export type BusTarget = TargetOf<"bus">;
+export type WebhookTarget = TargetOf<"webhook">;
+export type Target = { [K in keyof TargetKindValues]: TargetOf<K> }[keyof TargetKindValues];
 
 export interface RuleInput {
   name: string;

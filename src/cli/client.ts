@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { DEFAULT_URL } from "../server/settings.ts";
+import { parseDuration } from "../util/duration.ts";
 
 export interface ClientOptions {
   url: string;
@@ -112,8 +113,7 @@ export function jsonArg(value: string, what: string): unknown {
 /** `2026-01-01T00:00:00Z`, epoch ms, `now`, or relative like `-1h`, `-30m`, `-2d`. */
 export function timeArg(value: string, what: string, now = Date.now()): number {
   if (value === "now") return now;
-  const rel = /^-(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(value);
-  if (rel) return now - Number(rel[1]) * ({ s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as "s"] ?? 0);
+  if (/^-\d.*(ms|s|m|h|d)$/.test(value)) return now - parseDuration(value.slice(1), what);
   if (/^\d{10,}$/.test(value)) return Number(value);
   const t = Date.parse(value);
   if (Number.isNaN(t)) {

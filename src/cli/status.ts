@@ -1,4 +1,4 @@
-/** `sluice status`: functions, instances, backlog, error rates, schedules of a running server. */
+/** `sluice status`: functions, instances, backlog, error rates, schedules and event sources of a running server. */
 import type { Command } from "commander";
 import type { RegisterCommand } from "./main.ts";
 import { action, clientOptions, print, request, table } from "./client.ts";
@@ -10,6 +10,7 @@ interface Status {
   uptimeMs: number;
   functions: Record<string, unknown>[];
   schedules: Record<string, unknown>[];
+  sources?: Record<string, unknown>[];
   deadLetters: number;
 }
 
@@ -17,7 +18,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
   clientOptions(
     program
       .command("status")
-      .description("Show functions (instances, backlog, error rate), schedules and dead letters of a running server")
+      .description("Show functions (instances, backlog, error rate), schedules, event sources and dead letters of a running server")
       .addHelpText("after", `\nExample:\n  $ sluice status --url http://127.0.0.1:8787`),
   ).action(
     action(setExitCode, async (opts: { url: string; json?: boolean }) => {
@@ -27,6 +28,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
           `${s.app} (${s.mode}, store ${s.store}, up ${Math.round(s.uptimeMs / 1000)}s, ${s.deadLetters} dead letters)\n\n`,
           table(s.functions, ["name", "instances", "busy", "backlog", "invocations", "errors", "errorRate"]),
           s.schedules.length ? `\n${table(s.schedules, ["name", "expression", "next", "lastFired", "fired"])}` : "",
+          s.sources?.length ? `\n${table(s.sources, ["name", "kind", "status", "published", "detail"])}` : "",
         ].join(""),
       );
     }),

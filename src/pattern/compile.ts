@@ -35,6 +35,7 @@
  * arrays nested deeper than {@link MAX_ARRAY_NESTING} inside one field are not looked into.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
+import { isObject } from "../util/validate.ts";
 
 /** Limits enforced by {@link compilePattern}; generous for hand-written rules, small enough to bound matching cost. */
 export const PATTERN_LIMITS = {
@@ -508,9 +509,6 @@ function own(obj: Record<string, unknown>, key: string): unknown {
   return Object.hasOwn(obj, key) ? obj[key] : undefined;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 function wildMatch(parts: readonly string[], s: string): boolean {
   const first = parts[0] as string;

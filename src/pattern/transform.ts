@@ -43,6 +43,7 @@
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
+import { isObject } from "../util/validate.ts";
 
 /** An input transformer as a rule target declares it. */
 export interface TransformerDefinition {
@@ -156,19 +157,16 @@ function parsePath(path: string): Step[] {
   return steps;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === "object" && !Array.isArray(v);
-}
 
 function step(values: unknown[], s: Step, out: unknown[]): void {
   for (const v of values) {
     if ("key" in s) {
-      if (isRecord(v) && Object.hasOwn(v, s.key)) out.push(v[s.key]);
+      if (isObject(v) && Object.hasOwn(v, s.key)) out.push(v[s.key]);
     } else if ("index" in s) {
       if (Array.isArray(v) && s.index < v.length) out.push(v[s.index]);
     } else if (Array.isArray(v)) {
       for (const e of v) out.push(e);
-    } else if (isRecord(v)) {
+    } else if (isObject(v)) {
       for (const k of Object.keys(v)) out.push(v[k]);
     }
   }
@@ -191,7 +189,7 @@ function compilePathGetter(steps: Step[]): (root: unknown) => unknown {
     let v: unknown = root;
     for (const s of steps) {
       if ("key" in s) {
-        if (!isRecord(v) || !Object.hasOwn(v, s.key)) return undefined;
+        if (!isObject(v) || !Object.hasOwn(v, s.key)) return undefined;
         v = v[s.key];
       } else {
         const index = (s as { index: number }).index;
@@ -290,7 +288,7 @@ function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void
  * ```
  */
 export function compileTransformer(definition: unknown): CompiledTransformer {
-  if (!isRecord(definition)) throw new TransformError("an input transformer must be an object", "$");
+  if (!isObject(definition)) throw new TransformError("an input transformer must be an object", "$");
   for (const key of Object.keys(definition)) {
     if (key !== "inputPaths" && key !== "inputTemplate") {
       throw new TransformError(`unknown input transformer field ${JSON.stringify(key)}`, memberPath("$", key));
@@ -305,7 +303,7 @@ export function compileTransformer(definition: unknown): CompiledTransformer {
   const getters = new Map<string, Getter>();
   const paths = definition.inputPaths;
   if (paths !== undefined) {
-    if (!isRecord(paths)) throw new TransformError("`inputPaths` must be an object of names to paths", "$.inputPaths");
+    if (!isObject(paths)) throw new TransformError("`inputPaths` must be an object of names to paths", "$.inputPaths");
     const names = Object.keys(paths);
     if (names.length > MAX_INPUT_PATHS) {
       throw new TransformError(`\`inputPaths\` has ${names.length} entries; at most ${MAX_INPUT_PATHS}`, "$.inputPaths");
@@ -458,7 +456,7 @@ function compileJsonTemplate(template: string, slots: Slot[], indexOf: Map<strin
       const items = node.map((n) => compileNode(n, depth + 1));
       return (values) => items.map((it) => (typeof it === "function" ? it(values) : it.constant));
     }
-    if (isRecord(node)) {
+    if (isObject(node)) {
       const entries: Array<[string, Build | { constant: unknown }]> = [];
       for (const key of Object.keys(node)) {
         if (key.includes(`\u0000V${nonce}:`) || key.includes(`\u0000S${nonce}:`)) {

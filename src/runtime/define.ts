@@ -4,6 +4,10 @@
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
+import { parseDuration } from "../util/duration.ts";
+import { isName, isObject } from "../util/validate.ts";
+
+export { parseDuration };
 
 /** `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"`, or milliseconds as a number. */
 export type Duration = number | `${number}${"ms" | "s" | "m" | "h" | "d"}`;
@@ -95,27 +99,8 @@ export interface FunctionConfig {
   isolation: "worker" | "process";
 }
 
-const unitMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
 function invalid(path: string, message: string): SluiceError {
   return new SluiceError(ErrorCode.ConfigInvalid, `function definition: ${path} ${message}`, { path });
-}
-
-/** Parses a `Duration` into milliseconds; throws E_CONFIG_INVALID naming `path`. */
-export function parseDuration(value: unknown, path: string): number {
-  if (typeof value === "number") {
-    if (!Number.isFinite(value) || value < 0) throw invalid(path, "must be a non-negative number of milliseconds");
-    return value;
-  }
-  if (typeof value === "string") {
-    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
-    if (m) return Number(m[1]) * unitMs[m[2] as keyof typeof unitMs];
-  }
-  throw invalid(path, `must be a duration like "30s", "5m", "1h" or milliseconds, got ${JSON.stringify(value)}`);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 function int(value: unknown, path: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -145,7 +130,7 @@ export function normalizeFunctionConfig(def: unknown): FunctionConfig {
   if (!isObject(def)) throw invalid("$", "must be an object");
   for (const key of Object.keys(def)) if (!knownFields.has(key)) throw invalid(`$.${key}`, "is not a known field");
   const name = def.name;
-  if (typeof name !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) {
+  if (!isName(name)) {
     throw invalid("$.name", "must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit");
   }
   if (def.on !== undefined && !isObject(def.on)) throw invalid("$.on", "must be an event pattern object");

@@ -3,6 +3,7 @@
  *
  * GET  /admin/status                         app, functions (instances, backlog, error rate), schedules, dead letters
  * GET  /admin/buses | /admin/rules[?bus=] | /admin/functions | /admin/schedules
+ * GET  /admin/sources                        every event source with its kind, health and events published
  * GET  /admin/dlq                            every target with its queue depths and dead letters
  * GET  /admin/dlq/:bus/:rule/:target         dead letters of one target (?limit=&after=)
  * GET  /admin/dlq/messages/:id               one dead letter
@@ -20,8 +21,10 @@ import { newEventId } from "../event/ids.ts";
 import { parseJsonLimited } from "../event/json-depth.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
+import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
+import type { SourceInfo } from "./sources.ts";
 
 export interface AdminDeps {
   appName: string;
@@ -30,15 +33,13 @@ export interface AdminDeps {
   startedAt: number;
   broker: Broker;
   runtime: Runtime;
-  scheduler: Scheduler;
+  scheduler: Pick<Scheduler, "status">;
+  sources: { list(): SourceInfo[] };
   logs: LogBuffer;
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** `rule:bus/rule/target` -> `bus/rule/target`. */
 function targetOf(queue: string): string {
@@ -105,6 +106,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
         next: s.nextAt === undefined ? undefined : new Date(s.nextAt).toISOString(),
         lastFired: s.lastFiredAt === undefined ? undefined : new Date(s.lastFiredAt).toISOString(),
       })),
+      sources: deps.sources.list().map(({ details: _d, ...s }) => s),
     };
   });
   app.get("/buses", async () => broker.listBuses());
@@ -114,6 +116,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     return runtime.functions().map((f) => ({ ...f, metrics: m.functions[f.name] }));
   });
   app.get("/schedules", async () => scheduler.status());
+  app.get("/sources", async () => deps.sources.list());
 
   // --- dead letters ---
   app.get("/dlq", async () => {

@@ -4,10 +4,20 @@
  * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
  * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
+import { checkRule, type TargetKinds } from "../bus/definitions.ts";
+import { defaultRetryPolicy, resolveRetryPolicy } from "../bus/retry.ts";
+import { targetRegistry } from "../bus/targets/registry.ts";
+import type { TargetHandler } from "../bus/targets/target.ts";
+import type { Target, TargetKindValues } from "../bus/types.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
-import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
-import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
-import { didYouMean } from "./did-you-mean.ts";
+import { compilePattern } from "../pattern/compile.ts";
+import { sourceRegistry } from "../triggers/registry.ts";
+import { validateSchedule } from "../triggers/schedule/validate.ts";
+import type { ScheduleSpec } from "../triggers/schedules.ts";
+import type { ProblemSink, SourceKind } from "../triggers/source.ts";
+import { didYouMean } from "../util/did-you-mean.ts";
+import { parseDuration } from "../util/duration.ts";
+import { isName, isObject, nameRule, splitFix } from "../util/validate.ts";
 
 /** A route's target: a function name, or the long form. */
 export interface RouteConfig {
@@ -47,10 +57,11 @@ export interface ScheduleConfig {
   enabled?: boolean;
 }
 
-export interface TargetConfig {
-  function?: string;
-  bus?: string;
-  webhook?: string | { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
+/** A rule target: exactly one kind key (`function`, `bus`, `webhook`, or a registered kind) and its value. */
+/** A source: its kind and that kind's options (a `schedule` takes the fields of a ScheduleConfig). */
+export type SourceConfig = ({ kind: "schedule" } & ScheduleConfig) | { kind: string; [option: string]: unknown };
+
+export interface TargetConfig extends Partial<TargetKindValues> {
   /** Unique within the rule; default derived from the target. */
   id?: string;
   inputTransformer?: { inputPaths?: Record<string, string>; inputTemplate: string };
@@ -100,6 +111,8 @@ export interface AppConfig {
   /** `"METHOD /path/:param"` to a function name or `{ function, async }`. */
   routes?: Readonly<Record<string, string | RouteConfig>>;
   schedules?: Readonly<Record<string, ScheduleConfig>>;
+  /** Event sources by name, each `{ kind, ...options }` (src/triggers/registry.ts lists the kinds). */
+  sources?: Readonly<Record<string, SourceConfig>>;
   rules?: readonly RuleConfig[];
   buses?: readonly (string | BusConfig)[];
   server?: ServerConfig;
@@ -119,6 +132,8 @@ export type AppDefinition = Readonly<AppConfig> & { readonly [appBrand]: true };
  *   functions: "./functions",
  *   routes: { "POST /orders": "create-order", "GET /orders/:id": "get-order" },
  *   schedules: { "nightly-report": { cron: "0 2 * * *", timezone: "Europe/Berlin", emit: { type: "report.requested", source: "shop" } } },
+ *   // Event sources by name: `kind` picks the kind, which validates the rest (src/triggers/registry.ts).
+ *   sources: { "stock-check": { kind: "schedule", rate: "1 hour", invoke: "check-stock" } },
  *   rules: [{ name: "audit", pattern: { source: ["shop"] }, targets: [{ webhook: "http://127.0.0.1:9000/audit" }] }],
  * });
  */
@@ -168,16 +183,15 @@ export interface ValidatedRule {
   pattern: unknown;
   enabled: boolean;
   description?: string;
-  targets: (
-    | { id: string; function: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
-    | { id: string; bus: string; inputTransformer?: TargetConfig["inputTransformer"]; retryPolicy?: TargetConfig["retryPolicy"] }
-    | {
-        id: string;
-        webhook: { url: string; secret?: string; timeoutMs?: number; headers?: Record<string, string> };
-        inputTransformer?: TargetConfig["inputTransformer"];
-        retryPolicy?: TargetConfig["retryPolicy"];
-      }
-  )[];
+  /** Each with its id and its kind's value in normal form, ready for `putRule`. */
+  targets: Target[];
+}
+
+export interface ValidatedSource {
+  name: string;
+  kind: string;
+  /** What the kind's `validate` returned, handed to its `create`. */
+  options: unknown;
 }
 
 /** A function as the config validator sees it: its name and implicit-rule pattern, and the file it came from. */
@@ -195,6 +209,8 @@ export interface ValidatedApp {
   functions: string | readonly string[];
   routes: readonly ValidatedRoute[];
   schedules: readonly ScheduleSpec[];
+  /** The `sources` key, each with its kind's validated options. */
+  sources: readonly ValidatedSource[];
   rules: readonly ValidatedRule[];
   buses: readonly { name: string; retentionMs?: number; description?: string }[];
   server: ServerConfig;
@@ -205,37 +221,30 @@ export interface ValidateOptions {
   file: string;
   /** Functions found by the loader; when given, routes, schedules and rule targets are checked against them. */
   functions?: readonly FunctionInfo[];
-  /** Validates an event pattern; throws an error with `path` (compilePattern's PatternError). */
-  compilePattern?: (pattern: unknown) => unknown;
+  /** Target kinds besides the built-in ones (the same list the broker gets). */
+  targets?: readonly TargetHandler[];
+  /** Source kinds besides the built-in ones. */
+  sources?: readonly SourceKind[];
 }
 
-const appKeys = ["name", "functions", "routes", "schedules", "rules", "buses", "server"] as const;
-const scheduleKeys = ["cron", "rate", "at", "timezone", "emit", "invoke", "input", "catchUp", "enabled"];
-const emitKeys = ["type", "source", "subject", "data", "bus"];
+const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
-const targetKeys = ["function", "bus", "webhook", "id", "inputTransformer", "retryPolicy"];
 const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
 const routeKeys = ["function", "async"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
-const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 function q(s: string): string {
   return JSON.stringify(s);
 }
 
-/** `"5s"`, `"10m"`, `"7d"`, or ms as a number. */
-export function parseDurationMs(value: unknown): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
-  if (typeof value !== "string") return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!m) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? "ms"] ?? 1;
-  return Number(m[1]) * unit;
+/** A duration's milliseconds, or the problem with it (the shared grammar of util/duration.ts). */
+export function durationProblem(value: unknown): { ms: number } | { message: string } {
+  try {
+    return { ms: parseDuration(value, "") };
+  } catch (err) {
+    return { message: (err as Error).message.trim() };
+  }
 }
 
 /**
@@ -262,8 +271,8 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
   unknownKeys(input, appKeys, (k) => k);
 
   const name = input.name;
-  if (typeof name !== "string" || !namePattern.test(name)) {
-    add("name", name === undefined ? "is missing" : `${JSON.stringify(name)} is not a valid app name`, 'use letters, digits, ".", "_" or "-", e.g. name: "shop"');
+  if (typeof name !== "string" || !isName(name)) {
+    add("name", name === undefined ? "is missing" : `${JSON.stringify(name)} is not a valid app name`, `${nameRule}, e.g. name: "shop"`);
   }
 
   // functions
@@ -291,9 +300,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
       if (first !== undefined) add(`functions (${f.file})`, `function name ${q(f.name)} is also used by ${first}`, "give each function a unique name");
       else seen.set(f.name, f.file);
       fnNames.add(f.name);
-      if (f.on !== undefined && options.compilePattern) {
-        checkPattern(f.on, `function ${q(f.name)} (${f.file}) on`);
-      }
+      if (f.on !== undefined) checkPattern(f.on, `function ${q(f.name)} (${f.file}) on`);
     }
   }
   const checkFunctionRef = (fn: unknown, key: string) => {
@@ -310,20 +317,14 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     );
   };
 
+  /** `$.targets[0].id` under `rules[0] ("audit")` -> `rules[0] ("audit").targets[0].id`. */
+  const keyAt = (key: string, path: string | undefined) => (path === undefined || path === "$" ? key : `${key}${path.slice(1)}`);
   function checkPattern(pattern: unknown, key: string) {
-    if (!options.compilePattern) {
-      if (!isObject(pattern)) add(key, "must be an event pattern object", 'write e.g. { type: ["order.created"] }');
-      return;
-    }
     try {
-      options.compilePattern(pattern);
+      compilePattern(pattern);
     } catch (err) {
-      const path = (err as { path?: unknown }).path;
-      add(
-        typeof path === "string" && path !== "$" ? `${key}${path.slice(1)}` : key,
-        err instanceof Error ? err.message : String(err),
-        "see docs/patterns.md for the event-pattern syntax",
-      );
+      if (!(err instanceof SluiceError)) throw err;
+      add(keyAt(key, err.path), err.message, patternFix);
     }
   }
 
@@ -336,7 +337,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
       input.buses.forEach((b, i) => {
         const key = `buses[${i}]`;
         const bus = typeof b === "string" ? { name: b } : b;
-        if (!isObject(bus) || typeof bus.name !== "string" || !namePattern.test(bus.name)) {
+        if (!isObject(bus) || typeof bus.name !== "string" || !isName(bus.name)) {
           add(key, "is not a bus", 'write a name like "orders" or { name: "orders", retention: "7d" }');
           return;
         }
@@ -345,9 +346,9 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         busNames.add(bus.name);
         const entry: { name: string; retentionMs?: number; description?: string } = { name: bus.name };
         if (bus.retention !== undefined) {
-          const ms = parseDurationMs(bus.retention);
-          if (ms === undefined) add(`${key}.retention`, `${JSON.stringify(bus.retention)} is not a duration`, 'write e.g. "7d", "12h" or 0 to disable');
-          else entry.retentionMs = ms;
+          const d = durationProblem(bus.retention);
+          if ("message" in d) add(`${key}.retention`, d.message, 'write e.g. "7d", "12h" or 0 to disable');
+          else entry.retentionMs = d.ms;
         }
         if (typeof bus.description === "string") entry.description = bus.description;
         buses.push(entry);
@@ -355,11 +356,17 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     }
   }
   const checkBusRef = (bus: unknown, key: string) => {
-    if (bus === undefined) return;
     if (typeof bus !== "string" || !busNames.has(bus)) {
       const guess = typeof bus === "string" ? didYouMean(bus, busNames) : undefined;
       add(key, `refers to unknown bus ${JSON.stringify(bus)}`, guess ? `did you mean ${q(guess)}?` : `declare it in buses: [${JSON.stringify(bus)}]`);
     }
+  };
+
+  const problemSink: ProblemSink = {
+    add,
+    unknownKeys: (obj, knownKeys, key) => unknownKeys(obj, knownKeys, (k) => `${key}.${k}`),
+    functionRef: checkFunctionRef,
+    busRef: checkBusRef,
   };
 
   // routes
@@ -409,58 +416,50 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     else {
       for (const [sName, s] of Object.entries(input.schedules)) {
         const key = `schedules[${q(sName)}]`;
-        if (!namePattern.test(sName)) add(key, "is not a valid schedule name", 'use letters, digits, ".", "_" or "-"');
+        if (!isName(sName)) add(key, "is not a valid schedule name", nameRule);
         if (!isObject(s)) {
           add(key, "must be an object", 'write { rate: "5 minutes", emit: { type: "…", source: "…" } }');
           continue;
         }
-        unknownKeys(s, scheduleKeys, (k) => `${key}.${k}`);
-        let expression: ScheduleExpression | undefined;
-        try {
-          expression = parseScheduleExpression(s, key);
-        } catch (err) {
-          const e = err as SluiceError;
-          const [message, fix] = splitFix(e.message);
-          add(e.path ?? key, message, fix);
-        }
-        let action: ScheduleAction | undefined;
-        if ((s.emit === undefined) === (s.invoke === undefined)) {
-          add(key, "needs exactly one of emit or invoke", 'add emit: { type: "report.requested", source: "shop" } or invoke: "function-name"');
-        } else if (s.emit !== undefined) {
-          const e = s.emit;
-          if (!isObject(e)) add(`${key}.emit`, "must be an object", 'write emit: { type: "report.requested", source: "shop" }');
-          else {
-            unknownKeys(e, emitKeys, (k) => `${key}.emit.${k}`);
-            if (typeof e.type !== "string" || !e.type) add(`${key}.emit.type`, "is missing", 'write type: "report.requested"');
-            if (typeof e.source !== "string" || !e.source) add(`${key}.emit.source`, "is missing", 'write source: "shop"');
-            if (e.subject !== undefined && typeof e.subject !== "string") add(`${key}.emit.subject`, "must be a string");
-            checkBusRef(e.bus, `${key}.emit.bus`);
-            if (typeof e.type === "string" && typeof e.source === "string") {
-              action = {
-                kind: "emit",
-                bus: typeof e.bus === "string" ? e.bus : "default",
-                type: e.type,
-                source: e.source,
-                ...(typeof e.subject === "string" ? { subject: e.subject } : {}),
-                ...(e.data === undefined ? {} : { data: e.data }),
-              };
-            }
-          }
-        } else {
-          checkFunctionRef(s.invoke, `${key}.invoke`);
-          if (typeof s.invoke === "string") action = { kind: "invoke", function: s.invoke, ...(s.input === undefined ? {} : { data: s.input }) };
-        }
-        if (s.catchUp !== undefined && typeof s.catchUp !== "boolean") add(`${key}.catchUp`, "must be true or false");
-        if (s.enabled !== undefined && typeof s.enabled !== "boolean") add(`${key}.enabled`, "must be true or false");
-        if (expression && action && s.enabled !== false) {
-          schedules.push({ name: sName, expression, catchUp: s.catchUp === true, action });
-        }
+        const spec = validateSchedule(sName, s, key, problemSink);
+        if (spec) schedules.push(spec);
       }
     }
   }
 
-  // rules
+  // sources: each kind validates its own options (src/triggers/registry.ts)
+  const sources: ValidatedSource[] = [];
+  const sourceKinds = sourceRegistry(options.sources);
+  if (input.sources !== undefined) {
+    if (!isObject(input.sources)) add("sources", "must be an object", 'write sources: { nightly: { kind: "schedule", cron: "0 2 * * *", emit: { … } } }');
+    else {
+      for (const [sName, raw] of Object.entries(input.sources)) {
+        const key = `sources.${sName}`;
+        if (!isName(sName)) add(key, "is not a valid source name", nameRule);
+        else if (isObject(input.schedules) && Object.hasOwn(input.schedules, sName)) add(key, `schedules[${q(sName)}] has the same name`, "rename one of them");
+        if (!isObject(raw)) {
+          add(key, "must be an object", `write { kind: ${q([...sourceKinds.keys()][0] ?? "schedule")}, … }`);
+          continue;
+        }
+        const { kind: kindName, ...rest } = raw;
+        const kind = typeof kindName === "string" ? sourceKinds.get(kindName) : undefined;
+        if (kind === undefined) {
+          const guess = typeof kindName === "string" ? didYouMean(kindName, sourceKinds.keys()) : undefined;
+          const kinds = `kinds are ${[...sourceKinds.keys()].join(", ")}`;
+          add(`${key}.kind`, kindName === undefined ? "is missing" : `${JSON.stringify(kindName)} is not a source kind`, guess ? `did you mean ${q(guess)}?` : kinds);
+          continue;
+        }
+        const opts = kind.validate(sName, rest, key, problemSink);
+        if (opts !== undefined && isName(sName)) sources.push({ name: sName, kind: kind.kind, options: opts });
+      }
+    }
+  }
+
+  // rules: the bus's own rule compiler checks each one (checkRule, with every target kind's own validation); the
+  // config adds what only it knows: functions and buses by name, rules declared twice, default target ids.
   const rules: ValidatedRule[] = [];
+  const kinds = targetRegistry(options.targets);
+  const policyBase = resolveRetryPolicy(undefined, "$.retryPolicy", defaultRetryPolicy);
   if (input.rules !== undefined) {
     if (!Array.isArray(input.rules)) add("rules", "must be a list", 'write rules: [{ name: "audit", pattern: { … }, targets: [ … ] }]');
     else {
@@ -473,72 +472,39 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         }
         unknownKeys(r, ruleKeys, (k) => `${key}.${k}`);
         const label = typeof r.name === "string" ? `rules[${i}] (${q(r.name)})` : key;
-        if (typeof r.name !== "string" || !namePattern.test(r.name)) add(`${key}.name`, "must be a name", 'write name: "audit"');
-        else {
+        if (isName(r.name)) {
           const bus = typeof r.bus === "string" ? r.bus : "default";
           if (seen.has(`${bus}/${r.name}`)) add(`${label}.name`, `rule ${q(r.name)} is declared twice on bus ${q(bus)}`, "rename one of them");
           seen.add(`${bus}/${r.name}`);
         }
-        checkBusRef(r.bus, `${label}.bus`);
+        if (r.bus !== undefined) checkBusRef(r.bus, `${label}.bus`);
         if (r.pattern === undefined) add(`${label}.pattern`, "is missing", 'write pattern: { type: ["order.created"] }');
-        else checkPattern(r.pattern, `${label}.pattern`);
-        if (r.enabled !== undefined && typeof r.enabled !== "boolean") add(`${label}.enabled`, "must be true or false");
-        const targets: ValidatedRule["targets"] = [];
-        if (!Array.isArray(r.targets) || r.targets.length === 0 || r.targets.length > 5) {
-          add(`${label}.targets`, "must list 1 to 5 targets", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
-        } else {
-          const ids = new Set<string>();
-          r.targets.forEach((t, j) => {
-            const tkey = `${label}.targets[${j}]`;
-            if (!isObject(t)) return void add(tkey, "must be an object", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
-            unknownKeys(t, targetKeys, (k) => `${tkey}.${k}`);
-            const kinds = (["function", "bus", "webhook"] as const).filter((k) => t[k] !== undefined);
-            if (kinds.length !== 1) {
-              return void add(tkey, "needs exactly one of function, bus or webhook", '{ function: "name" }, { bus: "name" } or { webhook: "https://…" }');
-            }
-            const extra = {
-              ...(isObject(t.inputTransformer) ? { inputTransformer: t.inputTransformer as TargetConfig["inputTransformer"] } : {}),
-              ...(isObject(t.retryPolicy) ? { retryPolicy: t.retryPolicy as TargetConfig["retryPolicy"] } : {}),
-            };
-            if (t.inputTransformer !== undefined && !isObject(t.inputTransformer)) add(`${tkey}.inputTransformer`, "must be { inputPaths, inputTemplate }");
-            if (t.retryPolicy !== undefined && !isObject(t.retryPolicy)) add(`${tkey}.retryPolicy`, "must be { maxAttempts, maxEventAgeMs, … }");
-            let id = typeof t.id === "string" ? t.id : "";
-            let target: ValidatedRule["targets"][number] | undefined;
-            if (kinds[0] === "function") {
-              checkFunctionRef(t.function, `${tkey}.function`);
-              id ||= `fn-${String(t.function)}`;
-              if (typeof t.function === "string") target = { id, function: t.function, ...extra };
-            } else if (kinds[0] === "bus") {
-              checkBusRef(t.bus, `${tkey}.bus`);
-              id ||= `bus-${String(t.bus)}`;
-              if (typeof t.bus === "string") target = { id, bus: t.bus, ...extra };
-            } else {
-              const w = typeof t.webhook === "string" ? { url: t.webhook } : t.webhook;
-              if (!isObject(w) || typeof w.url !== "string" || !/^https?:\/\/./.test(w.url)) {
-                add(`${tkey}.webhook`, "must be an http(s) URL or { url, secret, timeoutMs }", 'write webhook: "https://example.com/hook"');
-              } else {
-                unknownKeys(w, ["url", "secret", "timeoutMs", "headers"], (k) => `${tkey}.webhook.${k}`);
-                id ||= `webhook-${j}`;
-                target = { id, webhook: w as { url: string }, ...extra };
-              }
-            }
-            id = id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
-            if (target) {
-              target.id = id;
-              if (ids.has(id)) add(`${tkey}.id`, `target id ${q(id)} is used twice in this rule`, "give the target an id");
-              ids.add(id);
-              targets.push(target);
-            }
-          });
+        if (Array.isArray(r.targets) && r.targets.length === 0) {
+          add(`${label}.targets`, "lists no target", 'write targets: [{ function: "billing" }, { webhook: "https://…" }]');
         }
-        if (typeof r.name === "string") {
+        const targets = Array.isArray(r.targets) ? r.targets.map((t, j) => withDefaultId(t, j, kinds)) : r.targets;
+        const checked = checkRule({ ...r, targets }, kinds, policyBase, (err) => {
+          if (r.pattern === undefined && err.path?.startsWith("$.pattern")) return; // reported as missing above
+          const [message, fix] = splitFix(err.message);
+          add(keyAt(label, err.path), message, err.path?.startsWith("$.pattern") ? patternFix : fix);
+        });
+        const compiled = checked.targets.flatMap((t, j) => (t === undefined ? [] : [{ t, j }]));
+        for (const { t, j } of compiled) {
+          for (const ref of t.handler.references?.(t.spec) ?? []) {
+            const at = `${label}.targets[${j}].${t.handler.kind}`;
+            if (ref.kind === "bus") checkBusRef(ref.name, at);
+            else checkFunctionRef(ref.name, at);
+          }
+        }
+        if (checked.ok && checked.name !== undefined && checked.bus !== undefined) {
           rules.push({
-            name: r.name,
-            bus: typeof r.bus === "string" ? r.bus : "default",
+            name: checked.name,
+            bus: checked.bus,
             pattern: r.pattern,
             enabled: r.enabled !== false,
             ...(typeof r.description === "string" ? { description: r.description } : {}),
-            targets,
+            // The kind's normal form (a webhook URL string becomes { url }), as the broker will compile it again.
+            targets: compiled.map(({ t, j }) => ({ ...(targets as Record<string, unknown>[])[j], id: t.id, [t.handler.kind]: t.spec }) as unknown as Target),
           });
         }
       });
@@ -562,16 +528,29 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     functions: functions as string | readonly string[],
     routes,
     schedules,
+    sources,
     rules,
     buses,
     server,
   });
 }
 
-function splitFix(message: string): [string, string | undefined] {
-  const i = message.indexOf("; ");
-  return i < 0 ? [message, undefined] : [message.slice(0, i), message.slice(i + 2)];
+const patternFix = "see docs/patterns.md for the event-pattern syntax";
+
+/** A config target without an id gets its kind's default (`fn-billing`, `webhook-0`), made a valid name. */
+function withDefaultId(target: unknown, index: number, kinds: TargetKinds): unknown {
+  if (!isObject(target)) return target;
+  if (typeof target.id === "string") return { ...target, id: validId(target.id) };
+  if (target.id !== undefined) return target;
+  const named = Object.keys(target).filter((k) => kinds.has(k));
+  if (named.length !== 1) return target;
+  const handler = kinds.get(named[0]!)!;
+  const id = handler.defaultId?.(target[handler.kind], index) ?? `${handler.kind}-${index}`;
+  return { ...target, id: validId(id) };
 }
+
+const validId = (id: string) => id.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
+
 
 /**
  * Checks server settings from any layer (config file, environment, flags). `prefix` names the key in messages
@@ -610,7 +589,8 @@ export function collectServerProblems(
     } else out.logLevel = raw.logLevel as NonNullable<ServerConfig["logLevel"]>;
   }
   if (raw.shutdownGrace !== undefined) {
-    if (parseDurationMs(raw.shutdownGrace) === undefined) add(keyName("shutdownGrace"), `${JSON.stringify(raw.shutdownGrace)} is not a duration`, 'write e.g. "10s"');
+    const d = durationProblem(raw.shutdownGrace);
+    if ("message" in d) add(keyName("shutdownGrace"), d.message, 'write e.g. "10s"');
     else out.shutdownGrace = raw.shutdownGrace as string | number;
   }
   if (raw.bodyLimit !== undefined) {

@@ -1,6 +1,6 @@
 /**
  * The HTTP server (Fastify 5), one port:
- * - `POST /events`, `POST /buses/:bus/events`: CloudEvents HTTP binding ingest (binary, structured, batched);
+ * - the routes event sources mount (`POST /events`: the CloudEvents ingest, src/triggers/http/), added by the server;
  * - the API gateway: the app's `routes`, each invoking its function with an API-Gateway-proxy-like event;
  * - `/admin/*`: the JSON admin API the CLI (and a dashboard) use;
  * - `GET /healthz`, `GET /metrics` (Prometheus text format).
@@ -10,13 +10,12 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { ErrorCode, SluiceError, statusForCode } from "../errors.ts";
-import { parseHttpEvents } from "../event/http.ts";
+import { ErrorCode, SluiceError } from "../errors.ts";
 import { newEventId } from "../event/ids.ts";
 import { parseJsonLimited } from "../event/json-depth.ts";
-import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
-import { EventValidationError } from "../event/validate.ts";
+import { errorBody, rawBody, sendError } from "../triggers/http/reply.ts";
+import { isObject } from "../util/validate.ts";
 import type { ValidatedRoute } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -39,8 +38,6 @@ export interface HttpLogger {
 export interface HttpPorts {
   /** Publishes events; resolves when the accepted ones are durable. Throws E_BUS_NOT_FOUND, E_BACKPRESSURE. */
   publish(bus: string, events: unknown[]): Promise<PublishOutcome>;
-  /** `publish` for events the HTTP binding already validated and encoded (they are not validated again). */
-  publishNormalized(bus: string, events: NormalizedEvent[]): Promise<PublishOutcome>;
   /** Synchronous invoke; throws SluiceErrors (E_HANDLER_TIMEOUT, E_HANDLER_ERROR, E_FUNCTION_NOT_FOUND…). */
   invoke(functionName: string, event: CloudEvent): Promise<unknown>;
   /** Admin API handlers, mounted under /admin. */
@@ -57,37 +54,11 @@ export interface HttpServerOptions {
   logger: HttpLogger;
   /** Largest request body in bytes (413 past it). */
   bodyLimit: number;
-  /** Largest single event (413 for a single event, a per-entry error in a batch). */
-  maxEventBytes?: number;
 }
 
 /** The source and type of the events the API gateway produces. */
 export const gatewaySource = "sluice/http";
 export const gatewayEventType = "sluice.http.request";
-
-
-/** The JSON error body: code, message, and where the input was wrong. */
-export function errorBody(err: SluiceError, requestId: string): { error: Record<string, unknown>; requestId: string } {
-  const error: Record<string, unknown> = { code: err.code, message: err.message };
-  if (err.path !== undefined) error.path = err.path;
-  if (err instanceof EventValidationError) {
-    error.attribute = err.attribute;
-    error.rule = err.rule;
-  }
-  if (err.retryable) error.retryable = true;
-  return { error, requestId };
-}
-
-function sendError(reply: FastifyReply, err: SluiceError, requestId: string): FastifyReply {
-  const status = statusForCode(err.code);
-  if (status === 429 || status === 503) reply.header("retry-after", "1");
-  return reply.code(status).type("application/json").send(errorBody(err, requestId));
-}
-
-const rawBody = (app: FastifyInstance) => {
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "buffer" }, (_req, body, done) => done(null, body));
-};
 
 function isJsonType(contentType: string | undefined): boolean {
   if (!contentType) return false;
@@ -148,9 +119,6 @@ export function gatewayEvent(route: ValidatedRoute, request: FastifyRequest, req
   };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** Answers with a handler's result: `{ statusCode, headers, body }`, a plain value as JSON 200, nothing as 204. */
 export function sendHandlerResult(reply: FastifyReply, result: unknown): FastifyReply {
@@ -243,65 +211,6 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
   app.setNotFoundHandler((req, reply) =>
     reply.code(404).send(errorBody(new SluiceError(ErrorCode.BadRequest, `no route for ${req.method} ${req.url.split("?")[0]}`), req.id)),
   );
-
-  // --- CloudEvents ingest -------------------------------------------------------------------------------------
-  await app.register(async (ingest) => {
-    rawBody(ingest);
-    const handler = async (req: FastifyRequest, reply: FastifyReply, bus: string) => {
-      if (!ports.ready()) return sendError(reply, new SluiceError(ErrorCode.Closed, "the server is shutting down"), req.id);
-      const body = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
-      const parsed = parseHttpEvents(
-        { headers: req.headers, body },
-        options.maxEventBytes === undefined ? {} : { maxSizeBytes: options.maxEventBytes },
-      );
-      const results = parsed.results;
-      if (parsed.mode !== "batch") {
-        const only = results[0];
-        if (!only) throw new SluiceError(ErrorCode.BadRequest, "the request holds no event");
-        if (!only.ok) return sendError(reply, only.error, req.id);
-        const out = await ports.publishNormalized(bus, [only]);
-        const entry = out.entries[0];
-        if (!entry || "errorCode" in entry) {
-          const e = entry && "errorCode" in entry ? entry : { errorCode: ErrorCode.BadRequest, errorMessage: "not accepted" };
-          return sendError(
-            reply,
-            new SluiceError(e.errorCode as ErrorCode, e.errorMessage, "path" in e && e.path !== undefined ? { path: e.path } : {}),
-            req.id,
-          );
-        }
-        metrics.published(bus, entry.duplicate ? 0 : 1);
-        return reply.code(202).send({ ids: [entry.eventId], ...(entry.duplicate ? { duplicates: [entry.eventId] } : {}) });
-      }
-      // batch: store the valid entries (100 per publish), answer per entry
-      const entries: Record<string, unknown>[] = new Array(results.length);
-      const valid: { index: number; event: NormalizedEvent }[] = [];
-      results.forEach((r, i) => {
-        if (r.ok) valid.push({ index: i, event: r });
-        else entries[i] = { ...errorBody(r.error, req.id).error };
-      });
-      for (let i = 0; i < valid.length; i += 100) {
-        const chunk = valid.slice(i, i + 100);
-        const out = await ports.publishNormalized(bus, chunk.map((c) => c.event));
-        let stored = 0;
-        out.entries.forEach((e, j) => {
-          const slot = chunk[j]?.index ?? 0;
-          if ("errorCode" in e) {
-            entries[slot] = { code: e.errorCode, message: e.errorMessage, ...(e.path === undefined ? {} : { path: e.path.replace(/^\$\[\d+\]/, `$[${slot}]`) }) };
-          } else {
-            entries[slot] = e.duplicate ? { id: e.eventId, duplicate: true } : { id: e.eventId };
-            if (!e.duplicate) stored++;
-          }
-        });
-        metrics.published(bus, stored);
-      }
-      const failed = entries.filter((e) => "code" in e).length;
-      const accepted = entries.flatMap((e) => (typeof e.id === "string" && !("code" in e) ? [e.id] : []));
-      const status = results.length > 0 && accepted.length === 0 ? 400 : 202;
-      return reply.code(status).send({ ids: accepted, failedEntryCount: failed, entries });
-    };
-    ingest.post("/events", (req, reply) => handler(req, reply, "default"));
-    ingest.post<{ Params: { bus: string } }>("/buses/:bus/events", (req, reply) => handler(req, reply, req.params.bus));
-  });
 
   // --- API gateway ----------------------------------------------------------------------------------------------
   await app.register(async (gateway) => {

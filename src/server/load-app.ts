@@ -8,6 +8,7 @@ import { rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { isObject } from "../util/validate.ts";
 import { ConfigError, type ConfigProblem } from "./config.ts";
 
 export const configFileNames = ["sluice.config.ts", "sluice.config.mts", "sluice.config.js", "sluice.config.mjs"];
@@ -57,9 +58,6 @@ export function findConfigFile(appDir: string): string | undefined {
   return undefined;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** The default export, unwrapping a CommonJS-style `{ default: { default } }` double wrap. */
 function defaultExport(mod: Record<string, unknown>): unknown {

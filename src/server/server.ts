@@ -9,24 +9,29 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import type { FastifyInstance } from "fastify";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
 import { createBroker, publishNormalized, type Broker } from "../bus/broker.ts";
-import type { RuleInput, Target } from "../bus/types.ts";
+import type { PublishResult, RuleInput } from "../bus/types.ts";
 import { SluiceError } from "../errors.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
-import type { CloudEvent } from "../event/types.ts";
-import { compilePattern } from "../pattern/compile.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
 import type { StorageBackend } from "../store/contract.ts";
-import { createScheduler, tickEvent, type Scheduler, type ScheduleSpec, type Tick } from "../triggers/schedules.ts";
+import type { TargetHandler } from "../bus/targets/target.ts";
+import { HttpIngestSource } from "../triggers/http/ingest.ts";
+import { sourceRegistry } from "../triggers/registry.ts";
+import { ScheduleSource } from "../triggers/schedule/source.ts";
+import type { Scheduler } from "../triggers/schedules.ts";
+import type { SourceKind } from "../triggers/source.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
-import { createHttpServer, gatewayEventType, gatewaySource, type PublishOutcome } from "./http.ts";
+import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
 import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
+import { createSourceRunner, type SourceRunner } from "./sources.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
-import { functionQueue, functionRules, publishError, runtimeEmit, wireRuntime } from "./wire.ts";
+import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
 
 export interface StartServerOptions {
   /** The app folder (holding sluice.config.ts). */
@@ -38,6 +43,10 @@ export interface StartServerOptions {
   env?: Record<string, string | undefined>;
   /** Where logs go (default stdout): pretty in dev, JSON lines in start. */
   logDestination?: NodeJS.WritableStream;
+  /** Rule target kinds besides the built-in ones. */
+  targets?: readonly TargetHandler[];
+  /** Event source kinds besides the built-in ones. */
+  sources?: readonly SourceKind[];
 }
 
 export interface RunningServer {
@@ -48,7 +57,9 @@ export interface RunningServer {
   readonly logger: PinoLogger;
   readonly broker: Broker;
   readonly runtime: Runtime;
-  readonly scheduler: Scheduler;
+  /** The schedules of every schedule source. */
+  readonly scheduler: Pick<Scheduler, "status">;
+  readonly sources: SourceRunner;
   readonly metrics: Metrics;
   /** Graceful shutdown; idempotent. */
   close(): Promise<void>;
@@ -135,7 +146,7 @@ function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
       pattern: r.pattern,
       enabled: r.enabled,
       description: r.description ? `${r.description} (${configRuleMark})` : configRuleMark,
-      targets: r.targets as Target[],
+      targets: [...r.targets],
     });
   }
   return rules;
@@ -195,14 +206,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       },
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
+      ...(options.targets ? { targets: options.targets } : {}),
     });
     closers.push(() => broker.close());
 
     const inChunks =
-      <T>(send: (bus: string, chunk: T[]) => Promise<PublishOutcome>) =>
-      async (bus: string, events: T[]): Promise<PublishOutcome> => {
+      <T>(send: (bus: string, chunk: T[]) => Promise<PublishResult>) =>
+      async (bus: string, events: T[]): Promise<PublishResult> => {
         if (events.length <= 100) return send(bus, events);
-        const entries: PublishOutcome["entries"] = [];
+        const entries: PublishResult["entries"] = [];
         let failedEntryCount = 0;
         for (let i = 0; i < events.length; i += 100) {
           const out = await send(bus, events.slice(i, i + 100));
@@ -237,8 +249,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
 
     const app = validateApp(mod.exported, {
       file: mod.configFile,
+      ...(options.targets ? { targets: options.targets } : {}),
+      ...(options.sources ? { sources: options.sources } : {}),
       functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
-      compilePattern,
     });
 
     await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));
@@ -266,25 +279,18 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       },
     });
 
-    const scheduler = createScheduler({
-      schedules: app.schedules as ScheduleSpec[],
+    const sourceKinds = sourceRegistry(options.sources);
+    let httpApp: FastifyInstance | undefined;
+    const sources = createSourceRunner({
+      publish,
+      publishNormalized: publishValidated,
+      invoke: (fn, event) => runtime.invoke(fn, event),
+      onPublished: (bus, stored) => metrics.published(bus, stored),
       state: store.state,
+      logger: logger.child({ component: "sources" }),
       nodeId: `${process.pid}-${randomUUID().slice(0, 8)}`,
-      logger: logger.child({ component: "schedules" }),
-      fire: async (spec: ScheduleSpec, tick: Tick) => {
-        const event = tickEvent(spec, tick);
-        if (spec.action.kind === "emit") {
-          const out = await publish(spec.action.bus, [event]);
-          const err = publishError(out);
-          if (err) throw err;
-          metrics.published(spec.action.bus, out.entries.filter((e) => !("errorCode" in e) && !e.duplicate).length);
-        } else {
-          await runtime.invoke(spec.action.function, event as CloudEvent);
-        }
-      },
+      http: () => httpApp!,
     });
-    await scheduler.start();
-    closers.push(() => scheduler.close());
 
     let accepting = true;
     const http = await createHttpServer({
@@ -294,7 +300,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       bodyLimit: settings.bodyLimit,
       ports: {
         publish,
-        publishNormalized: publishValidated,
         invoke: (fn, event) => runtime.invoke(fn, event),
         ready: () => accepting,
         health: async () => ({ app: app.name, mode: settings.mode, store: store.kind }),
@@ -306,15 +311,23 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             startedAt,
             broker,
             runtime,
-            scheduler,
+            scheduler: { status: () => sources.schedules() },
+            sources,
             logs,
             functionQueue,
           }),
       },
     });
+    httpApp = http;
+    // Sources mount their routes before the port opens; at shutdown HTTP stops first, then the sources close.
+    closers.push(() => sources.close());
+    await sources.start(new HttpIngestSource("http"));
+    if (app.schedules.length > 0) await sources.start(new ScheduleSource("schedules", app.schedules));
+    for (const s of app.sources) await sources.start(await sourceKinds.get(s.kind)!.create(s.name, s.options));
     await http.listen({ port: settings.port, host: settings.host });
     closers.push(async () => {
       accepting = false;
+      sources.abort();
       await http.close();
     });
     const address = http.server.address();
@@ -331,6 +344,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         functions: runtime.functions().map((f) => f.name),
         routes: app.routes.map((r) => r.key),
         schedules: app.schedules.map((s) => s.name),
+        sources: sources.list().map((s) => s.name),
         readyMs: Date.now() - startedAt,
       },
       `sluice ready at ${url}`,
@@ -345,7 +359,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger,
       broker,
       runtime,
-      scheduler,
+      scheduler: { status: () => sources.schedules() },
+      sources,
       metrics,
       close() {
         closing ??= (async () => {

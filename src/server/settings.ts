@@ -3,7 +3,8 @@
  * into a read-only object. Every problem of every layer is reported at once, naming where it came from.
  */
 import { isAbsolute, join, resolve } from "node:path";
-import { collectServerProblems, ConfigError, parseDurationMs, type ConfigProblem, type ServerConfig } from "./config.ts";
+import { parseDuration } from "../util/duration.ts";
+import { collectServerProblems, ConfigError, type ConfigProblem, type ServerConfig } from "./config.ts";
 
 export type Mode = "dev" | "start";
 
@@ -89,7 +90,8 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     store,
     dataDir,
     logLevel: merged.logLevel ?? "info",
-    shutdownGraceMs: parseDurationMs(merged.shutdownGrace ?? "10s") ?? 10_000,
+    // Every layer was checked above, so this does not throw.
+    shutdownGraceMs: parseDuration(merged.shutdownGrace ?? "10s", "shutdownGrace"),
     bodyLimit: merged.bodyLimit ?? 1024 * 1024,
     maxPendingDeliveries: merged.maxPendingDeliveries,
     maxQueuedEntries: merged.maxQueuedEntries,

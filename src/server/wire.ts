@@ -9,6 +9,7 @@
  * - `ctx.emit` (and `sluice.*` events of the runtime) publish into the default bus.
  */
 import type { Broker } from "../bus/broker.ts";
+import { publishError, type PublishOutcomeLike } from "../bus/publish-error.ts";
 import { retryPolicyLimits } from "../bus/retry.ts";
 import type { FunctionHandler, RetryPolicy, RuleInput } from "../bus/types.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
@@ -72,16 +73,7 @@ export function runtimeFunctionHandler(runtime: Pick<Runtime, "deliver">): Funct
   };
 }
 
-/** A publish result (the broker's, or the server's chunked one): entries with `errorCode` failed. */
-export interface PublishOutcomeLike {
-  entries: readonly object[];
-}
-
-/** The first failed entry of a publish result as an error (the other entries were stored). */
-export function publishError(out: PublishOutcomeLike): SluiceError | undefined {
-  const failed = out.entries.find((e) => "errorCode" in e) as { errorCode: ErrorCode; errorMessage: string; path?: string } | undefined;
-  return failed ? new SluiceError(failed.errorCode, failed.errorMessage, failed.path === undefined ? {} : { path: failed.path }) : undefined;
-}
+export { publishError, type PublishOutcomeLike } from "../bus/publish-error.ts";
 
 /**
  * The runtime's `emit`: publishes into the default bus through `publish`, reports how many entries were newly

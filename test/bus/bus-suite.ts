@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createBroker, type Broker, type BrokerOptions } from "../../src/bus/broker.ts";
-import { verifyWebhookSignature } from "../../src/bus/webhook.ts";
+import { verifyWebhookSignature } from "../../src/bus/targets/webhook.ts";
 import type { StorageBackend } from "../../src/store/contract.ts";
 import { NonRetriableError, RetryAfterError, isSluiceError, type ErrorCode } from "../../src/errors.ts";
 import { ManualClock } from "../helpers/manual-clock.ts";

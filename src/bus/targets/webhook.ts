@@ -7,10 +7,15 @@
  *
  * Outcome: 2xx succeeds; 408 and 429 and 5xx and network errors and timeouts are retried (429/503 honour a
  * `Retry-After` header); any other 4xx is non-retriable (the request itself is wrong).
+ *
+ * As a target kind: `{ webhook: "https://…" }` or `{ webhook: { url, secret?, timeoutMs?, headers? } }`.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { ErrorCode, NonRetriableError, RetryAfterError, SluiceError } from "../errors.ts";
-import type { WebhookTargetSpec } from "./types.ts";
+import { ErrorCode, NonRetriableError, RetryAfterError, SluiceError } from "../../errors.ts";
+import { encodeEvent } from "../../event/codec.ts";
+import { isObject } from "../../util/validate.ts";
+import type { WebhookTargetSpec } from "../types.ts";
+import type { TargetHandler } from "./target.ts";
 
 export const signatureHeader = "x-sluice-signature";
 export const timestampHeader = "x-sluice-timestamp";
@@ -43,12 +48,10 @@ export function verifyWebhookSignature(input: {
   return expected.length === given.length && timingSafeEqual(expected, given);
 }
 
-/** Validates a webhook spec once, when the rule is put. */
+/** Validates a webhook spec once, when the rule is put; a URL string stands for `{ url }`. */
 export function checkWebhookSpec(spec: unknown, path: string): WebhookTargetSpec {
-  if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
-    throw new SluiceError(ErrorCode.BadRequest, "webhook must be an object with a url", { path });
-  }
-  const s = spec as Record<string, unknown>;
+  const s = typeof spec === "string" ? { url: spec } : spec;
+  if (!isObject(s)) throw new SluiceError(ErrorCode.BadRequest, 'webhook must be a URL or { url, secret?, timeoutMs?, headers? }', { path });
   for (const key of Object.keys(s)) {
     if (!["url", "secret", "timeoutMs", "headers"].includes(key)) {
       throw new SluiceError(ErrorCode.BadRequest, `unknown webhook field "${key}"`, { path: `${path}.${key}` });
@@ -70,7 +73,7 @@ export function checkWebhookSpec(spec: unknown, path: string): WebhookTargetSpec
     throw new SluiceError(ErrorCode.BadRequest, "webhook timeoutMs must be an integer from 1 to 300000", { path: `${path}.timeoutMs` });
   }
   if (s.headers !== undefined) {
-    if (typeof s.headers !== "object" || s.headers === null || Array.isArray(s.headers)) {
+    if (!isObject(s.headers)) {
       throw new SluiceError(ErrorCode.BadRequest, "webhook headers must be an object of strings", { path: `${path}.headers` });
     }
     for (const [k, v] of Object.entries(s.headers)) {
@@ -120,3 +123,11 @@ export async function deliverWebhook(spec: WebhookTargetSpec, body: string, sign
   if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) throw new NonRetriableError(hint);
   throw new SluiceError(ErrorCode.WebhookFailed, hint, { retryable: true });
 }
+
+export const webhookTarget: TargetHandler<WebhookTargetSpec> = {
+  kind: "webhook",
+  compile: checkWebhookSpec,
+  open: () => ({
+    deliver: (spec, event, context, encoded) => deliverWebhook(spec, encoded ?? encodeEvent(event), context.signal),
+  }),
+};
