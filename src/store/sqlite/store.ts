@@ -15,14 +15,9 @@
  * its promise settles only after the shared commit. Reads run at once on the same connection and see every
  * write whose promise has resolved.
  *
- * Threads. By default the store runs on the caller's thread; `thread: true` moves the database work to a worker
- * thread of its own (thread-client.ts, store-thread.ts). On the bus benchmark (`npm run bench -- bus`, three runs of
- * each mode on the shared 2-core machine at load 6-10) the store thread did not pay: W1 0.24-0.39x of bare SQLite
- * against 0.20-0.46x in-thread, W3 0.16-0.53x against 0.29-0.61x, but W2 p99 9.7-76 ms against 4.8-7.3 ms, CPU
- * per event 43-51 µs against 39-47 µs (the hop costs a structured clone and a message each way) and peak RSS
- * 205-221 MB against 165-182 MB (a second V8 heap; over the bus's 200 MB goal). With the second core busy with other
- * work, as on this machine, there is no idle core for the thread to use. Revisit on a quiet machine.
- * WAL checkpoints run on a checkpointer thread in both modes (checkpointer.ts).
+ * Threads. The store runs on the caller's thread. A mode with the database work on a worker thread of its own
+ * measured slower on the bus benchmark (a structured clone and a message each way, a second V8 heap; BENCHMARKS.md,
+ * "store thread") and was removed. WAL checkpoints run on a checkpointer thread (checkpointer.ts).
  *
  * Fan-out rows. The deliveries of one appended event to several queues (a rule with several targets, or several
  * rules), when they are plain (no partition key, no payload of their own, available at once), are stored as ONE
@@ -61,7 +56,7 @@ import type {
 import { WorkSignal } from "../work-signal.ts";
 import { startCheckpointer, defaultWalMaxBytes, type Checkpointer, type CheckpointOptions, type CheckpointStats } from "./checkpointer.ts";
 import { migrate } from "./schema.ts";
-import { acquireSignal, openThreadedSqliteStore, releaseSignal } from "./thread-client.ts";
+import { acquireSignal, releaseSignal } from "./signals.ts";
 
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. */
@@ -78,12 +73,6 @@ export interface SqliteStoreOptions {
    * SQLite's automatic checkpoint inside the committing call (every ~40 MB of WAL), on the writer's thread.
    */
   checkpoint?: CheckpointOptions | false;
-  /**
-   * `false` (default): the database work runs on the calling thread (the event loop), as group commits on
-   * `setImmediate`. `true`: it runs on a worker thread of its own, and the store's methods on the calling thread
-   * batch their requests into one message per tick (see thread-client.ts). Why the default, see the file header.
-   */
-  thread?: boolean;
 }
 
 /** SQLite's own checkpoint threshold when the checkpointer is off (or died): ~40 MB of WAL. */
@@ -633,16 +622,13 @@ export interface SqliteStore extends StorageBackend {
   readonly kind: "sqlite";
   /** Absolute path of the database file. */
   readonly path: string;
-  /** True when the database work runs on the store's own worker thread (see thread-client.ts). */
-  readonly threaded: boolean;
   /** Counters of the checkpointer thread; undefined with `checkpoint: false`. */
   checkpointStats(): Promise<CheckpointStats | undefined>;
 }
 
-/** The store running on the calling thread: the group-commit engine (also what the store thread runs). */
+/** The group-commit engine. */
 export class LocalSqliteStore implements SqliteStore {
   readonly kind = "sqlite";
-  readonly threaded = false;
   readonly events: EventLog;
   readonly queues: DeliveryQueues;
   readonly state: StateStore;
@@ -1514,12 +1500,6 @@ export class LocalSqliteStore implements SqliteStore {
  * ```
  */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
-  if (options.thread !== true) return openLocalSqliteStore(options);
-  return openThreadedSqliteStore({ ...options, path: resolve(options.path) });
-}
-
-/** Opens the store on the calling thread (the `thread: false` mode, and what the store thread runs). */
-export function openLocalSqliteStore(options: SqliteStoreOptions): LocalSqliteStore {
   const path = resolve(options.path);
   let db: Database.Database | undefined;
   try {
