@@ -17,7 +17,7 @@
  *   give the file's space back (the write lock is taken while nobody writes).
  *
  * The writing connection sets `journal_size_limit` to `walMaxBytes`, so a rewound WAL is also cut back to that size,
- * and holds its group commits back for a few ms at a time while the file is past 4 × `walMaxBytes` (store.ts
+ * and holds its group commits back for a few ms at a time while the file is past 4 × `walMaxBytes` (engine.ts
  * `#walTooLarge`): the bound holds even when this thread is starved of CPU.
  * The worker is started from source (`eval`) with no exec flags: it loads only better-sqlite3, not TypeScript tooling.
  */
