@@ -28,6 +28,7 @@ export type {
   ReadRange,
   StateStore,
   StorageBackend,
+  StoreCapabilities,
   StoredEvent,
 } from "./store/contract.ts";
 export { createPostgresStore } from "./store/postgres/index.ts";

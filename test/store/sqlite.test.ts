@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import type { Lease } from "../../src/store/contract.ts";
-import { runStoreConformance } from "../../src/store/conformance.ts";
+import { runStoreConformance } from "../../src/store/conformance/index.ts";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import { migrations } from "../../src/store/sqlite/schema.ts";
 

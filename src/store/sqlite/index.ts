@@ -18,12 +18,14 @@
  * on one file take SQLite's write lock with BEGIN IMMEDIATE before reading leasable rows, so two leasers never
  * lease the same delivery. Wake-ups (`waitForWork`) reach every store object of the same file in this process.
  *
- * The parts mirror src/store/postgres/: event-log.ts, deliveries.ts (with lease.ts and fanout.ts), state.ts over
- * one engine and one set of prepared statements (statements.ts).
+ * better-sqlite3 is loaded with `await import()` when a store opens. The parts mirror src/store/postgres/:
+ * event-log.ts, deliveries.ts (with lease.ts and fanout.ts) and state.ts over one engine and one set of prepared
+ * statements (statements.ts).
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
+import type { StoreCapabilities } from "../contract.ts";
 import { defaultWalMaxBytes, startCheckpointer } from "./checkpointer.ts";
 import { SqliteDeliveryQueues } from "./deliveries.ts";
 import { AUTO_CHECKPOINT_PAGES, Engine } from "./engine.ts";
@@ -37,6 +39,9 @@ import { SqliteStateStore } from "./state.ts";
 import { prepareStatements } from "./statements.ts";
 
 export type { SqliteStore, SqliteStoreOptions } from "./options.ts";
+
+/** One connection and one in-order group commit per store object (engine.ts). */
+const capabilities: StoreCapabilities = { appendAndLease: true, callerClock: true, leaseJoinsAppend: true };
 
 /**
  * Opens (creating and migrating when needed) a SQLite store.
@@ -53,6 +58,8 @@ export type { SqliteStore, SqliteStoreOptions } from "./options.ts";
  */
 export async function createSqliteStore(options: SqliteStoreOptions): Promise<SqliteStore> {
   const path = resolve(options.path);
+  // Loaded here, so that importing the package (or a PostgreSQL-only server) never loads the native driver.
+  const { default: Database } = await import("better-sqlite3");
   let db: Database.Database | undefined;
   try {
     mkdirSync(dirname(path), { recursive: true });
@@ -94,6 +101,7 @@ function assemble(engine: Engine): SqliteStore {
   const fanOuts = new FanOuts(sql);
   return {
     kind: "sqlite",
+    capabilities,
     path: engine.path,
     events: new SqliteEventLog(engine, sql),
     queues: new SqliteDeliveryQueues(engine, sql, fanOuts, new Leaser(sql, fanOuts)),
