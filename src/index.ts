@@ -31,6 +31,8 @@ export type {
   StoreCapabilities,
   StoredEvent,
 } from "./store/contract.ts";
+export { openStore, registerStoreScheme, storeSchemes, UnknownStoreSchemeError } from "./store/registry.ts";
+export type { StoreScheme } from "./store/registry.ts";
 export { createPostgresStore } from "./store/postgres/index.ts";
 export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";

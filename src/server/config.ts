@@ -5,6 +5,7 @@
  * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
+import { storeUrlExamples, storeUrlProblem } from "../store/registry.ts";
 import { parseScheduleExpression, type ScheduleExpression } from "../triggers/schedule-expression.ts";
 import type { ScheduleAction, ScheduleSpec } from "../triggers/schedules.ts";
 import { didYouMean } from "./did-you-mean.ts";
@@ -78,7 +79,7 @@ export interface BusConfig {
 export interface ServerConfig {
   port?: number;
   host?: string;
-  /** `sqlite:PATH` or `postgres://…`. */
+  /** A store URL (src/store/registry.ts): `sqlite:PATH` or a file path, `postgres://…`. */
   store?: string;
   /** Where `sluice dev` keeps its SQLite file (default `.sluice` in the app). */
   dataDir?: string;
@@ -596,8 +597,9 @@ export function collectServerProblems(
   }
   if (raw.store !== undefined) {
     const s = raw.store;
-    if (typeof s !== "string" || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(s)) {
-      add(keyName("store"), `${JSON.stringify(s)} is not a store`, 'write "sqlite:./data/sluice.db" or "postgres://user@host:5432/db"');
+    const problem = typeof s === "string" ? storeUrlProblem(s) : "not a string";
+    if (typeof s !== "string" || problem !== undefined) {
+      add(keyName("store"), `${JSON.stringify(s)} is not a store: ${problem}`, `write ${storeUrlExamples().map((e) => JSON.stringify(e)).join(" or ")}`);
     } else out.store = s;
   }
   if (raw.dataDir !== undefined) {

@@ -6,7 +6,6 @@
  * and invocations finish within the grace period, release the rest of the leases, close the store.
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { multistream, pino, type Logger as PinoLogger } from "pino";
@@ -17,7 +16,7 @@ import type { NormalizedEvent } from "../event/normalize.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
-import type { StorageBackend } from "../store/contract.ts";
+import { openStore } from "../store/registry.ts";
 import { createScheduler, tickEvent, type Scheduler, type ScheduleSpec, type Tick } from "../triggers/schedules.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
@@ -59,15 +58,6 @@ export { functionQueue, functionRuleName } from "./wire.ts";
 export const routeRuleName = (method: string, path: string) =>
   `route.${method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, "_")}`.slice(0, 64);
 const configRuleMark = "managed by sluice.config";
-
-async function openStore(url: string): Promise<StorageBackend> {
-  if (url.startsWith("sqlite:")) {
-    const { createSqliteStore } = await import("../store/sqlite/index.ts");
-    return createSqliteStore({ path: url.slice("sqlite:".length) });
-  }
-  const { createPostgresStore } = await import("../store/postgres/index.ts");
-  return createPostgresStore({ url });
-}
 
 function createLogger(settings: Settings, buffer: LogBuffer, destination: NodeJS.WritableStream): PinoLogger {
   const ring = new Writable({
@@ -181,7 +171,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   };
 
   try {
-    if (settings.store.startsWith("sqlite:")) mkdirSync(settings.dataDir, { recursive: true });
     const store = await openStore(settings.store);
     closers.push(() => store.close());
 
