@@ -22,7 +22,7 @@ let cleanup = async () => {};
 if (backend === "sqlite") {
   const { createSqliteStore } = await import("../dist/store/sqlite/index.js");
   const dir = mkdtempSync(join(tmpdir(), "sluice-bus-bench-"));
-  store = await createSqliteStore({ path: join(dir, "bench.db"), thread: process.env.BUS_SQLITE_THREAD === "1" });
+  store = await createSqliteStore({ path: join(dir, "bench.db") });
   cleanup = async () => rmSync(dir, { recursive: true, force: true });
 } else {
   const { createPostgresStore } = await import("../dist/store/postgres/index.js");

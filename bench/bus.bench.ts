@@ -6,9 +6,9 @@
  *
  * Knobs (environment): BUS_N (events for W1/W3, default 100000), BUS_PEER_N (peers' N for bullmq/pgboss, default 30000;
  * bare SQLite always runs BUS_N), BUS_W2_SECONDS (10), BUS_BACKENDS (sqlite,postgres), BUS_PEERS (bullmq,pgboss,sqlite),
- * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4), BUS_SQLITE_THREAD=1 (the SQLite
- * store on its own worker thread), BUS_ROUNDS (rounds of every system, interleaved; default 3: each figure is the median of
- * the rounds, with the lowest-highest in brackets, and peak RSS the highest).
+ * BUS_INFLIGHT (publish calls of 100 kept in flight by the W1/W3 producer, default 4), BUS_ROUNDS (rounds of every
+ * system, interleaved; default 3: each figure is the median of the rounds, with the lowest-highest in brackets, and
+ * peak RSS the highest).
  *
  * BUS_NO_BUILD=1 skips the build that comes first (src/ compiled to dist/).
  *

@@ -30,8 +30,11 @@ export type {
   ReadRange,
   StateStore,
   StorageBackend,
+  StoreCapabilities,
   StoredEvent,
 } from "./store/contract.ts";
+export { openStore, registerStoreScheme, storeSchemes, UnknownStoreSchemeError } from "./store/registry.ts";
+export type { StoreScheme } from "./store/registry.ts";
 export type { PostgresStore, PostgresStoreOptions } from "./store/postgres/index.ts";
 export { compilePattern, PatternError, PATTERN_LIMITS } from "./pattern/compile.ts";
 export type { CompiledPattern, PatternMismatch } from "./pattern/compile.ts";

@@ -191,9 +191,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxQueuedEntries: positiveInt(l.maxQueuedEntries, 10_000, "$.limits.maxQueuedEntries"),
     maxPendingDeliveries: positiveInt(l.maxPendingDeliveries, 1_000_000, "$.limits.maxPendingDeliveries"),
     statsIntervalMs: positiveInt(l.statsIntervalMs, 5000, "$.limits.statsIntervalMs"),
-    // SQLite runs queued writes in order in one group commit, so a lease issued now joins the append's commit.
-    // A shared backend (separate connections) would only spend a round trip finding nothing.
-    ...(store.kind === "sqlite" ? { onAppendIssued: () => dispatcher?.wake() } : {}),
+    // A lease issued now joins the append's commit where the store allows it; elsewhere it would only spend a
+    // round trip finding nothing.
+    ...(store.capabilities.leaseJoinsAppend ? { onAppendIssued: () => dispatcher?.wake() } : {}),
     // The dispatcher is made below (it needs the publisher's settled()); until then it has no room.
     leaseSink: {
       get leaseMs() {

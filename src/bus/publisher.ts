@@ -31,8 +31,8 @@ export interface PublisherOptions {
   statsIntervalMs: number;
   /**
    * Called right after an append is handed to the store (before it commits). The dispatcher leases then: on a
-   * store that group-commits in order (SQLite) its lease joins the same commit and sees the new deliveries, which
-   * saves a commit on the publish-to-handler path; elsewhere it finds nothing and the store's wake-up follows.
+   * store that group-commits in order (`capabilities.leaseJoinsAppend`) its lease joins the same commit and sees
+   * the new deliveries, which saves a commit on the publish-to-handler path.
    */
   onAppendIssued?: () => void;
   /**

@@ -11,6 +11,7 @@ import type { TargetHandler } from "../bus/targets/target.ts";
 import type { Target, TargetKindValues } from "../bus/types.ts";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import { compilePattern } from "../pattern/compile.ts";
+import { storeUrlExamples, storeUrlProblem } from "../store/registry.ts";
 import { sourceRegistry } from "../triggers/registry.ts";
 import { validateSchedule } from "../triggers/schedule/validate.ts";
 import type { ScheduleSpec } from "../triggers/schedules.ts";
@@ -89,7 +90,7 @@ export interface BusConfig {
 export interface ServerConfig {
   port?: number;
   host?: string;
-  /** `sqlite:PATH` or `postgres://…`. */
+  /** A store URL (src/store/registry.ts): `sqlite:PATH` or a file path, `postgres://…`. */
   store?: string;
   /** Where `sluice dev` keeps its SQLite file (default `.sluice` in the app). */
   dataDir?: string;
@@ -575,8 +576,9 @@ export function collectServerProblems(
   }
   if (raw.store !== undefined) {
     const s = raw.store;
-    if (typeof s !== "string" || !/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(s)) {
-      add(keyName("store"), `${JSON.stringify(s)} is not a store`, 'write "sqlite:./data/sluice.db" or "postgres://user@host:5432/db"');
+    const problem = typeof s === "string" ? storeUrlProblem(s) : "not a string";
+    if (typeof s !== "string" || problem !== undefined) {
+      add(keyName("store"), `${JSON.stringify(s)} is not a store: ${problem}`, `write ${storeUrlExamples().map((e) => JSON.stringify(e)).join(" or ")}`);
     } else out.store = s;
   }
   if (raw.dataDir !== undefined) {

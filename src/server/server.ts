@@ -6,7 +6,6 @@
  * and invocations finish within the grace period, release the rest of the leases, close the store.
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import type { FastifyInstance } from "fastify";
@@ -16,13 +15,13 @@ import type { PublishResult, RuleInput } from "../bus/types.ts";
 import { SluiceError } from "../errors.ts";
 import type { NormalizedEvent } from "../event/normalize.ts";
 import { createRuntime, type Runtime } from "../runtime/runtime.ts";
-import type { StorageBackend } from "../store/contract.ts";
 import type { TargetHandler } from "../bus/targets/target.ts";
 import { HttpIngestSource } from "../triggers/http/ingest.ts";
 import { sourceRegistry } from "../triggers/registry.ts";
 import { ScheduleSource } from "../triggers/schedule/source.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import type { SourceKind } from "../triggers/source.ts";
+import { openStore } from "../store/registry.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
@@ -70,15 +69,6 @@ export { functionQueue, functionRuleName } from "./wire.ts";
 export const routeRuleName = (method: string, path: string) =>
   `route.${method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+/g, "_")}`.slice(0, 64);
 const configRuleMark = "managed by sluice.config";
-
-async function openStore(url: string): Promise<StorageBackend> {
-  if (url.startsWith("sqlite:")) {
-    const { createSqliteStore } = await import("../store/sqlite/index.ts");
-    return createSqliteStore({ path: url.slice("sqlite:".length) });
-  }
-  const { createPostgresStore } = await import("../store/postgres/index.ts");
-  return createPostgresStore({ url });
-}
 
 function createLogger(settings: Settings, buffer: LogBuffer, destination: NodeJS.WritableStream): PinoLogger {
   const ring = new Writable({
@@ -192,7 +182,6 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   };
 
   try {
-    if (settings.store.startsWith("sqlite:")) mkdirSync(settings.dataDir, { recursive: true });
     const store = await openStore(settings.store);
     closers.push(() => store.close());
 

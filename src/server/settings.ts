@@ -3,6 +3,7 @@
  * into a read-only object. Every problem of every layer is reported at once, naming where it came from.
  */
 import { isAbsolute, join, resolve } from "node:path";
+import { resolveStoreUrl } from "../store/registry.ts";
 import { parseDuration } from "../util/duration.ts";
 import { collectServerProblems, ConfigError, type ConfigProblem, type ServerConfig } from "./config.ts";
 
@@ -13,7 +14,7 @@ export interface Settings {
   readonly mode: Mode;
   readonly port: number;
   readonly host: string;
-  /** `sqlite:/abs/path.db` or `postgres://…`. */
+  /** A store URL with file paths made absolute: `sqlite:/abs/path.db`, `postgres://…`. */
   readonly store: string;
   readonly dataDir: string;
   readonly logLevel: NonNullable<ServerConfig["logLevel"]>;
@@ -80,8 +81,7 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
 
   const appDir = resolve(options.appDir);
   const dataDir = merged.dataDir ? resolveFrom(appDir, merged.dataDir) : join(appDir, ".sluice");
-  let store = merged.store ?? `sqlite:${join(dataDir, "sluice.db")}`;
-  if (store.startsWith("sqlite:")) store = `sqlite:${resolveFrom(appDir, store.slice("sqlite:".length))}`;
+  const store = resolveStoreUrl(merged.store ?? `sqlite:${join(dataDir, "sluice.db")}`, appDir);
   return Object.freeze({
     appDir,
     mode: options.mode,

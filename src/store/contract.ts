@@ -1,6 +1,6 @@
 /**
  * The storage contract: every backend (SQLite, PostgreSQL, later NATS JetStream) implements these
- * interfaces, and `conformance.ts` is the one test suite every backend runs.
+ * interfaces, and `conformance/` is the one test suite every backend runs.
  *
  * The contract is shaped as logs, queues and a key/value store, not as SQL, so that a log-native
  * engine can implement it natively. Times are epoch milliseconds (`*At`); durations end in `Ms`.
@@ -204,10 +204,31 @@ export interface StateStore {
   list(namespace: string, options: { now: number }): Promise<{ key: string; value: string }[]>;
 }
 
+/**
+ * What a backend offers beyond the contract's minimum. Callers (the bus, the conformance suite) branch on these,
+ * never on `kind`, so a new backend declares what it does instead of being named in their code.
+ */
+export interface StoreCapabilities {
+  /** `events.appendAndLease` is implemented. */
+  readonly appendAndLease: boolean;
+  /**
+   * Every time the contract evaluates (lease expiry, delays, the dedupe window, TTLs, `storedAt`) is the caller's
+   * `now`, so a caller (or a test) may move it by hand. False for a backend on server time.
+   */
+  readonly callerClock: boolean;
+  /**
+   * Calls of one backend object commit in the order they were issued, in a shared commit (one in-process group
+   * commit): a `lease` issued right after an `append`, before it resolves, sees that append's deliveries. The bus
+   * then leases as soon as it issues an append; on a backend without it, that lease would find nothing.
+   */
+  readonly leaseJoinsAppend: boolean;
+}
+
 /** One storage backend: the three parts share one connection/file and one lifecycle. */
 export interface StorageBackend {
-  /** `sqlite`, `postgres`, `nats`. */
+  /** The backend's name, for logs and status (`sqlite`, `postgres`, `nats`); branch on `capabilities`, not on this. */
   readonly kind: string;
+  readonly capabilities: StoreCapabilities;
   readonly events: EventLog;
   readonly queues: DeliveryQueues;
   readonly state: StateStore;

@@ -19,14 +19,11 @@ import type { Lease, StorageBackend } from "../../src/store/contract.ts";
 export const crashBus = "crash";
 export const crashQueues = ["crash-a", "crash-b"] as const;
 
-/**
- * How the child process opens a store: `sqlite` (location = file; the store on its own thread), `sqlite-in-thread`
- * (the same on the caller's thread, the default mode) or `postgres` (location = URL).
- */
+/** How the child process opens a store: `sqlite` (location = file) or `postgres` (location = URL). */
 export async function openStore(kind: string, location: string): Promise<StorageBackend> {
-  if (kind === "sqlite" || kind === "sqlite-in-thread") {
+  if (kind === "sqlite") {
     const { createSqliteStore } = await import("../../src/store/sqlite/index.ts");
-    return createSqliteStore({ path: location, thread: kind === "sqlite" });
+    return createSqliteStore({ path: location });
   }
   if (kind === "postgres") {
     // Through a variable so that this file type-checks without the PostgreSQL backend.

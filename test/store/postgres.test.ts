@@ -1,6 +1,6 @@
 import { after, before, test } from "node:test";
 import { randomUUID } from "node:crypto";
-import { runStoreConformance } from "../../src/store/conformance.ts";
+import { runStoreConformance } from "../../src/store/conformance/index.ts";
 import { createPostgresStore } from "../../src/store/postgres/index.ts";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
 

@@ -5,24 +5,19 @@ import { join } from "node:path";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import { consumerCrash, publisherCrash, type CrashTarget } from "./crash-harness.ts";
 
-// Both modes: the store on its own thread (`thread: true`) and on the caller's thread (the default).
-for (const thread of [true, false]) {
-  const mode = thread ? "store thread" : "in-thread";
+const sqliteTarget = (t: { after(fn: () => void): void }): CrashTarget => {
+  const dir = mkdtempSync(join(tmpdir(), "sluice-crash-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "data.db");
+  return { kind: "sqlite", location: path, open: () => createSqliteStore({ path }) };
+};
 
-  const sqliteTarget = (t: { after(fn: () => void): void }): CrashTarget => {
-    const dir = mkdtempSync(join(tmpdir(), "sluice-crash-"));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const path = join(dir, "data.db");
-    return { kind: thread ? "sqlite" : "sqlite-in-thread", location: path, open: () => createSqliteStore({ path, thread }) };
-  };
+test("sqlite store crash - every acknowledged append survives SIGKILL of the publisher, with its deliveries", async (t) => {
+  const result = await publisherCrash(sqliteTarget(t), { iterations: 5 });
+  t.diagnostic(`acknowledged ${result.acked} events, ${result.stored} in the log`);
+});
 
-  test(`sqlite store crash (${mode}) - every acknowledged append survives SIGKILL of the publisher, with its deliveries`, async (t) => {
-    const result = await publisherCrash(sqliteTarget(t), { iterations: 5 });
-    t.diagnostic(`acknowledged ${result.acked} events, ${result.stored} in the log`);
-  });
-
-  test(`sqlite store crash (${mode}) - SIGKILLed consumers leave every delivery acked or leasable again`, async (t) => {
-    const result = await consumerCrash(sqliteTarget(t), { iterations: 3 });
-    t.diagnostic(`acked ${result.acked}, in flight at the kills ${result.inFlightAtKill}, leasable after ${result.drained}`);
-  });
-}
+test("sqlite store crash - SIGKILLed consumers leave every delivery acked or leasable again", async (t) => {
+  const result = await consumerCrash(sqliteTarget(t), { iterations: 3 });
+  t.diagnostic(`acked ${result.acked}, in flight at the kills ${result.inFlightAtKill}, leasable after ${result.drained}`);
+});

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import type { Lease } from "../../src/store/contract.ts";
-import { runStoreConformance } from "../../src/store/conformance.ts";
+import { runStoreConformance } from "../../src/store/conformance/index.ts";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
 import { migrations } from "../../src/store/sqlite/schema.ts";
 
@@ -15,20 +15,17 @@ function tempDir(): { dir: string; path: string; remove(): void } {
   return { dir, path: join(dir, "data.db"), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-// Both modes: the store on the caller's thread (the default) and on its own thread.
-for (const thread of [true, false]) {
-  runStoreConformance({
-    name: thread ? "sqlite (store thread)" : "sqlite (in-thread)",
-    async open() {
-      const { path, remove } = tempDir();
-      return {
-        store: await createSqliteStore({ path, thread }),
-        reopen: () => createSqliteStore({ path, thread }),
-        cleanup: async () => remove(),
-      };
-    },
-  });
-}
+runStoreConformance({
+  name: "sqlite",
+  async open() {
+    const { path, remove } = tempDir();
+    return {
+      store: await createSqliteStore({ path }),
+      reopen: () => createSqliteStore({ path }),
+      cleanup: async () => remove(),
+    };
+  },
+});
 
 test("sqlite store - opens in WAL mode, records the schema version, and migrates only once", async (t) => {
   const { path, remove } = tempDir();

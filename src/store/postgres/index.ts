@@ -3,7 +3,7 @@
  * `pg` is loaded here with `await import()`, so the default SQLite set-up never loads it.
  */
 import type { PoolConfig } from "pg";
-import type { StorageBackend } from "../contract.ts";
+import type { StorageBackend, StoreCapabilities } from "../contract.ts";
 import { ErrorCode, SluiceError } from "../../errors.ts";
 import { Db } from "./db.ts";
 import { PgDeliveryQueues } from "./deliveries.ts";
@@ -31,6 +31,9 @@ export interface PostgresStoreOptions {
   /** `application_name` shown in pg_stat_activity. Default `sluice`. */
   applicationName?: string;
 }
+
+/** Calls run on pooled connections, so a lease does not join an append issued before it. */
+const capabilities: StoreCapabilities = { appendAndLease: true, callerClock: true, leaseJoinsAppend: false };
 
 /** A PostgreSQL storage backend; `kind` is `postgres`. */
 export interface PostgresStore extends StorageBackend {
@@ -109,6 +112,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   let closing: Promise<void> | undefined;
   return {
     kind: "postgres",
+    capabilities,
     schema,
     events,
     queues,

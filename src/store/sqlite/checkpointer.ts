@@ -2,9 +2,9 @@
  * WAL checkpoints off the writer's thread.
  *
  * SQLite's automatic checkpoint runs inside the COMMIT that crosses `wal_autocheckpoint`: it copies the WAL back into
- * the database file and fsyncs it, synchronously, on the writing connection's thread (with the store in-thread, the
- * event loop: W2's 3-76 ms p99 tails). The store disables it on its writing connection and runs this checkpointer
- * instead: a worker thread with its own read-only-in-practice connection that, every `intervalMs`,
+ * the database file and fsyncs it, synchronously, on the writing connection's thread (the event loop: W2's 3-76 ms p99
+ * tails). The store disables it on its writing connection and runs this checkpointer instead: a worker thread with
+ * its own read-only-in-practice connection that, every `intervalMs`,
  *
  * - runs `wal_checkpoint(PASSIVE)`: copies committed frames back without taking the write lock, so writers go on;
  * - when the WAL holds more than `walMaxBytes`, runs `wal_checkpoint(RESTART)`: waits (busy handler) for a gap
@@ -17,7 +17,7 @@
  *   give the file's space back (the write lock is taken while nobody writes).
  *
  * The writing connection sets `journal_size_limit` to `walMaxBytes`, so a rewound WAL is also cut back to that size,
- * and holds its group commits back for a few ms at a time while the file is past 4 × `walMaxBytes` (store.ts
+ * and holds its group commits back for a few ms at a time while the file is past 4 × `walMaxBytes` (engine.ts
  * `#walTooLarge`): the bound holds even when this thread is starved of CPU.
  * The worker is started from source (`eval`) with no exec flags: it loads only better-sqlite3, not TypeScript tooling.
  */

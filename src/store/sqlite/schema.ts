@@ -3,7 +3,7 @@
  * write lock plays the part of an advisory lock), applies every migration newer than `schema_version`,
  * and refuses a database written by a newer Sluice.
  *
- * Index design for leasing (see store.ts):
+ * Index design for leasing (see lease.ts):
  * - `visible_at` is when a delivery becomes available (its `available_at`), and NULL while it waits behind an
  *   older delivery of the same (queue, partition key). Exactly one delivery per (queue, key), the oldest, has a
  *   non-NULL `visible_at` (the key's head). A delivery is leasable when `visible_at <= now` and it is not leased
@@ -19,7 +19,7 @@
  *   (about 10% of their CPU).
  * - `deliveries_key` finds a key's next delivery when its head is acked or dead-lettered.
  *
- * Fan-out rows (migration 2) hold several deliveries of one event in one row; see store.ts.
+ * Fan-out rows (migration 2) hold several deliveries of one event in one row; see fanout.ts.
  *
  * A delivery created by an append refers to its archived event by `event_seq` and leaves `payload` NULL
  * unless its payload differs (input transformer, replay mark): the event body is written once. A trim copies
@@ -38,7 +38,7 @@ export const migrations: readonly string[] = [
     encoded    TEXT    NOT NULL,
     stored_at  INTEGER NOT NULL
   );
-  -- Read in (bus, stored_at, seq) order, which is seq order: stored_at never decreases along seq (see store.ts).
+  -- Read in (bus, stored_at, seq) order, which is seq order: stored_at never decreases along seq (see event-log.ts).
   CREATE INDEX events_bus_stored ON events (bus, stored_at);
 
   CREATE TABLE dedupe (
@@ -89,7 +89,7 @@ export const migrations: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX state_expires ON state (expires_at) WHERE expires_at IS NOT NULL;
   `,
-  // 2: fan-out rows. One row holds the deliveries of one event to several queues (see store.ts, "Fan-out rows"):
+  // 2: fan-out rows. One row holds the deliveries of one event to several queues (see fanout.ts):
   // `fanout` is the JSON array of their queues, `pending` has bit i set while queue i's delivery is not settled.
   // NULL in both for a row that is one delivery.
   `
