@@ -3,7 +3,7 @@
  * into a read-only object. Every problem of every layer is reported at once, naming where it came from.
  */
 import { isAbsolute, join, resolve } from "node:path";
-import { resolveStoreUrl } from "../store/registry.ts";
+import { defaultStoreUrl, resolveStoreUrl } from "../store/registry.ts";
 import { parseDuration } from "../util/duration.ts";
 import { collectServerProblems, ConfigError, type ConfigProblem, type ServerConfig } from "./config.ts";
 
@@ -81,7 +81,7 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
 
   const appDir = resolve(options.appDir);
   const dataDir = merged.dataDir ? resolveFrom(appDir, merged.dataDir) : join(appDir, ".sluice");
-  const store = resolveStoreUrl(merged.store ?? `sqlite:${join(dataDir, "sluice.db")}`, appDir);
+  const store = resolveStoreUrl(merged.store ?? defaultStoreUrl(dataDir), appDir);
   return Object.freeze({
     appDir,
     mode: options.mode,

@@ -10,7 +10,7 @@
  * registerStoreScheme("nats", { open: async (url) => (await import("./nats/index.ts")).createNatsStore({ url }) });
  * ```
  */
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { StorageBackend } from "./contract.ts";
 
@@ -87,6 +87,11 @@ export async function openStore(url: string): Promise<StorageBackend> {
   const problem = backend.problem?.(url);
   if (problem !== undefined) throw new SluiceError(ErrorCode.ConfigInvalid, `store URL ${JSON.stringify(url)}: ${problem}`);
   return backend.open(url);
+}
+
+/** The store of a deployment that names none: a SQLite file in its data folder. */
+export function defaultStoreUrl(dataDir: string): string {
+  return `sqlite:${join(dataDir, "sluice.db")}`;
 }
 
 /** The file of a `sqlite:PATH` URL or a plain path. */

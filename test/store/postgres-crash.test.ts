@@ -1,24 +1,22 @@
 /**
- * Crash proof of the PostgreSQL backend with real child processes (test/store/crash-child.ts) and SIGKILL:
+ * Crash proof of the PostgreSQL backend with real child processes (src/store/crash/child.ts) and SIGKILL:
  * the shared harness's publisher and consumer crashes, and three consumers working one database at once
  * while a publisher runs, one consumer SIGKILLed with deliveries in flight.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { createPostgresStore } from "../../src/store/postgres/index.ts";
 import type { StorageBackend } from "../../src/store/contract.ts";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
-import { consumerCrash, crashBus, crashQueues, drain, publisherCrash, type CrashTarget } from "./crash-harness.ts";
+import { consumerCrash, crashBus, crashChildArgs, crashQueues, drain, publisherCrash, type CrashTarget } from "../../src/store/crash/harness.ts";
 
 const skip = await skipUnless("postgres");
-const childPath = fileURLToPath(new URL("./crash-child.ts", import.meta.url));
 
 async function postgresTarget(t: { after(fn: () => Promise<void>): void }): Promise<CrashTarget> {
   const db = await createTestDatabase();
   t.after(() => db.drop());
-  return { kind: "postgres", location: db.url, open: () => createPostgresStore({ url: db.url }) };
+  return { url: db.url, open: () => createPostgresStore({ url: db.url }) };
 }
 
 test("postgres store crash - every acknowledged append survives SIGKILL of the publisher, with its deliveries", { skip }, async (t) => {
@@ -40,7 +38,7 @@ class Child {
   #kill: () => void;
 
   constructor(args: string[], onLine: (line: string) => void) {
-    const child = spawn(process.execPath, ["--import", "tsx", childPath, ...args], {
+    const child = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, NODE_NO_WARNINGS: "1" },
     });
@@ -100,7 +98,6 @@ test(
   { skip, timeout: 120_000 },
   async (t) => {
     const target = await postgresTarget(t);
-    const url = target.location;
     const publisherAcked = new Set<string>();
     /** `queue eventId` leased / acked, per consumer. */
     const leased = [new Set<string>(), new Set<string>(), new Set<string>()];
@@ -109,7 +106,7 @@ test(
     let victimKilled = false;
     let onProgress: () => void = () => undefined;
 
-    const publisher = new Child(["publish", "postgres", url, "p"], (line) => {
+    const publisher = new Child(crashChildArgs(target, "publish", "p"), (line) => {
       const [word, , eventId] = line.split(" ");
       assert.equal(word, "ack", `publisher printed ${line}`);
       publisherAcked.add(eventId as string);
@@ -118,7 +115,7 @@ test(
     const consumers = [0, 1, 2].map(
       (n) =>
         // The victim works 150-300 ms per batch, so it still holds the leases of the line that gets it killed.
-        new Child(n === 0 ? ["consume", "postgres", url, "300"] : ["consume", "postgres", url], (line) => {
+        new Child(crashChildArgs(target, "consume", n === 0 ? "300" : undefined), (line) => {
           const space = line.indexOf(" ");
           const [word, key] = [line.slice(0, space), line.slice(space + 1)];
           if (word === "lease") leased[n]?.add(key);

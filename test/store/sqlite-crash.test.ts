@@ -3,13 +3,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSqliteStore } from "../../src/store/sqlite/index.ts";
-import { consumerCrash, publisherCrash, type CrashTarget } from "./crash-harness.ts";
+import { consumerCrash, publisherCrash, type CrashTarget } from "../../src/store/crash/harness.ts";
 
 const sqliteTarget = (t: { after(fn: () => void): void }): CrashTarget => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-crash-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, "data.db");
-  return { kind: "sqlite", location: path, open: () => createSqliteStore({ path }) };
+  return { url: `sqlite:${path}`, open: () => createSqliteStore({ path }) };
 };
 
 test("sqlite store crash - every acknowledged append survives SIGKILL of the publisher, with its deliveries", async (t) => {

@@ -1,23 +1,23 @@
 /**
- * Child process of the store crash tests: it works against a real store until the parent SIGKILLs it, and
- * prints one line to stdout for every write the store acknowledged (the line is written after the promise
+ * Child process of the crash harness (harness.ts): it works against a real store until the parent SIGKILLs it,
+ * and prints one line to stdout for every write the store acknowledged (the line is written after the promise
  * resolved, so a printed line proves an acknowledged write).
  *
- * Driven by crash-harness.ts. Usage: node --import tsx test/store/crash-child.ts <mode> <kind> <location> [runId | workMs]
+ * Usage: node child.js <mode> <url> [runId | workMs] [--child-import MODULE]…
  *   mode      `publish`: appends batches of 1..50 events in a loop, each event with a delivery to queue `crash-a`
  *             and one (keyed on 5 keys) to `crash-b`; prints `ack <seq> <eventId>` per stored event.
  *             `consume`: leases up to 10 deliveries at a time (lease 1 s), "works" 0-3 ms, acks; prints
  *             `lease <queue> <eventId>` per leased delivery, `ack <queue> <eventId>` per acked one (`lost …` when
- *             the ack found its lease lost). With `workMs` (4th argument) it works workMs/2..workMs ms instead: a
- *             victim that still holds its leases when the parent, reading its output late on a loaded machine,
- *             kills it.
- *   kind      `sqlite` (location = database file) or `postgres` (location = connection URL; loads
- *             src/store/postgres/index.ts's `createPostgresStore({ url })`).
+ *             the ack found its lease lost). With `workMs` it works workMs/2..workMs ms instead: a victim that
+ *             still holds its leases when the parent, reading its output late on a loaded machine, kills it.
+ *   url       the store URL, opened through the store registry.
  *   runId     prefix of the event ids (publish), so runs on the same data never collide.
+ *   --child-import MODULE   imported first (a module that registers a store scheme).
  * Prints `ready` once the store is open.
  */
-import type { StorageBackend } from "../../src/store/contract.ts";
-import { crashBus, crashQueues, openStore } from "./crash-harness.ts";
+import type { StorageBackend } from "../contract.ts";
+import { openStore } from "../registry.ts";
+import { crashBus, crashQueues } from "./harness.ts";
 
 function write(line: string): Promise<void> {
   return new Promise((resolve) => {
@@ -41,7 +41,7 @@ async function publish(store: StorageBackend, runId: string): Promise<never> {
     });
     const results = await store.events.append(entries, { now: Date.now(), dedupeWindowMs: 300_000 });
     const lines = results.map((r, i) => {
-      if (r.status !== "stored") throw new Error(`crash-child: unexpected ${r.status} for ${entries[i]?.eventId}`);
+      if (r.status !== "stored") throw new Error(`crash child: unexpected ${r.status} for ${entries[i]?.eventId}`);
       return `ack ${r.seq} ${entries[i]?.eventId}`;
     });
     await write(lines.join("\n"));
@@ -72,15 +72,19 @@ async function consume(store: StorageBackend, workMs: number | undefined): Promi
 }
 
 async function main(): Promise<void> {
-  const [mode, kind, location, runId = "run"] = process.argv.slice(2);
-  if (mode === undefined || kind === undefined || location === undefined) {
-    throw new Error("usage: crash-child.ts <publish|consume> <kind> <location> [runId]");
+  const args = process.argv.slice(2);
+  const imports: string[] = [];
+  for (let i = args.indexOf("--child-import"); i >= 0; i = args.indexOf("--child-import")) {
+    imports.push(...args.splice(i, 2).slice(1));
   }
-  const store = await openStore(kind, location);
+  const [mode, url, extra] = args;
+  if (mode === undefined || url === undefined) throw new Error("usage: child <publish|consume> <url> [runId | workMs]");
+  for (const specifier of imports) await import(specifier);
+  const store = await openStore(url);
   await write("ready");
-  if (mode === "publish") await publish(store, runId);
-  else if (mode === "consume") await consume(store, process.argv[5] === undefined ? undefined : Number(process.argv[5]));
-  else throw new Error(`crash-child: unknown mode ${mode}`);
+  if (mode === "publish") await publish(store, extra ?? "run");
+  else if (mode === "consume") await consume(store, extra === undefined ? undefined : Number(extra));
+  else throw new Error(`crash child: unknown mode ${mode}`);
 }
 
 main().catch((err: unknown) => {

@@ -1,63 +1,62 @@
 /**
- * Crash harness for any storage backend: child processes (crash-child.ts) publish or consume against a real
- * store and are SIGKILLed at random moments; the checks then reopen the store and prove that nothing
- * acknowledged was lost and nothing is stuck.
+ * Crash harness for any storage backend: child processes (child.ts) publish or consume against a real store and
+ * are SIGKILLed at random moments; the checks then reopen the store and prove that nothing acknowledged was lost
+ * and nothing is stuck. Exported as `sluice/testing`.
  *
- * A backend's crash test is a few lines (see sqlite-crash.test.ts):
+ * A backend's crash test is a few lines (see test/store/sqlite-crash.test.ts):
  * ```ts
- * const target = { kind: "postgres", location: url, open: () => createPostgresStore({ url }) };
+ * const target = { url, open: () => createPostgresStore({ url }) };
  * test("postgres store - acknowledged appends survive SIGKILL", () => publisherCrash(target, { iterations: 5 }));
  * test("postgres store - SIGKILLed consumers leave nothing stuck", () => consumerCrash(target, { iterations: 3 }));
  * ```
- * `kind` and `location` are passed to the child, which opens the store itself (see `openStore`).
+ * The child opens `url` through the store registry (src/store/registry.ts); a backend registered outside this
+ * package lists the module that registers its scheme in `childImports`.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import type { Lease, StorageBackend } from "../../src/store/contract.ts";
+import type { Lease, StorageBackend } from "../contract.ts";
 
 export const crashBus = "crash";
 export const crashQueues = ["crash-a", "crash-b"] as const;
 
-/** How the child process opens a store: `sqlite` (location = file) or `postgres` (location = URL). */
-export async function openStore(kind: string, location: string): Promise<StorageBackend> {
-  if (kind === "sqlite") {
-    const { createSqliteStore } = await import("../../src/store/sqlite/index.ts");
-    return createSqliteStore({ path: location });
-  }
-  if (kind === "postgres") {
-    // Through a variable so that this file type-checks without the PostgreSQL backend.
-    const modulePath = "../../src/store/postgres/index.ts";
-    const { createPostgresStore } = (await import(modulePath)) as {
-      createPostgresStore(options: { url: string }): Promise<StorageBackend>;
-    };
-    return createPostgresStore({ url: location });
-  }
-  throw new Error(`crash harness: unknown store kind ${kind}`);
-}
-
 export interface CrashTarget {
-  /** Passed to the child: `sqlite` or `postgres`. */
-  kind: string;
-  /** Passed to the child: the database file or URL. */
-  location: string;
+  /** The store URL the child opens (`sqlite:/tmp/x.db`, `postgres://…`, or a scheme of `childImports`). */
+  url: string;
   /** Opens the same data in the test process, for seeding and checking. */
   open(): Promise<StorageBackend>;
+  /** Modules the child imports before opening `url`, e.g. one that calls `registerStoreScheme`. */
+  childImports?: string[];
+  /** Node flags of the child (for example a TypeScript loader for `childImports`). */
+  execArgv?: string[];
 }
 
-const childPath = fileURLToPath(new URL("./crash-child.ts", import.meta.url));
+/** The child script, and the flags it needs: from source (tests), tsx's loader; from dist/, none. */
+const fromSource = import.meta.url.endsWith(".ts");
+export const crashChildPath = fileURLToPath(new URL(fromSource ? "./child.ts" : "./child.js", import.meta.url));
+
+/** The command line (after the Node executable) of a crash child for `target`; `extra` is its runId or workMs. */
+export function crashChildArgs(
+  target: Pick<CrashTarget, "url" | "childImports" | "execArgv">,
+  mode: "publish" | "consume",
+  extra?: string,
+): string[] {
+  const flags = target.execArgv ?? (fromSource ? ["--import", "tsx"] : []);
+  const imports = (target.childImports ?? []).flatMap((m) => ["--child-import", m]);
+  return [...flags, crashChildPath, mode, target.url, ...(extra === undefined ? [] : [extra]), ...imports];
+}
 
 function randomBetween(min: number, max: number): number {
   return min + Math.floor(Math.random() * (max - min));
 }
 
 /**
- * Runs the child until `killAfterMs` after it printed `ready`, then SIGKILLs it. Resolves with the complete
+ * Runs the child (`args` from crashChildArgs) until `killAfterMs` after it printed `ready`, then SIGKILLs it. Resolves with the complete
  * lines it printed (those are in the pipe before the kill: stdout to a pipe is synchronous on Linux).
  */
 export function runChildUntilKilled(args: string[], killAfterMs: number, timeoutMs = 60_000): Promise<string[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", childPath, ...args], {
+    const child = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, NODE_NO_WARNINGS: "1" },
     });
@@ -122,7 +121,7 @@ export async function publisherCrash(
   const [minMs, maxMs] = options.killAfterMs ?? [30, 400];
   const acked = new Map<string, number>();
   for (let i = 0; i < (options.iterations ?? 5); i++) {
-    const lines = await runChildUntilKilled(["publish", target.kind, target.location, `run${i}`], randomBetween(minMs, maxMs));
+    const lines = await runChildUntilKilled(crashChildArgs(target, "publish", `run${i}`), randomBetween(minMs, maxMs));
     for (const line of lines) {
       const [word, seq, eventId] = line.split(" ");
       assert.equal(word, "ack", `unexpected child output: ${line}`);
@@ -179,7 +178,7 @@ export async function consumerCrash(
   /** Leased and not printed as acked when the child died: its ack may have committed just before the kill. */
   const unconfirmed = new Set<string>();
   for (let i = 0; i < (options.iterations ?? 3); i++) {
-    const lines = await runChildUntilKilled(["consume", target.kind, target.location], randomBetween(minMs, maxMs));
+    const lines = await runChildUntilKilled(crashChildArgs(target, "consume"), randomBetween(minMs, maxMs));
     const leased = new Set<string>();
     for (const line of lines) {
       const space = line.indexOf(" ");
