@@ -234,7 +234,7 @@ export class Invocations {
   #meter(fn: FunctionEntry, record: InvocationRecord): void {
     addRecord(fn.counters, record);
     const { clock, publish, logger } = this.#o;
-    if (fn.budget && fn.budget.add(record, clock.now())) {
+    if (fn.budget?.add(record, clock.now())) {
       publish([budgetExceeded(fn, fn.budget, clock.now())], undefined).catch((err: unknown) => logger.error({ err, functionName: fn.name }, "budget event not published"));
     }
     this.#o.onRecord(record);
