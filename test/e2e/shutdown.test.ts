@@ -122,3 +122,25 @@ test("shutdown - past the grace period the delivery is aborted and released, and
     await s.stop("SIGKILL");
   }
 });
+
+test("shutdown - after SIGKILL a restarted SQLite server takes back the dead process's leases at once and says so", async () => {
+  const app = join(dir, `killed-${randomUUID().slice(0, 8)}`);
+  writeSlowApp(app);
+  const out = join(app, "out.txt");
+  const store = join(app, "store.db");
+  const id = randomUUID();
+  let s = await start(app, store, out, "20s");
+  try {
+    await publish(s, id, 60_000);
+    await s.waitForLine(/slow work started/);
+    await s.stop("SIGKILL");
+    const restartedAt = Date.now();
+    s = await start(app, store, out, "20s");
+    await s.waitForLine(/took back the leases of a process that died/, 10_000);
+    // The lease is 30 s: without taking it back, the second attempt would wait for it to run out.
+    await eventually(async () => (lines(out).includes(`started ${id} 2`) ? true : undefined), "the second attempt", 20_000);
+    assert.ok(Date.now() - restartedAt < 20_000, "redelivered well before the dead process's lease ran out");
+  } finally {
+    await s.stop("SIGKILL");
+  }
+});
