@@ -50,6 +50,13 @@ export default defineFunction({
   );
 }
 
+/** A fresh app folder with the slow function, its output file, its store file, and an event id. */
+function slowApp(prefix: string): { app: string; out: string; store: string; id: string } {
+  const app = join(dir, `${prefix}-${randomUUID().slice(0, 8)}`);
+  writeSlowApp(app);
+  return { app, out: join(app, "out.txt"), store: join(app, "store.db"), id: randomUUID() };
+}
+
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter(Boolean) : []);
 
 async function publish(s: SluiceProcess, id: string, ms: number): Promise<void> {
@@ -73,11 +80,7 @@ function start(app: string, store: string, out: string, grace: string): Promise<
 }
 
 test("shutdown - SIGTERM lets an in-flight delivery finish within the grace period; a restart does not run it again", async () => {
-  const app = join(dir, `within-${randomUUID().slice(0, 8)}`);
-  writeSlowApp(app);
-  const out = join(app, "out.txt");
-  const store = join(app, "store.db");
-  const id = randomUUID();
+  const { app, out, store, id } = slowApp("within");
   let s = await start(app, store, out, "20s");
   try {
     await publish(s, id, 1500);
@@ -99,11 +102,7 @@ test("shutdown - SIGTERM lets an in-flight delivery finish within the grace peri
 });
 
 test("shutdown - past the grace period the delivery is aborted and released, and redelivered after a restart", async () => {
-  const app = join(dir, `past-${randomUUID().slice(0, 8)}`);
-  writeSlowApp(app);
-  const out = join(app, "out.txt");
-  const store = join(app, "store.db");
-  const id = randomUUID();
+  const { app, out, store, id } = slowApp("past");
   let s = await start(app, store, out, "300ms");
   try {
     await publish(s, id, 4000);
@@ -124,11 +123,7 @@ test("shutdown - past the grace period the delivery is aborted and released, and
 });
 
 test("shutdown - after SIGKILL a restarted SQLite server takes back the dead process's leases at once and says so", async () => {
-  const app = join(dir, `killed-${randomUUID().slice(0, 8)}`);
-  writeSlowApp(app);
-  const out = join(app, "out.txt");
-  const store = join(app, "store.db");
-  const id = randomUUID();
+  const { app, out, store, id } = slowApp("killed");
   let s = await start(app, store, out, "20s");
   try {
     await publish(s, id, 60_000);
