@@ -225,6 +225,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      limits: {
+        ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
+        ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
+      },
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {
