@@ -272,7 +272,7 @@ export class Publisher {
   async #refreshStats(): Promise<void> {
     try {
       const before = this.#appendedSinceStats;
-      const stats = await this.#store.queues.stats(undefined, { now: this.#o.now() });
+      const stats = await this.#store.admin.stats(undefined, { now: this.#o.now() });
       let pending = 0;
       for (const s of stats) pending += s.ready + s.delayed + s.leased;
       // Deliveries appended while the stats were read may or may not be counted: keep them (over-estimate).

@@ -206,7 +206,7 @@ export async function consumerCrash(
       .flat()
       .filter((key) => !all.has(key));
     assert.deepEqual(missing.filter((key) => !unconfirmed.has(key)), [], "deliveries were lost");
-    const stats = await store.queues.stats([...crashQueues], { now: Date.now() + 3_600_000 });
+    const stats = await store.admin.stats([...crashQueues], { now: Date.now() + 3_600_000 });
     for (const s of stats) assert.deepEqual([s.ready, s.delayed, s.leased, s.dead], [0, 0, 0, 0], `queue ${s.queue}`);
     return { acked: acked.size, inFlightAtKill, drained: drained.length };
   } finally {
