@@ -125,7 +125,8 @@ export class Publisher {
   async publish(busName: string, input: unknown): Promise<PublishResult> {
     const inputs = this.#checkBatch(Array.isArray(input) ? input : [input]);
     await this.#busOrRefresh(busName);
-    await this.#checkBackpressure();
+    const confirming = this.#checkBackpressure();
+    if (confirming !== undefined) await confirming;
     const now = this.#o.now();
     const items: (NormalizedEvent | PublishEntryResult)[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
@@ -151,7 +152,8 @@ export class Publisher {
   async publishNormalized(busName: string, normalized: NormalizedEvent[]): Promise<PublishResult> {
     this.#checkBatch(normalized);
     await this.#busOrRefresh(busName);
-    await this.#checkBackpressure();
+    const confirming = this.#checkBackpressure();
+    if (confirming !== undefined) await confirming;
     const items = normalized.map((n, i): NormalizedEvent | PublishEntryResult => {
       try {
         return this.#checkLimits(n);
@@ -244,7 +246,8 @@ export class Publisher {
     if (bus === undefined) throw new SluiceError(ErrorCode.BusNotFound, `bus "${name}" does not exist`, { path: "$.bus" });
   }
 
-  async #checkBackpressure(): Promise<void> {
+  /** Throws at once when a limit is passed; returns a promise only when an over-estimate is being confirmed. */
+  #checkBackpressure(): Promise<void> | undefined {
     if (this.#queuedEntries >= this.#o.maxQueuedEntries) {
       throw new SluiceError(ErrorCode.Backpressure, `${this.#queuedEntries} events are waiting to be stored; publish again later`, {
         retryable: true,
@@ -261,20 +264,24 @@ export class Publisher {
         this.#statsInFlight = undefined;
       });
     }
-    if (this.#pendingEstimate >= this.#o.maxPendingDeliveries && now - this.#confirmedAt >= 250) {
-      // The estimate can count deliveries twice (appended while a slow stats read ran): before refusing, confirm
-      // it with a read that started after them, at most every 250 ms so that refusals do not multiply reads.
-      this.#confirmedAt = now;
+    if (this.#pendingEstimate < this.#o.maxPendingDeliveries) return undefined;
+    if (now - this.#confirmedAt < 250) throw this.#pendingError();
+    // The estimate can count deliveries twice (appended while a slow stats read ran): before refusing, confirm
+    // it with a read that started after them, at most every 250 ms so that refusals do not multiply reads.
+    this.#confirmedAt = now;
+    return (async () => {
       await this.#statsInFlight;
       await this.#refreshStats();
-    }
-    if (this.#pendingEstimate >= this.#o.maxPendingDeliveries) {
-      throw new SluiceError(
-        ErrorCode.Backpressure,
-        `about ${this.#pendingEstimate} deliveries are pending (limit ${this.#o.maxPendingDeliveries}); publish again later`,
-        { retryable: true },
-      );
-    }
+      if (this.#pendingEstimate >= this.#o.maxPendingDeliveries) throw this.#pendingError();
+    })();
+  }
+
+  #pendingError(): SluiceError {
+    return new SluiceError(
+      ErrorCode.Backpressure,
+      `about ${this.#pendingEstimate} deliveries are pending (limit ${this.#o.maxPendingDeliveries}); publish again later`,
+      { retryable: true },
+    );
   }
 
   async #refreshStats(): Promise<void> {

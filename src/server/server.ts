@@ -184,6 +184,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+    if (store.reclaimedLeases) {
+      logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
+    }
 
     const broker = await createBroker({
       store,

@@ -282,6 +282,11 @@ export interface StorageBackend {
   readonly state: StateStore;
   /** Declares the deployment's dedupe window and queues (see `StoreDeclaration`). */
   declare(declaration: StoreDeclaration): Promise<void>;
+  /**
+   * Leases that opening the store expired at once because the processes holding them are known to be dead (a
+   * restart after a crash), instead of leaving them to run out their visibility timeout. The server logs it.
+   */
+  readonly reclaimedLeases?: number;
   /** Waits for in-flight calls, releases connections. Idempotent. */
   close(): Promise<void>;
 }

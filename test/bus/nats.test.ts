@@ -31,6 +31,8 @@ runBusSuite({
             "failed attempts are retried with exponential backoff and full jitter on the injected clock",
             "RetryAfterError sets the delay, NonRetriableError dead-letters at once, and old events die of max-age",
             "archive replay republishes a time range filtered by a pattern, marks events, and reports progress",
+            "a running replay can be cancelled and says how far it got",
+            "a paced replay replays at most maxPerSecond events per second of its clock",
             "archives are trimmed past each bus's retention",
           ],
         },

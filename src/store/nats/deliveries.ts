@@ -153,7 +153,7 @@ export class NatsDeliveryQueues implements DeliveryQueues {
       // Only the oldest pending message of the key's subject may be leased (acked ones are gone from the stream).
       const head = await this.#ctx.jsm.streams.getMessage(this.#ctx.names.deliveries, { next_by_subj: m.subject, seq: 0 } as never);
       if (head !== null && head.seq !== m.streamSeq) {
-        await this.#handBack(m, id, { ...meta, skips: skips + 1 }, Math.min(1000, 100 * 2 ** Math.min(skips, 4)));
+        await this.#handBack(m, id, { ...meta, skips: skips + 1 }, Math.min(300, 50 * 2 ** Math.min(skips, 3)));
         return undefined;
       }
     }
