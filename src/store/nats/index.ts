@@ -50,7 +50,7 @@ export async function createNatsStore(options: NatsStoreOptions & { onWarning?: 
   const { jetstream, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy } = await import("@nats-io/jetstream");
   const { Kvm } = await import("@nats-io/kv");
   const names = namesFor(checked.deployment);
-  let nc;
+  let nc: Awaited<ReturnType<typeof connect>>;
   try {
     nc = await connect({
       servers: options.servers,
