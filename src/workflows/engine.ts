@@ -222,11 +222,10 @@ export class WorkflowEngine {
         if (ctx.attempt < wf.spec.retry.attempts + 2) throw new RetryAfterError(Math.min(10 * 2 ** ctx.attempt, 2000), "the run's previous step is still being recorded");
         return;
       }
-      if (s.claim && s.claim.owner !== ctx.deliveryId && s.claim.until > now) {
-        // A wake-up must not be lost while the run is between two writes; a duplicate delivery just ends.
-        if (c.wake !== undefined) throw new RetryAfterError(20, "the run is busy");
-        return;
-      }
+      // Another delivery does the run's current work: it comes back (same delivery) until it has written its
+      // successor, and nobody else moves the run on meanwhile, so this one ends. A wake-up ends too: whoever holds
+      // the claim of a waiting run is resolving that wait, and reads the recorded event when it does.
+      if (s.claim && s.claim.owner !== ctx.deliveryId && s.claim.until > now) return;
       const dueAt = s.status === "sleeping" ? s.sleep?.until : s.status === "waiting" ? s.wait?.timeoutAt : undefined;
       if (c.hop && typeof dueAt === "number" && dueAt > now && s.claim === undefined) {
         const claimedHop = await this.#runs.replace(rec.raw, { ...s, claim: { owner: ctx.deliveryId, until: now + 60_000 } });
@@ -264,6 +263,7 @@ export class WorkflowEngine {
 
   async #work(wf: Workflow, rec: RunRecord, ctx: DeliveryContext, hit: CloudEvent | null | undefined): Promise<void> {
     const s = rec.state;
+    if (s.ending !== undefined) return this.#compensate(wf, rec, ctx);
     switch (s.status) {
       case "compensating":
         return this.#compensate(wf, rec, ctx);
@@ -550,8 +550,8 @@ export class WorkflowEngine {
     await this.#waits.register(op.type, waiter, timeoutAt === null ? undefined : timeoutAt - now + 86_400_000);
     await this.#ensureWaitRule(op.type);
     if (timeoutAt !== null) await this.#waits.setTimer(s.runId, timeoutAt);
-    // 2. the run waits (a timeout delivery is enqueued for timeoutAt), still claimed by this delivery;
-    let cur = await this.#commit(wf, rec, ctx, (n) => {
+    // 2. the run waits (a timeout delivery is enqueued for timeoutAt);
+    await this.#commit(wf, rec, ctx, (n) => {
       const step = this.#upsertStep(n, op.id, "wait", ctx.attempt);
       step.status = "waiting";
       step.until = timeoutAt;
@@ -559,18 +559,12 @@ export class WorkflowEngine {
       n.status = "waiting";
       n.wait = { stepId: op.id, type: op.type, timeoutAt };
       return timeoutAt ?? undefined;
-    }, true);
-    // 3. then the archive since the run began is searched: an event stored before the router knew the waiter is
-    // found here, one stored after reaches the router, which wakes the run once the claim below is released.
-    let event: CloudEvent | undefined = await this.#waits.hit(s.runId, op.id);
-    if (event === undefined) {
-      const found = await this.#waits.scanArchive(op.type, waiter, s.sinceAt - op.lookbackMs);
-      if (found !== undefined) event = await this.#waits.offer(s.runId, op.id, found.event, found.encoded);
-    }
-    if (event !== undefined) return this.#resolveWait(wf, cur, ctx, event);
-    // A second look once every node has loaded the wait rule (definitions are polled once a second).
-    await this.#enqueue(wf, { runId: s.runId, v: cur.state.v, wake: op.id, scan: true }, now + rescanAfterMs);
-    cur = await this.#commit(wf, cur, ctx, () => undefined);
+    });
+    // 3. then a wake-up searches the archive since the run began: an event stored before the router knew the
+    // waiter is found there, one stored after reaches the router, which wakes the run. A second look follows
+    // once every node has loaded the wait rule (definitions are polled once a second).
+    await this.#enqueue(wf, { runId: s.runId, v: -1, wake: op.id, scan: true }, now);
+    await this.#enqueue(wf, { runId: s.runId, v: -1, wake: op.id, scan: true }, now + rescanAfterMs);
   }
 
   async #ensureWaitRule(type: string): Promise<void> {
@@ -720,10 +714,17 @@ export class WorkflowEngine {
       if (isFinal(s.status) || s.ending !== undefined) return this.get(runId);
       const wf = this.#workflows.get(s.workflow);
       if (wf === undefined) throw new SluiceError(ErrorCode.NotFound, `workflow "${s.workflow}" of run ${runId} is not loaded on this node`);
-      const next: RunState = { ...s, ending: "cancelled", status: "compensating", v: s.v + 1, updatedAt: this.#now() };
-      delete next.sleep;
-      delete next.wait;
-      await this.#enqueue(wf, { runId, v: next.v }, this.#now());
+      // A delivery doing the run's work sees the cancel when it writes and compensates next; otherwise a new
+      // delivery starts the compensations.
+      const claimed = s.claim !== undefined && s.claim.until > this.#now();
+      const next: RunState = { ...s, ending: "cancelled", updatedAt: this.#now() };
+      if (!claimed) {
+        next.status = "compensating";
+        next.v = s.v + 1;
+        delete next.sleep;
+        delete next.wait;
+        await this.#enqueue(wf, { runId, v: next.v }, this.#now());
+      }
       if (await this.#runs.replace(rec.raw, next)) {
         if (s.wait) await this.#waits.unregister(s.wait.type, runId, s.wait.stepId).catch(() => undefined);
         await this.#waits.clearTimer(runId).catch(() => undefined);

@@ -183,8 +183,12 @@ export default defineFunction({
       assert.equal(flight.compensation?.attempts, 3);
       assert.equal(app.count('cancel-hotel t2 {"hotel":"ref-t2"}'), 1);
       assert.equal(app.effects().filter((l) => l.startsWith("cancel-flight t2")).length, 0);
-      const dead = await server.broker.listDeadLetters({ rule: "workflow.trip", target: "run" });
+      const dead = await eventually(async () => {
+        const list = await server.broker.listDeadLetters({ rule: "workflow.trip", target: "run" });
+        return list.length > 0 ? list : undefined;
+      }, "the compensation's dead letter");
       assert.equal(dead.length, 1);
+      assert.match(dead[0]!.lastError ?? "", /compensation of step "flight"/);
       writeFileSync(fix, "");
       assert.equal(await server.broker.redrive({ rule: "workflow.trip", target: "run" }), 1);
       await eventually(async () => ((await server.workflows.get(failed.runId)).status === "compensated" ? true : undefined), "compensated after the redrive", 30_000);
