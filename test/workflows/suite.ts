@@ -244,4 +244,40 @@ export default defineWorkflow({
       await server.close();
     }
   });
+
+  t("concurrency: { key, limit: 1 } runs one run per key at a time; idempotency by key skips a second trigger", async () => {
+    const app = writeApp({
+      "serial.ts": `import { defineWorkflow } from \${API};
+import { appendFileSync } from "node:fs";
+export default defineWorkflow({
+  name: "serial",
+  on: { type: ["serial.start"] },
+  concurrency: { key: "data.customer", limit: 1 },
+  idempotency: { key: "data.order" },
+  async run(event, step) {
+    await step.run("begin", () => { appendFileSync(\${LOG}, "begin " + event.data.customer + " " + Date.now() + "\\n"); });
+    await step.sleep("work", "150ms");
+    await step.run("end", () => { appendFileSync(\${LOG}, "end " + event.data.customer + " " + Date.now() + "\\n"); });
+  },
+});
+`,
+    });
+    const server = await start(app, await o.store(app));
+    try {
+      const events = [];
+      for (let i = 0; i < 4; i++) events.push({ source: "test", type: "serial.start", data: { customer: "ada", order: `o${i}` } });
+      events.push({ source: "test", type: "serial.start", data: { customer: "bob", order: "o9" } });
+      events.push({ source: "test", type: "serial.start", data: { customer: "bob", order: "o9" } });
+      await publish(server, events);
+      const runs = await runsSettled(server, "serial", 5, 60_000);
+      assert.ok(runs.every((r) => r.status === "completed"));
+      const lines = app.effects().map((l) => l.split(" "));
+      const ada = lines.filter((l) => l[1] === "ada");
+      // Strictly alternating begin/end for one customer: never two of its runs inside at once.
+      assert.deepEqual(ada.map((l) => l[0]), ["begin", "end", "begin", "end", "begin", "end", "begin", "end"]);
+      assert.equal(lines.filter((l) => l[1] === "bob" && l[0] === "begin").length, 1);
+    } finally {
+      await server.close();
+    }
+  });
 }
