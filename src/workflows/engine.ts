@@ -102,6 +102,8 @@ export class WorkflowEngine {
   readonly #waits: Waits;
   readonly #slots: Slots;
   readonly #waitRules = new Map<string, Promise<void>>();
+  /** Writes in flight by run: a successor leased on this node waits for its predecessor's write to land. */
+  readonly #writing = new Map<string, Promise<unknown>>();
   #closed = false;
 
   constructor(o: EngineOptions) {
@@ -205,6 +207,7 @@ export class WorkflowEngine {
 
   async #advance(wf: Workflow, c: Continue, ctx: DeliveryContext): Promise<void> {
     for (;;) {
+      await this.#writing.get(c.runId);
       const rec = await this.#runs.get(c.runId);
       if (rec === undefined) return;
       const s = rec.state;
@@ -311,7 +314,12 @@ export class WorkflowEngine {
       }
       const final = isFinal(next.status);
       if (final) next.endedAt ??= next.updatedAt;
-      const written = await this.#runs.replace(cur.raw, next, final ? wf.spec.retentionMs : undefined);
+      const writing = this.#runs.replace(cur.raw, next, final ? wf.spec.retentionMs : undefined);
+      const settled = writing.catch(() => undefined);
+      this.#writing.set(next.runId, settled);
+      const written = await writing.finally(() => {
+        if (this.#writing.get(next.runId) === settled) this.#writing.delete(next.runId);
+      });
       if (written) {
         if (final) await this.#finished(wf, written.state);
         return written;
