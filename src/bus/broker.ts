@@ -127,6 +127,11 @@ export interface Broker {
   setFunctionHandler(handler: FunctionHandler | undefined): void;
   /** Starts the dispatcher of a broker created with `startDispatcher: false`. Idempotent. */
   startDispatcher(): void;
+  /**
+   * Leases again at `at` (epoch ms), for a delivery enqueued straight into the store to become available then
+   * (durable timers): without it the fallback poll would find it up to `pollIntervalMs` late.
+   */
+  wakeAt(at: number): void;
   /** Dead letters of one target, oldest first. */
   listDeadLetters(ref: TargetRef, options?: { limit?: number; afterId?: string }): Promise<DeadLetterInfo[]>;
   getDeadLetter(deliveryId: string): Promise<DeadLetterInfo | undefined>;
@@ -378,6 +383,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     startDispatcher() {
       if (!closed) dispatcher?.start();
+    },
+    wakeAt(at) {
+      if (!closed) dispatcher?.wakeAt(at);
     },
     async listDeadLetters(ref, o) {
       const limit = positiveInt(o?.limit, 100, "$.limit");

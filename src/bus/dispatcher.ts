@@ -206,6 +206,11 @@ export class Dispatcher {
     this.#scheduleUpkeep();
   }
 
+  /** Asks the lease loop to look again at `at` (clock time): a delivery enqueued to become available then. */
+  wakeAt(at: number): void {
+    this.#wakeAt(at);
+  }
+
   /** Asks the lease loop to look for work now (after a local publish, a redrive…). */
   wake(): void {
     this.#wakeFlag = true;
