@@ -6,6 +6,7 @@
  * `@nats-io/*` is loaded with `await import()` when a store opens, so importing the package never loads it.
  */
 import { readFile } from "node:fs/promises";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { StorageBackend, StoreCapabilities } from "../contract.ts";
 import { WorkSignal } from "../work-signal.ts";
 import { NatsQueueAdmin } from "./admin.ts";
@@ -50,7 +51,7 @@ export async function createNatsStore(options: NatsStoreOptions & { onWarning?: 
   const { jetstream, jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy } = await import("@nats-io/jetstream");
   const { Kvm } = await import("@nats-io/kv");
   const names = namesFor(checked.deployment);
-  let nc: Awaited<ReturnType<typeof connect>>;
+  let nc: NatsConnection;
   try {
     nc = await connect({
       servers: options.servers,
