@@ -14,6 +14,8 @@ import { register as publish } from "./publish.ts";
 import { register as replay } from "./replay.ts";
 import { register as start } from "./start.ts";
 import { register as status } from "./status.ts";
+import { register as keys } from "./keys.ts";
+import { register as audit } from "./audit.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
@@ -30,6 +32,8 @@ const commands: RegisterCommand[] = [
   replay,
   status,
   logs,
+  keys,
+  audit,
 ];
 
 export async function main(argv: string[]): Promise<number> {

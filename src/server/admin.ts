@@ -13,6 +13,11 @@
  * GET  /admin/replays | /admin/replays/:name; POST /admin/replays/:name/cancel
  * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
  * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
+ * GET  /admin/audit?limit=&action=&key=     the audit log of admin writes, newest first
+ * POST|GET /admin/keys, POST /admin/keys/:name/revoke   API keys (admin-keys.ts)
+ *
+ * Reads need admin:read, writes admin:write (invoke: invoke or invoke:<function>); http.ts sets the scopes.
+ * Reads redact secrets (redact.ts); every write is recorded in the audit log (audit.ts).
  */
 import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
@@ -23,7 +28,11 @@ import type { CloudEvent } from "../event/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
+import type { KeyStore } from "../auth/key-store.ts";
+import type { AuditLog } from "./audit.ts";
+import { registerKeyRoutes } from "./admin-keys.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
+import { redactRule } from "./redact.ts";
 import type { SourceInfo } from "./sources.ts";
 
 export interface AdminDeps {
@@ -38,6 +47,9 @@ export interface AdminDeps {
   logs: LogBuffer;
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
+  audit: AuditLog;
+  /** API keys; absent when the server checks none. */
+  keys?: KeyStore;
 }
 
 
@@ -48,6 +60,8 @@ function targetOf(queue: string): string {
 
 export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
   const { broker, runtime, scheduler } = deps;
+  const audit = (req: { principal?: { name: string } }, action: string, target: string, count?: number) =>
+    deps.audit.record(req.principal?.name, action, target, count).then(() => undefined);
 
   // Fastify's own JSON parser has no nesting limit; an event copied to a function instance must have one.
   app.removeContentTypeParser("application/json");
@@ -110,7 +124,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     };
   });
   app.get("/buses", async () => broker.listBuses());
-  app.get<{ Querystring: { bus?: string } }>("/rules", async (req) => broker.listRules(req.query.bus ? { bus: req.query.bus } : {}));
+  app.get<{ Querystring: { bus?: string } }>("/rules", async (req) => broker.listRules(req.query.bus ? { bus: req.query.bus } : {}).map(redactRule));
   app.get("/functions", async () => {
     const m = runtime.metrics();
     return runtime.functions().map((f) => ({ ...f, metrics: m.functions[f.name] }));
@@ -137,12 +151,15 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     const body = isObject(req.body) ? req.body : {};
     const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
     const redriven = await broker.redrive(req.params, { ...(ids ? { ids } : {}), ...(body.filter !== undefined ? { filter: body.filter } : {}) });
+    await audit(req, "dlq.redrive", `${req.params.bus}/${req.params.rule}/${req.params.target}`, redriven);
     return { redriven };
   });
   app.post<{ Params: RefParams; Body: unknown }>("/dlq/:bus/:rule/:target/purge", async (req) => {
     const body = isObject(req.body) ? req.body : {};
     const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
-    return { purged: await broker.purgeDeadLetters(req.params, ids ? { ids } : {}) };
+    const purged = await broker.purgeDeadLetters(req.params, ids ? { ids } : {});
+    await audit(req, "dlq.purge", `${req.params.bus}/${req.params.rule}/${req.params.target}`, purged);
+    return { purged };
   });
 
   // --- replays ---
@@ -157,14 +174,20 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
       ...(b.pattern === undefined ? {} : { pattern: b.pattern }),
       destination: isObject(b.destination) ? (b.destination as { bus: string }) : { bus: String(b.bus ?? "default") },
     });
+    await audit(req, "replay.start", replay.name);
     return reply.code(201).send(replay);
   });
   app.get("/replays", async () => broker.listReplays());
   app.get<{ Params: { name: string } }>("/replays/:name", async (req) => broker.getReplay(req.params.name));
-  app.post<{ Params: { name: string } }>("/replays/:name/cancel", async (req) => broker.cancelReplay(req.params.name));
+  app.post<{ Params: { name: string } }>("/replays/:name/cancel", async (req) => {
+    const out = await broker.cancelReplay(req.params.name);
+    await audit(req, "replay.cancel", req.params.name);
+    return out;
+  });
 
   // --- invoke ---
-  app.post<{ Params: { name: string }; Body: unknown }>("/functions/:name/invoke", async (req) => {
+  const invokeScope = { config: { scope: (req: { params: unknown }) => `invoke:${(req.params as { name: string }).name}` } };
+  app.post<{ Params: { name: string }; Body: unknown }>("/functions/:name/invoke", invokeScope, async (req) => {
     const body = isObject(req.body) ? req.body : {};
     if (!runtime.functions().some((f) => f.name === req.params.name)) {
       throw new SluiceError(ErrorCode.FunctionNotFound, `no function ${JSON.stringify(req.params.name)}; see sluice status`, { path: "$.function" });
@@ -179,8 +202,19 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
           time: new Date().toISOString(),
           ...(body.data === undefined ? {} : { datacontenttype: "application/json", data: body.data }),
         };
+    await audit(req, "function.invoke", req.params.name);
     return { result: (await runtime.invoke(req.params.name, event)) ?? null };
   });
+
+  // --- audit, keys ---
+  app.get<{ Querystring: { limit?: string; action?: string; key?: string } }>("/audit", async (req) =>
+    deps.audit.list({
+      limit: Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100)),
+      ...(req.query.action ? { action: req.query.action } : {}),
+      ...(req.query.key ? { key: req.query.key } : {}),
+    }),
+  );
+  if (deps.keys) registerKeyRoutes(app, { keys: deps.keys, audit });
 
   // --- logs ---
   app.get<{ Querystring: { function?: string; limit?: string; follow?: string } }>("/logs", (req, reply) => {

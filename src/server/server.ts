@@ -22,6 +22,9 @@ import { ScheduleSource } from "../triggers/schedule/source.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import type { SourceKind } from "../triggers/source.ts";
 import { openStore } from "../store/registry.ts";
+import { KeyStore } from "../auth/key-store.ts";
+import { AuditLog } from "./audit.ts";
+import { bootstrapKey, requireKeys } from "./auth-setup.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
@@ -46,6 +49,12 @@ export interface StartServerOptions {
   targets?: readonly TargetHandler[];
   /** Event source kinds besides the built-in ones. */
   sources?: readonly SourceKind[];
+  /**
+   * `sluice start` checks API keys unless this is true (`--no-auth`); `sluice dev` never does. The bootstrap
+   * admin key comes from `SLUICE_ADMIN_KEY`, or the file named by `adminKeyFile` / `SLUICE_ADMIN_KEY_FILE`.
+   */
+  noAuth?: boolean;
+  adminKeyFile?: string;
 }
 
 export interface RunningServer {
@@ -165,6 +174,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     appDir: options.appDir,
     mode: options.mode,
     ...(fileServer && typeof fileServer === "object" ? { file: fileServer as ServerConfig } : {}),
+    fileName: mod.configFile,
     env,
     ...(options.flags ? { flags: options.flags } : {}),
   });
@@ -184,6 +194,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+
+    const authOn = settings.mode === "start" && options.noAuth !== true;
+    const adminKey = bootstrapKey(env, options.adminKeyFile);
+    const keys = new KeyStore(store.state, adminKey === undefined ? {} : { bootstrapKey: adminKey });
+    if (!authOn && settings.mode === "start") logger.warn({}, "API keys are not checked (--no-auth): anyone who reaches the port may publish, invoke and administer");
 
     const broker = await createBroker({
       store,
@@ -243,6 +258,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
     });
 
+    // After the app is validated, so a broken config is reported as such first.
+    if (authOn) await requireKeys(keys, mod.configFile, settings.store);
+
     await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));
 
     runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
@@ -281,8 +299,26 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       http: () => httpApp!,
     });
 
+    const audit = new AuditLog({
+      state: store.state,
+      publish,
+      onError: (err, entry) => logger.error({ err, audit: entry }, "audit entry not recorded"),
+    });
+
     let accepting = true;
     const http = await createHttpServer({
+      guard: {
+        keys: authOn ? keys : undefined,
+        checkAllOrigins: settings.mode === "dev",
+        enforceHost: settings.mode === "dev" || settings.allowedHosts.length > 0,
+        allowedHosts: settings.allowedHosts,
+        rateLimits: settings.rateLimit.publish === 0 && settings.rateLimit.admin === 0 ? undefined : settings.rateLimit,
+      },
+      connections: {
+        requestTimeoutMs: settings.requestTimeoutMs,
+        keepAliveTimeoutMs: settings.keepAliveTimeoutMs,
+        maxConnections: settings.maxConnections,
+      },
       routes: app.routes,
       metrics,
       logger: logger.child({ component: "http" }),
@@ -304,6 +340,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             sources,
             logs,
             functionQueue,
+            audit,
+            keys,
           }),
       },
     });
@@ -330,6 +368,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         port,
         mode: settings.mode,
         store: store.kind,
+        auth: authOn,
         functions: runtime.functions().map((f) => f.name),
         routes: app.routes.map((r) => r.key),
         schedules: app.schedules.map((s) => s.name),

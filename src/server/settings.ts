@@ -23,6 +23,14 @@ export interface Settings {
   /** Backpressure limits handed to the broker (publish answers 429 past them); undefined keeps the broker's default. */
   readonly maxPendingDeliveries: number | undefined;
   readonly maxQueuedEntries: number | undefined;
+  /** Host names answered besides loopback names. */
+  readonly allowedHosts: readonly string[];
+  /** Per-key request limits per window; 0 turns one off. */
+  readonly rateLimit: { readonly publish: number; readonly admin: number; readonly windowMs: number };
+  readonly allowPrivateNetworks: boolean;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxConnections: number;
 }
 
 /** The port `sluice dev` and `sluice start` listen on unless told otherwise. */
@@ -41,6 +49,10 @@ export const envVars: Record<string, keyof ServerConfig> = {
   SLUICE_BODY_LIMIT: "bodyLimit",
   SLUICE_MAX_PENDING_DELIVERIES: "maxPendingDeliveries",
   SLUICE_MAX_QUEUED_ENTRIES: "maxQueuedEntries",
+  SLUICE_ALLOWED_HOSTS: "allowedHosts",
+  SLUICE_ALLOW_PRIVATE_NETWORKS: "allowPrivateNetworks",
+  SLUICE_REQUEST_TIMEOUT: "requestTimeout",
+  SLUICE_MAX_CONNECTIONS: "maxConnections",
 };
 
 export interface ResolveSettingsOptions {
@@ -61,7 +73,10 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     problems.push(fix === undefined ? { key: `${where}${key}`, message } : { key: `${where}${key}`, message, fix });
 
   const merged: ServerConfig = {};
-  Object.assign(merged, options.file ?? {});
+  // The file's values are checked like every other layer before anything uses them (a bad store URL, a port).
+  const fromFile: ServerConfig = {};
+  collectServerProblems({ ...(options.file ?? {}) }, "server.", addFrom(options.fileName ? `${options.fileName}: ` : ""), fromFile);
+  Object.assign(merged, fromFile);
   const envRaw: Record<string, unknown> = {};
   const envName = new Map<string, string>();
   for (const [name, key] of Object.entries(envVars)) {
@@ -95,6 +110,17 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     bodyLimit: merged.bodyLimit ?? 1024 * 1024,
     maxPendingDeliveries: merged.maxPendingDeliveries,
     maxQueuedEntries: merged.maxQueuedEntries,
+    allowedHosts: merged.allowedHosts ?? [],
+    rateLimit: {
+      // sluice dev is one developer on loopback: no limits unless the config sets them.
+      publish: merged.rateLimit?.publish ?? (options.mode === "dev" ? 0 : 10_000),
+      admin: merged.rateLimit?.admin ?? (options.mode === "dev" ? 0 : 100),
+      windowMs: parseDuration(merged.rateLimit?.window ?? "1s", "rateLimit.window"),
+    },
+    allowPrivateNetworks: merged.allowPrivateNetworks ?? options.mode === "dev",
+    requestTimeoutMs: parseDuration(merged.requestTimeout ?? "30s", "requestTimeout"),
+    keepAliveTimeoutMs: parseDuration(merged.keepAliveTimeout ?? "5s", "keepAliveTimeout"),
+    maxConnections: merged.maxConnections ?? 1024,
   });
 }
 

@@ -153,6 +153,7 @@ test("sources - a registered source publishes durably and its health shows in /a
     mode: "start",
     flags: { port: 0, host: "127.0.0.1", logLevel: "silent" },
     env: {},
+    noAuth: true,
     sources: [feed.kind],
   });
   try {
