@@ -14,6 +14,8 @@
  * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
  * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
  * GET  /admin/audit?limit=&action=&key=     the audit log of admin writes, newest first
+ * GET  /admin/targets/disabled               webhook targets disabled by a 410 Gone
+ * POST /admin/targets/:bus/:rule/:target/enable   enables one again
  * POST|GET /admin/keys, POST /admin/keys/:name/revoke   API keys (admin-keys.ts)
  *
  * Reads need admin:read, writes admin:write (invoke: invoke or invoke:<function>); http.ts sets the scopes.
@@ -29,6 +31,8 @@ import type { Runtime } from "../runtime/runtime.ts";
 import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import type { KeyStore } from "../auth/key-store.ts";
+import { DISABLED_TARGETS, type DisabledTarget } from "../bus/targets/webhook.ts";
+import type { StateStore } from "../store/contract.ts";
 import type { AuditLog } from "./audit.ts";
 import { registerKeyRoutes } from "./admin-keys.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
@@ -48,6 +52,8 @@ export interface AdminDeps {
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
   audit: AuditLog;
+  /** The store's state: targets disabled by a 410. */
+  state: StateStore;
   /** API keys; absent when the server checks none. */
   keys?: KeyStore;
 }
@@ -83,6 +89,9 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     }
     return out;
   }
+
+  const disabledTargets = async (): Promise<DisabledTarget[]> =>
+    (await deps.state.list(DISABLED_TARGETS, { now: Date.now() })).map((r) => JSON.parse(r.value) as DisabledTarget);
 
   app.get("/status", async () => {
     const m = runtime.metrics();
@@ -121,6 +130,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
         lastFired: s.lastFiredAt === undefined ? undefined : new Date(s.lastFiredAt).toISOString(),
       })),
       sources: deps.sources.list().map(({ details: _d, ...s }) => s),
+      disabledTargets: (await disabledTargets()).map((d) => ({ ...d, target: targetOf(d.queue) })),
     };
   });
   app.get("/buses", async () => broker.listBuses());
@@ -204,6 +214,17 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
         };
     await audit(req, "function.invoke", req.params.name);
     return { result: (await runtime.invoke(req.params.name, event)) ?? null };
+  });
+
+  // --- targets disabled by a 410 ---
+  app.get("/targets/disabled", async () => (await disabledTargets()).map((d) => ({ ...d, target: targetOf(d.queue) })));
+  app.post<{ Params: RefParams }>("/targets/:bus/:rule/:target/enable", async (req) => {
+    const queue = `rule:${req.params.bus}/${req.params.rule}/${req.params.target}`;
+    const was = await deps.state.get(DISABLED_TARGETS, queue, { now: Date.now() });
+    if (was === undefined) throw new SluiceError(ErrorCode.NotFound, `target ${targetOf(queue)} is not disabled`, { path: "$.target" });
+    await deps.state.delete(DISABLED_TARGETS, queue);
+    await audit(req, "target.enable", targetOf(queue));
+    return { enabled: targetOf(queue) };
   });
 
   // --- audit, keys ---

@@ -3,7 +3,7 @@
  * the store's state (namespace `sluice.audit`, 90 days), so every node sharing the store sees one log, and
  * published as a `sluice.audit.<action>` event on the default bus, so rules can route it like any event.
  *
- * Actions: dlq.redrive, dlq.purge, replay.start, replay.cancel, function.invoke, key.create, key.revoke.
+ * Actions: dlq.redrive, dlq.purge, replay.start, replay.cancel, function.invoke, key.create, key.revoke, target.enable.
  */
 import { newEventId } from "../event/ids.ts";
 import type { StateStore } from "../store/contract.ts";

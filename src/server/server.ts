@@ -210,6 +210,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       },
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
+      allowPrivateNetworks: settings.allowPrivateNetworks,
       ...(options.targets ? { targets: options.targets } : {}),
     });
     closers.push(() => broker.close());
@@ -342,6 +343,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             functionQueue,
             audit,
             keys,
+            state: store.state,
           }),
       },
     });
