@@ -243,15 +243,26 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     const limit = Math.min(2000, Math.max(0, Number(req.query.limit ?? 100) || 0));
     const lines = deps.logs.recent(filter, limit);
     reply.raw.writeHead(200, { "content-type": "application/x-ndjson", "x-request-id": req.id });
+    // A follower sees the answer start at once, not at the first line.
+    reply.raw.flushHeaders();
     for (const l of lines) reply.raw.write(`${JSON.stringify(l)}\n`);
     if (req.query.follow !== "1" && req.query.follow !== "true") {
       reply.raw.end();
       return reply;
     }
+    // A reader that stops reading is disconnected once this much waits for it, instead of growing without bound.
+    const maxBuffered = 1024 * 1024;
     const off = deps.logs.subscribe((line) => {
-      if (filter(line)) reply.raw.write(`${JSON.stringify(line)}\n`);
+      if (!filter(line)) return;
+      if (reply.raw.writableLength > maxBuffered) {
+        off();
+        reply.raw.destroy();
+        return;
+      }
+      reply.raw.write(`${JSON.stringify(line)}\n`);
     });
     req.raw.on("close", off);
+    reply.raw.on("close", off);
     return reply;
   });
 }

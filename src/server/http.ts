@@ -289,7 +289,8 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
   app.get("/healthz", async (_req, reply) => {
     const ok = ports.ready();
     const details = await ports.health().catch((err: unknown) => ({ error: String(err) }));
-    return reply.code(ok && !("error" in details) ? 200 : 503).send({ status: ok ? "ok" : "shutting-down", ...details });
+    const healthy = !("error" in details);
+    return reply.code(ok && healthy ? 200 : 503).send({ status: !ok ? "shutting-down" : healthy ? "ok" : "unhealthy", ...details });
   });
   app.get("/metrics", { config: { scope: "metrics" } }, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.render()));
   if (ports.admin) {

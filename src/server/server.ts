@@ -328,7 +328,22 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         publish,
         invoke: (fn, event) => runtime.invoke(fn, event),
         ready: () => accepting,
-        health: async () => ({ app: app.name, mode: settings.mode, store: store.kind }),
+        health: async () => {
+          // A read through the store proves it answers; one that fails or hangs makes /healthz 503.
+          const probe = store.state.get("sluice.health", "probe", { now: Date.now() });
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error("the store did not answer within 2 s")), 2000);
+          });
+          try {
+            await Promise.race([probe, timeout]);
+          } catch (err) {
+            return { app: app.name, mode: settings.mode, store: store.kind, error: `store unavailable: ${(err as Error).message}` };
+          } finally {
+            clearTimeout(timer);
+          }
+          return { app: app.name, mode: settings.mode, store: store.kind };
+        },
         admin: (a) =>
           registerAdmin(a, {
             appName: app.name,
