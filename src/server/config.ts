@@ -123,6 +123,10 @@ export interface ServerConfig {
   keepAliveTimeout?: string | number;
   /** Most open connections at once; more are refused (default 1024). */
   maxConnections?: number;
+  /** Function instances on this node, all functions together (default 32). */
+  maxInstances?: number;
+  /** An idle instance above its function's `minInstances` stops after this long (default "60s"; scale to zero). */
+  idleTimeout?: string | number;
 }
 
 export interface AppConfig {
@@ -256,7 +260,8 @@ const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules",
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
 const serverKeys = [
   "port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries",
-  "allowedHosts", "rateLimit", "allowPrivateNetworks", "requestTimeout", "keepAliveTimeout", "maxConnections",
+  "maxInstances", "idleTimeout", "allowedHosts", "rateLimit", "allowPrivateNetworks", "requestTimeout", "keepAliveTimeout",
+  "maxConnections",
 ];
 const routeKeys = ["function", "async", "auth", "headers"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
@@ -307,7 +312,10 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
   const functions = input.functions ?? "./functions";
   let functionsOk = true;
   if (typeof functions === "string") {
-    if (functions.length === 0) (functionsOk = false), add("functions", "is empty", 'write a folder like "./functions"');
+    if (functions.length === 0) {
+      functionsOk = false;
+      add("functions", "is empty", 'write a folder like "./functions"');
+    }
   } else if (Array.isArray(functions)) {
     functions.forEach((f, i) => {
       if (typeof f !== "string" || f.length === 0) {
@@ -639,10 +647,11 @@ export function collectServerProblems(
       add(keyName("logLevel"), `${JSON.stringify(raw.logLevel)} is not a log level`, `use one of ${logLevels.join(", ")}`);
     } else out.logLevel = raw.logLevel as NonNullable<ServerConfig["logLevel"]>;
   }
-  if (raw.shutdownGrace !== undefined) {
-    const d = durationProblem(raw.shutdownGrace);
-    if ("message" in d) add(keyName("shutdownGrace"), d.message, 'write e.g. "10s"');
-    else out.shutdownGrace = raw.shutdownGrace as string | number;
+  for (const key of ["shutdownGrace", "idleTimeout"] as const) {
+    if (raw[key] === undefined) continue;
+    const d = durationProblem(raw[key]);
+    if ("message" in d) add(keyName(key), d.message, key === "idleTimeout" ? 'write e.g. "60s"' : 'write e.g. "10s"');
+    else out[key] = raw[key] as string | number;
   }
   if (raw.bodyLimit !== undefined) {
     const n = typeof raw.bodyLimit === "string" && /^\d+$/.test(raw.bodyLimit) ? Number(raw.bodyLimit) : raw.bodyLimit;
@@ -685,7 +694,7 @@ export function collectServerProblems(
     if ("message" in d) add(keyName(key), d.message, 'write e.g. "30s"');
     else out[key] = raw[key] as string | number;
   }
-  for (const key of ["maxPendingDeliveries", "maxQueuedEntries", "maxConnections"] as const) {
+  for (const key of ["maxPendingDeliveries", "maxQueuedEntries", "maxInstances", "maxConnections"] as const) {
     if (raw[key] === undefined) continue;
     const n = typeof raw[key] === "string" && /^\d+$/.test(raw[key]) ? Number(raw[key]) : raw[key];
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1) add(keyName(key), `${JSON.stringify(raw[key])} is not a limit`, "use a whole number, at least 1");

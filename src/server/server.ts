@@ -194,6 +194,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+    if (store.reclaimedLeases) {
+      logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
+    }
 
     const authOn = settings.mode === "start" && options.noAuth !== true;
     const adminKey = bootstrapKey(env, options.adminKeyFile);
@@ -238,6 +241,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      limits: {
+        ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
+        ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
+      },
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {

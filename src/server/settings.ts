@@ -31,6 +31,9 @@ export interface Settings {
   readonly requestTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
   readonly maxConnections: number;
+  /** Runtime limits; undefined keeps the runtime's default. */
+  readonly maxInstances: number | undefined;
+  readonly idleTimeoutMs: number | undefined;
 }
 
 /** The port `sluice dev` and `sluice start` listen on unless told otherwise. */
@@ -53,6 +56,8 @@ export const envVars: Record<string, keyof ServerConfig> = {
   SLUICE_ALLOW_PRIVATE_NETWORKS: "allowPrivateNetworks",
   SLUICE_REQUEST_TIMEOUT: "requestTimeout",
   SLUICE_MAX_CONNECTIONS: "maxConnections",
+  SLUICE_MAX_INSTANCES: "maxInstances",
+  SLUICE_IDLE_TIMEOUT: "idleTimeout",
 };
 
 export interface ResolveSettingsOptions {
@@ -121,6 +126,8 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     requestTimeoutMs: parseDuration(merged.requestTimeout ?? "30s", "requestTimeout"),
     keepAliveTimeoutMs: parseDuration(merged.keepAliveTimeout ?? "5s", "keepAliveTimeout"),
     maxConnections: merged.maxConnections ?? 1024,
+    maxInstances: merged.maxInstances,
+    idleTimeoutMs: merged.idleTimeout === undefined ? undefined : parseDuration(merged.idleTimeout, "idleTimeout"),
   });
 }
 
