@@ -119,7 +119,7 @@ export interface ServerConfig {
   allowPrivateNetworks?: boolean;
   /** How long a request may take to arrive in full, headers and body (default 30s). */
   requestTimeout?: string | number;
-  /** How long an idle keep-alive connection stays open (default 5s). */
+  /** How long an idle keep-alive connection stays open (default 72s, as Fastify). */
   keepAliveTimeout?: string | number;
   /** Most open connections at once; more are refused (default 1024). */
   maxConnections?: number;

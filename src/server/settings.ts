@@ -124,7 +124,8 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     },
     allowPrivateNetworks: merged.allowPrivateNetworks ?? options.mode === "dev",
     requestTimeoutMs: parseDuration(merged.requestTimeout ?? "30s", "requestTimeout"),
-    keepAliveTimeoutMs: parseDuration(merged.keepAliveTimeout ?? "5s", "keepAliveTimeout"),
+    // Fastify's default: shorter, a client reusing a socket races the server closing it ("other side closed").
+    keepAliveTimeoutMs: parseDuration(merged.keepAliveTimeout ?? "72s", "keepAliveTimeout"),
     maxConnections: merged.maxConnections ?? 1024,
     maxInstances: merged.maxInstances,
     idleTimeoutMs: merged.idleTimeout === undefined ? undefined : parseDuration(merged.idleTimeout, "idleTimeout"),
