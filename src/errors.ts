@@ -61,6 +61,26 @@ export const ErrorCode = {
   BadRequest: "E_BAD_REQUEST",
   /** A fault of Sluice's own; the server log has the details, the answer does not. */
   Internal: "E_INTERNAL",
+  /** The request needs an API key and sent none (`Authorization: Bearer <key>`). */
+  AuthRequired: "E_AUTH_REQUIRED",
+  /** The request sent a key that is malformed or unknown. */
+  KeyInvalid: "E_KEY_INVALID",
+  /** The request sent a key past its expiry. */
+  KeyExpired: "E_KEY_EXPIRED",
+  /** The request sent a key that was revoked. */
+  KeyRevoked: "E_KEY_REVOKED",
+  /** The key is valid but lacks the scope the request needs. */
+  ScopeMissing: "E_SCOPE_MISSING",
+  /** The request's Host or Origin is not one the server answers (DNS rebinding, cross-site requests). */
+  OriginRefused: "E_ORIGIN_REFUSED",
+  /** The request body has a content type the endpoint does not take (admin writes take application/json only). */
+  UnsupportedMediaType: "E_UNSUPPORTED_MEDIA_TYPE",
+  /** The key (or address) sent more requests than its rate limit allows; retry after `Retry-After`. */
+  RateLimited: "E_RATE_LIMITED",
+  /** An outgoing call was refused: its address is private, loopback, link-local or a metadata service. */
+  AddressRefused: "E_ADDRESS_REFUSED",
+  /** A webhook target is disabled (its receiver answered 410 Gone). */
+  TargetDisabled: "E_TARGET_DISABLED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -98,6 +118,16 @@ export const httpStatus = {
   E_NOT_FOUND: 404,
   E_BAD_REQUEST: 400,
   E_INTERNAL: 500,
+  E_AUTH_REQUIRED: 401,
+  E_KEY_INVALID: 401,
+  E_KEY_EXPIRED: 401,
+  E_KEY_REVOKED: 401,
+  E_SCOPE_MISSING: 403,
+  E_ORIGIN_REFUSED: 403,
+  E_UNSUPPORTED_MEDIA_TYPE: 415,
+  E_RATE_LIMITED: 429,
+  E_ADDRESS_REFUSED: 502,
+  E_TARGET_DISABLED: 410,
 } as const satisfies Record<ErrorCode, number>;
 
 /** HTTP status for a code; 500 for a string that is no code (an error from elsewhere). */

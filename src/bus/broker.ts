@@ -87,6 +87,8 @@ export interface BrokerOptions {
   startDispatcher?: boolean;
   /** The function handler from the start (same as calling `setFunctionHandler` before any delivery). */
   functionHandler?: FunctionHandler;
+  /** Outgoing calls (webhooks) may reach private, loopback and link-local addresses. Default true; `sluice start` sets false. */
+  allowPrivateNetworks?: boolean;
   /** Target kinds besides the built-in function, bus and webhook (see src/bus/targets/target.ts). */
   targets?: readonly TargetHandler[];
   limits?: BrokerLimits;
@@ -237,6 +239,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const host: TargetHost = {
     functionHandler: () => functionHandler,
     logger,
+    state: store.state,
+    allowPrivateNetworks: options.allowPrivateNetworks ?? true,
     async forward(dest, event) {
       const hops = hopsOf(event) + 1;
       if (hops > hopLimit) throw new DeadNow("recursive-loop", `${ErrorCode.RecursiveLoop}: the event passed the hop limit of ${hopLimit}`);

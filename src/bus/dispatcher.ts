@@ -111,6 +111,10 @@ class Running implements DeliveryContext {
     return this.lease.deliveryId;
   }
 
+  get queue(): string {
+    return this.lease.queue;
+  }
+
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();

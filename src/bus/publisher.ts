@@ -60,9 +60,10 @@ interface Waiting {
 /**
  * The publisher dedupe key: bus, source and id; a replay or a bus-to-bus hop makes a new key (the same event
  * may come back to a bus through a replay or a routing chain), while a retried forward of one hop dedupes.
+ * Only the bus itself says so: a publisher's own `sluicehops` or `sluicereplay` attribute does not change the key
+ * (else one event sent with hops 1, 2, 3… was stored once per value).
  */
-export function dedupeKey(bus: string, event: CloudEvent, replay?: string): string {
-  const hops = hopsOf(event);
+export function dedupeKey(bus: string, event: CloudEvent, replay?: string, hops: number = hopsOf(event)): string {
   let key = `${bus}\n${event.source}\n${event.id}`;
   if (hops > 0) key += `\nhops:${hops}`;
   if (replay !== undefined) key += `\nreplay:${replay}`;
@@ -202,7 +203,7 @@ export class Publisher {
         results[i] = item;
         continue;
       }
-      entries.push(this.route(busName, item.event, item.encoded, dedupeKey(busName, item.event)));
+      entries.push(this.route(busName, item.event, item.encoded, dedupeKey(busName, item.event, undefined, 0)));
       slots.push(i);
     }
     if (entries.length > 0) {

@@ -26,8 +26,17 @@ export interface InputTransformer {
 export interface WebhookTargetSpec {
   /** `http:` or `https:` URL the CloudEvent is POSTed to (structured JSON). */
   url: string;
-  /** HMAC-SHA256 key: the request carries `x-sluice-signature: sha256=<hex>` over `<timestamp>.<body>`. */
-  secret?: string;
+  /**
+   * Signing key(s). Several at once during a rotation: the request carries one signature per key. A `whsec_`
+   * secret is base64 after the prefix (Standard Webhooks); any other string is used as its UTF-8 bytes.
+   */
+  secret?: string | readonly string[];
+  /**
+   * `standard` (default): Standard Webhooks, `webhook-id` / `webhook-timestamp` (seconds) / `webhook-signature:
+   * v1,<base64 HMAC-SHA256 of id.timestamp.body>`. `sluice`: `x-sluice-signature: sha256=<hex>` over
+   * `<timestamp ms>.<body>` with `x-sluice-timestamp` (the first secret only).
+   */
+  signature?: "standard" | "sluice";
   /** Per-request timeout. Default 10 s. */
   timeoutMs?: number;
   /** Extra request headers. */
@@ -113,6 +122,8 @@ export interface DeliveryContext {
   /** 1 on the first attempt. */
   attempt: number;
   deliveryId: string;
+  /** The target's queue (`rule:<bus>/<rule>/<target>`), when the broker runs the delivery. */
+  readonly queue?: string;
   /** Aborted when the broker shuts down past its grace period or the lease is lost. */
   signal: AbortSignal;
 }

@@ -10,12 +10,20 @@ import { parseDuration } from "../util/duration.ts";
 
 export interface ClientOptions {
   url: string;
+  /** An API key (`--key`, env SLUICE_KEY), sent as `Authorization: Bearer <key>`. */
+  key?: string;
   json?: boolean;
 }
 
-/** Adds `--url` (and `--json` for read commands). */
+/** Adds `--url` and `--key` (and `--json` for read commands). */
 export function clientOptions(cmd: Command, read = true): Command {
   cmd.option("--url <url>", "the server's URL (env SLUICE_URL)", process.env.SLUICE_URL ?? DEFAULT_URL);
+  // The key's value is never shown as a default in --help.
+  cmd.option("--key <key>", "API key sent as Authorization: Bearer (env SLUICE_KEY)");
+  cmd.hook("preAction", (_this, action) => {
+    const o = action.opts<{ key?: string }>();
+    if (o.key === undefined && process.env.SLUICE_KEY) action.setOptionValue("key", process.env.SLUICE_KEY);
+  });
   if (read) cmd.option("--json", "print JSON instead of a table");
   return cmd;
 }
@@ -32,8 +40,21 @@ export class ServerError extends Error {
   }
 }
 
+/** The Authorization header for a key, if there is one. */
+export function authHeaders(opts: { key?: string | undefined }): Record<string, string> {
+  return opts.key ? { authorization: `Bearer ${opts.key}` } : {};
+}
+
 /** Calls the server; resolves to the parsed JSON answer, rejects with ServerError or an unreachable-server error. */
-export async function request<T = unknown>(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+export async function request<T = unknown>(
+  server: string | { url: string; key?: string | undefined },
+  method: string,
+  path: string,
+  body?: unknown,
+  extraHeaders: Record<string, string> = {},
+): Promise<T> {
+  const url = typeof server === "string" ? server : server.url;
+  const headers = { ...(typeof server === "string" ? {} : authHeaders(server)), ...extraHeaders };
   let res: Response;
   const target = new URL(path, url.endsWith("/") ? url : `${url}/`);
   try {

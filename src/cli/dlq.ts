@@ -44,11 +44,11 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       action(setExitCode, async (opts: TargetOpts & { url: string; json?: boolean; limit: string }) => {
         const path = targetPath(opts, false);
         if (path === undefined) {
-          const rows = await request<Record<string, unknown>[]>(opts.url, "GET", "admin/dlq");
+          const rows = await request<Record<string, unknown>[]>(opts, "GET", "admin/dlq");
           print(opts, rows, () => table(rows, ["target", "dead", "ready", "leased"]));
           return;
         }
-        const rows = await request<Record<string, unknown>[]>(opts.url, "GET", `admin/dlq/${path}?limit=${Number(opts.limit)}`);
+        const rows = await request<Record<string, unknown>[]>(opts, "GET", `admin/dlq/${path}?limit=${Number(opts.limit)}`);
         print(opts, rows, () =>
           table(
             rows.map((r) => ({ ...r, type: (r.event as { type?: string })?.type, deadAt: new Date(Number(r.deadAt)).toISOString() })),
@@ -62,7 +62,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
     .addHelpText("after", `\nExample:\n  $ sluice dlq show 42`)
     .action(
       action(setExitCode, async (id: string, opts: { url: string; json?: boolean }) => {
-        const dl = await request<Record<string, unknown>>(opts.url, "GET", `admin/dlq/messages/${encodeURIComponent(id)}`);
+        const dl = await request<Record<string, unknown>>(opts, "GET", `admin/dlq/messages/${encodeURIComponent(id)}`);
         print(opts, dl, () => `${JSON.stringify(dl, null, 2)}\n`);
       }),
     );
@@ -76,7 +76,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       action(setExitCode, async (opts: TargetOpts & { url: string; id?: string[]; filter?: string; json?: boolean }) => {
         const path = targetPath(opts, true);
         progress(0, "redriving");
-        const res = await request<{ redriven: number }>(opts.url, "POST", `admin/dlq/${path}/redrive`, {
+        const res = await request<{ redriven: number }>(opts, "POST", `admin/dlq/${path}/redrive`, {
           ...(opts.id ? { ids: opts.id } : {}),
           ...(opts.filter ? { filter: jsonArg(opts.filter, "--filter") } : {}),
         });
@@ -93,7 +93,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
     .action(
       action(setExitCode, async (opts: TargetOpts & { url: string; id?: string[]; json?: boolean }) => {
         const path = targetPath(opts, true);
-        const res = await request<{ purged: number }>(opts.url, "POST", `admin/dlq/${path}/purge`, opts.id ? { ids: opts.id } : {});
+        const res = await request<{ purged: number }>(opts, "POST", `admin/dlq/${path}/purge`, opts.id ? { ids: opts.id } : {});
         print(opts, res, () => `purged ${res.purged} dead letter${res.purged === 1 ? "" : "s"}\n`);
       }),
     );

@@ -16,7 +16,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
   ).action(
     action(setExitCode, async (fn: string, opts: { data?: string; event?: string; type: string; url: string }) => {
       const body = opts.event !== undefined ? { event: jsonArg(opts.event, "--event") } : { type: opts.type, ...(opts.data === undefined ? {} : { data: jsonArg(opts.data, "--data") }) };
-      const res = await request<{ result: unknown }>(opts.url, "POST", `admin/functions/${encodeURIComponent(fn)}/invoke`, body);
+      const res = await request<{ result: unknown }>(opts, "POST", `admin/functions/${encodeURIComponent(fn)}/invoke`, body);
       process.stdout.write(`${JSON.stringify(res.result ?? null, null, 2)}\n`);
     }),
   );

@@ -1,7 +1,7 @@
 /** `sluice logs`: recent log lines of a running server, optionally following and filtered by function. */
 import type { Command } from "commander";
 import type { RegisterCommand } from "./main.ts";
-import { action, clientOptions } from "./client.ts";
+import { action, authHeaders, clientOptions } from "./client.ts";
 
 const levels: Record<number, string> = { 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" };
 
@@ -23,7 +23,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       .option("--limit <n>", "how many recent lines", "100")
       .addHelpText("after", `\nExample:\n  $ sluice logs --follow --function charge-payment`),
   ).action(
-    action(setExitCode, async (opts: { url: string; json?: boolean; follow?: boolean; function?: string; limit: string }) => {
+    action(setExitCode, async (opts: { url: string; key?: string; json?: boolean; follow?: boolean; function?: string; limit: string }) => {
       const q = new URLSearchParams({ limit: opts.limit, ...(opts.follow ? { follow: "1" } : {}), ...(opts.function ? { function: opts.function } : {}) });
       // Ctrl-C is how a user ends --follow: close the stream and exit 0 instead of dying by the signal.
       const stop = new AbortController();
@@ -32,7 +32,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       try {
         let res: Response;
         try {
-          res = await fetch(new URL(`admin/logs?${q}`, opts.url.endsWith("/") ? opts.url : `${opts.url}/`), { signal: stop.signal });
+          res = await fetch(new URL(`admin/logs?${q}`, opts.url.endsWith("/") ? opts.url : `${opts.url}/`), { signal: stop.signal, headers: authHeaders(opts) });
         } catch (err) {
           if (stop.signal.aborted) return;
           throw new Error(`no Sluice server answers at ${opts.url}; start one with \`sluice dev\` or pass --url`, { cause: err });

@@ -15,6 +15,8 @@ import { register as replay } from "./replay.ts";
 import { register as runs } from "./runs.ts";
 import { register as start } from "./start.ts";
 import { register as status } from "./status.ts";
+import { register as keys } from "./keys.ts";
+import { register as audit } from "./audit.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
@@ -32,6 +34,8 @@ const commands: RegisterCommand[] = [
   runs,
   status,
   logs,
+  keys,
+  audit,
 ];
 
 export async function main(argv: string[]): Promise<number> {

@@ -35,7 +35,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
         }
         const batch = Array.isArray(body);
         const res = await request<{ ids: string[]; failedEntryCount?: number; entries?: Record<string, unknown>[] }>(
-          opts.url,
+          opts,
           "POST",
           `buses/${encodeURIComponent(opts.bus)}/events`,
           JSON.stringify(body),

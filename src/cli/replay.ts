@@ -44,7 +44,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
   ).action(
     action(setExitCode, async (opts: { url: string; json?: boolean; bus?: string; from?: string; to: string; pattern?: string; rule?: string; name?: string; rate?: string; wait: boolean; cancel?: string }) => {
       if (opts.cancel) {
-        const r = await request<Replay>(opts.url, "POST", `admin/replays/${encodeURIComponent(opts.cancel)}/cancel`, {});
+        const r = await request<Replay>(opts, "POST", `admin/replays/${encodeURIComponent(opts.cancel)}/cancel`, {});
         print(opts, r, () => `replay ${r.name}: ${r.state}\n`);
         return;
       }
@@ -54,7 +54,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       const bus = opts.bus;
       const fromAt = timeArg(opts.from, "--from");
       const toAt = timeArg(opts.to, "--to");
-      let r = await request<Replay>(opts.url, "POST", "admin/replays", {
+      let r = await request<Replay>(opts, "POST", "admin/replays", {
         name: opts.name ?? `cli-${randomUUID().slice(0, 8)}`,
         bus,
         fromAt,
@@ -67,7 +67,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
         const span = Math.max(1, r.toAt - r.fromAt);
         progress(((r.lastAt ?? r.fromAt) - r.fromAt) / span, `${r.eventsReplayed} replayed of ${r.eventsRead} read`);
         await new Promise((res) => setTimeout(res, 200));
-        r = await request<Replay>(opts.url, "GET", `admin/replays/${encodeURIComponent(r.name)}`);
+        r = await request<Replay>(opts, "GET", `admin/replays/${encodeURIComponent(r.name)}`);
       }
       if (opts.wait) {
         progress(r.state === "completed" ? 1 : 0, `${r.eventsReplayed} replayed of ${r.eventsRead} read`);

@@ -12,6 +12,9 @@ export interface ServeFlags {
   dataDir?: string;
   logLevel?: string;
   shutdownGrace?: string;
+  /** Commander's `--no-auth`: false when given. */
+  auth?: boolean;
+  adminKeyFile?: string;
 }
 
 export async function serve(mode: Mode, dir: string, flags: ServeFlags): Promise<number> {
@@ -20,7 +23,13 @@ export async function serve(mode: Mode, dir: string, flags: ServeFlags): Promise
   for (const [k, v] of Object.entries(flags)) if (v !== undefined && k in { port: 1, host: 1, store: 1, dataDir: 1, logLevel: 1, shutdownGrace: 1 }) settingsFlags[k] = v;
   let server: Awaited<ReturnType<typeof startServer>>;
   try {
-    server = await startServer({ appDir: dir, mode, flags: settingsFlags as ServerConfig });
+    server = await startServer({
+      appDir: dir,
+      mode,
+      flags: settingsFlags as ServerConfig,
+      ...(flags.auth === false ? { noAuth: true } : {}),
+      ...(flags.adminKeyFile ? { adminKeyFile: flags.adminKeyFile } : {}),
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`sluice: ${err.message}\n`);

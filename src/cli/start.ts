@@ -14,6 +14,8 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
     .option("--data-dir <dir>", "where the default SQLite store lives (default <dir>/.sluice)")
     .option("--log-level <level>", "trace, debug, info, warn, error")
     .option("--shutdown-grace <duration>", "how long SIGTERM waits for in-flight work, e.g. 10s")
-    .addHelpText("after", `\nExamples:\n  $ sluice start examples/shop --store postgres://sluice@db:5432/sluice\n  $ SLUICE_PORT=8080 sluice start .`)
+    .option("--admin-key-file <file>", "a file holding the bootstrap admin key (env SLUICE_ADMIN_KEY, SLUICE_ADMIN_KEY_FILE)")
+    .option("--no-auth", "do not check API keys: anyone who reaches the port may publish, invoke and administer")
+    .addHelpText("after", `\nExamples:\n  $ sluice start examples/shop --store postgres://sluice@db:5432/sluice\n  $ SLUICE_ADMIN_KEY=$(sluice keys generate) sluice start .\n  $ SLUICE_PORT=8080 sluice start .`)
     .action(action(setExitCode, (dir: string | undefined, opts: ServeFlags) => serve("start", dir ?? ".", opts)));
 };

@@ -22,7 +22,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       .addHelpText("after", `\nExample:\n  $ sluice status --url http://127.0.0.1:8787`),
   ).action(
     action(setExitCode, async (opts: { url: string; json?: boolean }) => {
-      const s = await request<Status>(opts.url, "GET", "admin/status");
+      const s = await request<Status>(opts, "GET", "admin/status");
       print(opts, s, () =>
         [
           `${s.app} (${s.mode}, store ${s.store}, up ${Math.round(s.uptimeMs / 1000)}s, ${s.deadLetters} dead letters)\n\n`,

@@ -16,6 +16,13 @@
  * GET  /admin/runs?workflow=&status=&limit=  workflow runs, newest first (summaries)
  * GET  /admin/runs/:id                       one run: every step with status, attempts, timing, result or error
  * POST /admin/runs/:id/cancel                cancels a run (its compensations run) -> the run
+ * GET  /admin/audit?limit=&action=&key=     the audit log of admin writes, newest first
+ * GET  /admin/targets/disabled               webhook targets disabled by a 410 Gone
+ * POST /admin/targets/:bus/:rule/:target/enable   enables one again
+ * POST|GET /admin/keys, POST /admin/keys/:name/revoke   API keys (admin-keys.ts)
+ *
+ * Reads need admin:read, writes admin:write (invoke: invoke or invoke:<function>); http.ts sets the scopes.
+ * Reads redact secrets (redact.ts); every write is recorded in the audit log (audit.ts).
  */
 import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
@@ -26,7 +33,13 @@ import type { CloudEvent } from "../event/types.ts";
 import type { Runtime } from "../runtime/runtime.ts";
 import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
+import type { KeyStore } from "../auth/key-store.ts";
+import { DISABLED_TARGETS, type DisabledTarget } from "../bus/targets/webhook.ts";
+import type { StateStore } from "../store/contract.ts";
+import type { AuditLog } from "./audit.ts";
+import { registerKeyRoutes } from "./admin-keys.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
+import { redactRule } from "./redact.ts";
 import type { SourceInfo } from "./sources.ts";
 import type { WorkflowEngine } from "../workflows/engine.ts";
 import { runStatuses, summary } from "../workflows/run-state.ts";
@@ -44,6 +57,11 @@ export interface AdminDeps {
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
   workflows?: Pick<WorkflowEngine, "list" | "get" | "cancel" | "workflows">;
+  audit: AuditLog;
+  /** The store's state: targets disabled by a 410. */
+  state: StateStore;
+  /** API keys; absent when the server checks none. */
+  keys?: KeyStore;
 }
 
 
@@ -54,6 +72,8 @@ function targetOf(queue: string): string {
 
 export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
   const { broker, runtime, scheduler } = deps;
+  const audit = (req: { principal?: { name: string } }, action: string, target: string, count?: number) =>
+    deps.audit.record(req.principal?.name, action, target, count).then(() => undefined);
 
   // Fastify's own JSON parser has no nesting limit; an event copied to a function instance must have one.
   app.removeContentTypeParser("application/json");
@@ -75,6 +95,9 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     }
     return out;
   }
+
+  const disabledTargets = async (): Promise<DisabledTarget[]> =>
+    (await deps.state.list(DISABLED_TARGETS, { now: Date.now() })).map((r) => JSON.parse(r.value) as DisabledTarget);
 
   app.get("/status", async () => {
     const m = runtime.metrics();
@@ -113,10 +136,11 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
         lastFired: s.lastFiredAt === undefined ? undefined : new Date(s.lastFiredAt).toISOString(),
       })),
       sources: deps.sources.list().map(({ details: _d, ...s }) => s),
+      disabledTargets: (await disabledTargets()).map((d) => ({ ...d, target: targetOf(d.queue) })),
     };
   });
   app.get("/buses", async () => broker.listBuses());
-  app.get<{ Querystring: { bus?: string } }>("/rules", async (req) => broker.listRules(req.query.bus ? { bus: req.query.bus } : {}));
+  app.get<{ Querystring: { bus?: string } }>("/rules", async (req) => broker.listRules(req.query.bus ? { bus: req.query.bus } : {}).map(redactRule));
   app.get("/functions", async () => {
     const m = runtime.metrics();
     return runtime.functions().map((f) => ({ ...f, metrics: m.functions[f.name] }));
@@ -143,12 +167,15 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     const body = isObject(req.body) ? req.body : {};
     const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
     const redriven = await broker.redrive(req.params, { ...(ids ? { ids } : {}), ...(body.filter !== undefined ? { filter: body.filter } : {}) });
+    await audit(req, "dlq.redrive", `${req.params.bus}/${req.params.rule}/${req.params.target}`, redriven);
     return { redriven };
   });
   app.post<{ Params: RefParams; Body: unknown }>("/dlq/:bus/:rule/:target/purge", async (req) => {
     const body = isObject(req.body) ? req.body : {};
     const ids = Array.isArray(body.ids) ? body.ids.map(String) : undefined;
-    return { purged: await broker.purgeDeadLetters(req.params, ids ? { ids } : {}) };
+    const purged = await broker.purgeDeadLetters(req.params, ids ? { ids } : {});
+    await audit(req, "dlq.purge", `${req.params.bus}/${req.params.rule}/${req.params.target}`, purged);
+    return { purged };
   });
 
   // --- replays ---
@@ -164,14 +191,20 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
       destination: isObject(b.destination) ? (b.destination as { bus: string }) : { bus: String(b.bus ?? "default") },
       ...(b.maxPerSecond === undefined ? {} : { maxPerSecond: b.maxPerSecond as number }),
     });
+    await audit(req, "replay.start", replay.name);
     return reply.code(201).send(replay);
   });
   app.get("/replays", async () => broker.listReplays());
   app.get<{ Params: { name: string } }>("/replays/:name", async (req) => broker.getReplay(req.params.name));
-  app.post<{ Params: { name: string } }>("/replays/:name/cancel", async (req) => broker.cancelReplay(req.params.name));
+  app.post<{ Params: { name: string } }>("/replays/:name/cancel", async (req) => {
+    const out = await broker.cancelReplay(req.params.name);
+    await audit(req, "replay.cancel", req.params.name);
+    return out;
+  });
 
   // --- invoke ---
-  app.post<{ Params: { name: string }; Body: unknown }>("/functions/:name/invoke", async (req) => {
+  const invokeScope = { config: { scope: (req: { params: unknown }) => `invoke:${(req.params as { name: string }).name}` } };
+  app.post<{ Params: { name: string }; Body: unknown }>("/functions/:name/invoke", invokeScope, async (req) => {
     const body = isObject(req.body) ? req.body : {};
     if (!runtime.functions().some((f) => f.name === req.params.name)) {
       throw new SluiceError(ErrorCode.FunctionNotFound, `no function ${JSON.stringify(req.params.name)}; see sluice status`, { path: "$.function" });
@@ -186,6 +219,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
           time: new Date().toISOString(),
           ...(body.data === undefined ? {} : { datacontenttype: "application/json", data: body.data }),
         };
+    await audit(req, "function.invoke", req.params.name);
     return { result: (await runtime.invoke(req.params.name, event)) ?? null };
   });
 
@@ -208,21 +242,53 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     app.post<{ Params: { id: string } }>("/runs/:id/cancel", async (req) => engine.cancel(req.params.id));
   }
 
+  // --- targets disabled by a 410 ---
+  app.get("/targets/disabled", async () => (await disabledTargets()).map((d) => ({ ...d, target: targetOf(d.queue) })));
+  app.post<{ Params: RefParams }>("/targets/:bus/:rule/:target/enable", async (req) => {
+    const queue = `rule:${req.params.bus}/${req.params.rule}/${req.params.target}`;
+    const was = await deps.state.get(DISABLED_TARGETS, queue, { now: Date.now() });
+    if (was === undefined) throw new SluiceError(ErrorCode.NotFound, `target ${targetOf(queue)} is not disabled`, { path: "$.target" });
+    await deps.state.delete(DISABLED_TARGETS, queue);
+    await audit(req, "target.enable", targetOf(queue));
+    return { enabled: targetOf(queue) };
+  });
+
+  // --- audit, keys ---
+  app.get<{ Querystring: { limit?: string; action?: string; key?: string } }>("/audit", async (req) =>
+    deps.audit.list({
+      limit: Math.min(1000, Math.max(1, Number(req.query.limit ?? 100) || 100)),
+      ...(req.query.action ? { action: req.query.action } : {}),
+      ...(req.query.key ? { key: req.query.key } : {}),
+    }),
+  );
+  if (deps.keys) registerKeyRoutes(app, { keys: deps.keys, audit });
+
   // --- logs ---
   app.get<{ Querystring: { function?: string; limit?: string; follow?: string } }>("/logs", (req, reply) => {
     const filter = functionFilter(req.query.function);
     const limit = Math.min(2000, Math.max(0, Number(req.query.limit ?? 100) || 0));
     const lines = deps.logs.recent(filter, limit);
     reply.raw.writeHead(200, { "content-type": "application/x-ndjson", "x-request-id": req.id });
+    // A follower sees the answer start at once, not at the first line.
+    reply.raw.flushHeaders();
     for (const l of lines) reply.raw.write(`${JSON.stringify(l)}\n`);
     if (req.query.follow !== "1" && req.query.follow !== "true") {
       reply.raw.end();
       return reply;
     }
+    // A reader that stops reading is disconnected once this much waits for it, instead of growing without bound.
+    const maxBuffered = 1024 * 1024;
     const off = deps.logs.subscribe((line) => {
-      if (filter(line)) reply.raw.write(`${JSON.stringify(line)}\n`);
+      if (!filter(line)) return;
+      if (reply.raw.writableLength > maxBuffered) {
+        off();
+        reply.raw.destroy();
+        return;
+      }
+      reply.raw.write(`${JSON.stringify(line)}\n`);
     });
     req.raw.on("close", off);
+    reply.raw.on("close", off);
     return reply;
   });
 }

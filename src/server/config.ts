@@ -16,6 +16,7 @@ import { sourceRegistry } from "../triggers/registry.ts";
 import { validateSchedule } from "../triggers/schedule/validate.ts";
 import type { ScheduleSpec } from "../triggers/schedules.ts";
 import type { ProblemSink, SourceKind } from "../triggers/source.ts";
+import { scopeProblem } from "../auth/scopes.ts";
 import { didYouMean } from "../util/did-you-mean.ts";
 import { parseDuration } from "../util/duration.ts";
 import { isName, isObject, nameRule, splitFix } from "../util/validate.ts";
@@ -26,6 +27,13 @@ export interface RouteConfig {
   function: string;
   /** Answer 202 at once and hand the request to the function through the bus (retries, DLQ). Default false. */
   async?: boolean;
+  /** The scope an API key needs to call this route (`sluice start`); without it the route is public. */
+  auth?: string;
+  /**
+   * Request headers the function's event keeps. Default: every header but `authorization`, `cookie`,
+   * `set-cookie`, `proxy-authorization` and `x-api-key`, which an async route would otherwise store in the archive.
+   */
+  headers?: readonly string[];
 }
 
 export interface EmitConfig {
@@ -103,6 +111,18 @@ export interface ServerConfig {
   maxPendingDeliveries?: number;
   /** Publishing answers 429 (E_BACKPRESSURE) while this many events wait to be stored (default 10 000). */
   maxQueuedEntries?: number;
+  /** Host names the server answers besides loopback names (Host and Origin checks; docs/security.md). */
+  allowedHosts?: readonly string[];
+  /** Requests per window per API key (per address without one): `{ publish, admin, window }`; 0 turns one off. */
+  rateLimit?: { publish?: number; admin?: number; window?: string | number };
+  /** Webhook targets may call private, loopback and link-local addresses (default true in dev, false in start). */
+  allowPrivateNetworks?: boolean;
+  /** How long a request may take to arrive in full, headers and body (default 30s). */
+  requestTimeout?: string | number;
+  /** How long an idle keep-alive connection stays open (default 72s, as Fastify). */
+  keepAliveTimeout?: string | number;
+  /** Most open connections at once; more are refused (default 1024). */
+  maxConnections?: number;
   /** Function instances on this node, all functions together (default 32). */
   maxInstances?: number;
   /** An idle instance above its function's `minInstances` stops after this long (default "60s"; scale to zero). */
@@ -180,6 +200,10 @@ export interface ValidatedRoute {
   path: string;
   function: string;
   async: boolean;
+  /** The scope a key needs; undefined: public. */
+  auth?: string;
+  /** Lower-case header names kept in the event; undefined: all but the credential headers. */
+  headers?: readonly string[];
 }
 
 export interface ValidatedRule {
@@ -234,8 +258,12 @@ export interface ValidateOptions {
 
 const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
-const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries", "maxInstances", "idleTimeout"];
-const routeKeys = ["function", "async"];
+const serverKeys = [
+  "port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries",
+  "maxInstances", "idleTimeout", "allowedHosts", "rateLimit", "allowPrivateNetworks", "requestTimeout", "keepAliveTimeout",
+  "maxConnections",
+];
+const routeKeys = ["function", "async", "auth", "headers"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 
@@ -401,18 +429,40 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
         seen.add(norm);
         let fn: unknown;
         let isAsync = false;
+        let routeAuth: string | undefined;
+        let routeHeaders: string[] | undefined;
         if (typeof value === "string") fn = value;
         else if (isObject(value)) {
           unknownKeys(value, routeKeys, (k) => `${key}.${k}`);
           fn = value.function;
           if (value.async !== undefined && typeof value.async !== "boolean") add(`${key}.async`, "must be true or false");
           isAsync = value.async === true;
+          if (value.auth !== undefined) {
+            const problem = scopeProblem(value.auth);
+            if (problem) add(`${key}.auth`, problem, 'e.g. auth: "invoke" or auth: "invoke:create-order"');
+            else routeAuth = value.auth as string;
+          }
+          if (value.headers !== undefined) {
+            if (!Array.isArray(value.headers) || value.headers.some((h) => typeof h !== "string" || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(h))) {
+              add(`${key}.headers`, "must be a list of header names", 'e.g. headers: ["content-type", "x-request-id"]');
+            } else routeHeaders = (value.headers as string[]).map((h) => h.toLowerCase());
+          }
         } else {
           add(key, "must be a function name or { function, async }", 'write "POST /orders": "create-order"');
           continue;
         }
         checkFunctionRef(fn, typeof value === "string" ? key : `${key}.function`);
-        if (typeof fn === "string") routes.push({ key: `${method} ${path}`, method, path, function: fn, async: isAsync });
+        if (typeof fn === "string") {
+          routes.push({
+            key: `${method} ${path}`,
+            method,
+            path,
+            function: fn,
+            async: isAsync,
+            ...(routeAuth === undefined ? {} : { auth: routeAuth }),
+            ...(routeHeaders === undefined ? {} : { headers: routeHeaders }),
+          });
+        }
       }
     }
   }
@@ -608,7 +658,43 @@ export function collectServerProblems(
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1024) add(keyName("bodyLimit"), "must be a number of bytes, at least 1024");
     else out.bodyLimit = n;
   }
-  for (const key of ["maxPendingDeliveries", "maxQueuedEntries", "maxInstances"] as const) {
+  if (raw.allowedHosts !== undefined) {
+    const list = typeof raw.allowedHosts === "string" ? raw.allowedHosts.split(",").map((h) => h.trim()).filter(Boolean) : raw.allowedHosts;
+    if (!Array.isArray(list) || list.some((h) => typeof h !== "string" || h === "" || /[\s/]/.test(h))) {
+      add(keyName("allowedHosts"), "must be a list of host names", 'e.g. ["sluice.example.com"]');
+    } else out.allowedHosts = list.map((h: string) => h.toLowerCase());
+  }
+  if (raw.rateLimit !== undefined) {
+    const r = raw.rateLimit;
+    if (!isObject(r)) add(keyName("rateLimit"), "must be { publish?, admin?, window? }", "e.g. { publish: 10000, admin: 100, window: \"1s\" }");
+    else {
+      const rl: NonNullable<ServerConfig["rateLimit"]> = {};
+      for (const k of Object.keys(r)) if (!["publish", "admin", "window"].includes(k)) add(keyName(`rateLimit.${k}`), "is not a rate limit key", "use publish, admin or window");
+      for (const k of ["publish", "admin"] as const) {
+        if (r[k] === undefined) continue;
+        if (typeof r[k] !== "number" || !Number.isInteger(r[k]) || (r[k] as number) < 0) add(keyName(`rateLimit.${k}`), "must be a whole number of requests (0 turns the limit off)");
+        else rl[k] = r[k] as number;
+      }
+      if (r.window !== undefined) {
+        const d = durationProblem(r.window);
+        if ("message" in d) add(keyName("rateLimit.window"), d.message, 'write e.g. "1s"');
+        else rl.window = r.window as string | number;
+      }
+      out.rateLimit = rl;
+    }
+  }
+  if (raw.allowPrivateNetworks !== undefined) {
+    const v = raw.allowPrivateNetworks === "true" ? true : raw.allowPrivateNetworks === "false" ? false : raw.allowPrivateNetworks;
+    if (typeof v !== "boolean") add(keyName("allowPrivateNetworks"), "must be true or false");
+    else out.allowPrivateNetworks = v;
+  }
+  for (const key of ["requestTimeout", "keepAliveTimeout"] as const) {
+    if (raw[key] === undefined) continue;
+    const d = durationProblem(raw[key]);
+    if ("message" in d) add(keyName(key), d.message, 'write e.g. "30s"');
+    else out[key] = raw[key] as string | number;
+  }
+  for (const key of ["maxPendingDeliveries", "maxQueuedEntries", "maxInstances", "maxConnections"] as const) {
     if (raw[key] === undefined) continue;
     const n = typeof raw[key] === "string" && /^\d+$/.test(raw[key]) ? Number(raw[key]) : raw[key];
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1) add(keyName(key), `${JSON.stringify(raw[key])} is not a limit`, "use a whole number, at least 1");

@@ -16,6 +16,7 @@ import { parseJsonLimited } from "../event/json-depth.ts";
 import type { CloudEvent } from "../event/types.ts";
 import { errorBody, rawBody, sendError } from "../triggers/http/reply.ts";
 import { isObject } from "../util/validate.ts";
+import { installGuard, type GuardOptions } from "../auth/guard.ts";
 import type { ValidatedRoute } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
 
@@ -54,6 +55,25 @@ export interface HttpServerOptions {
   logger: HttpLogger;
   /** Largest request body in bytes (413 past it). */
   bodyLimit: number;
+  /** Host/Origin checks, API keys, rate limits (src/auth/guard.ts). Absent: none (tests of the HTTP layer alone). */
+  guard?: GuardOptions;
+  /** Socket limits: a slow or stalled client cannot hold connections forever. */
+  connections?: { requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number };
+}
+
+/** Headers an event never keeps unless a route lists them: they carry credentials into the archive. */
+export const credentialHeaders: ReadonlySet<string> = new Set(["authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"]);
+
+/** The request headers a route's event keeps. */
+export function keptHeaders(route: Pick<ValidatedRoute, "headers">, raw: FastifyRequest["headers"]): Record<string, string> {
+  const keep = route.headers ? new Set(route.headers) : undefined;
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v === undefined) continue;
+    if (keep ? !keep.has(k) : credentialHeaders.has(k)) continue;
+    headers[k] = Array.isArray(v) ? v.join(",") : v;
+  }
+  return headers;
 }
 
 /** The source and type of the events the API gateway produces. */
@@ -93,8 +113,7 @@ export function gatewayEvent(route: ValidatedRoute, request: FastifyRequest, req
     query[k] = v;
     (multiQuery[k] ??= []).push(v);
   }
-  const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(request.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(",") : v;
+  const headers = keptHeaders(route, request.headers);
   const now = new Date();
   return {
     specversion: "1.0",
@@ -184,7 +203,16 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: "idle",
+    ...(options.connections
+      ? {
+          requestTimeout: options.connections.requestTimeoutMs,
+          keepAliveTimeout: options.connections.keepAliveTimeoutMs,
+          // Node checks request and header timeouts on this interval (default 30 s, which let trickling sockets live on).
+          http: { connectionsCheckingInterval: Math.min(1000, options.connections.requestTimeoutMs), headersTimeout: options.connections.requestTimeoutMs },
+        }
+      : {}),
   });
+  if (options.connections) app.server.maxConnections = options.connections.maxConnections;
 
   // Callback-style hooks: an async hook costs a promise and a microtask hop on every request.
   app.addHook("onRequest", (req, reply, done) => {
@@ -195,6 +223,8 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
     metrics.httpRequest(req.routeOptions.url ?? "unmatched", req.method, reply.statusCode);
     done();
   });
+
+  if (options.guard) await installGuard(app, options.guard);
 
   app.setErrorHandler((err: FastifyError | SluiceError | Error, req, reply) => {
     if (err instanceof SluiceError) return sendError(reply, err, req.id);
@@ -222,6 +252,7 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
       gateway.route({
         method: route.method as "GET",
         url: route.path,
+        ...(route.auth === undefined ? {} : { config: { scope: route.auth } }),
         handler: async (req, reply) => {
           if (!ports.ready()) return sendError(reply, new SluiceError(ErrorCode.Closed, "the server is shutting down"), req.id);
           const event = gatewayEvent(route, req, req.id);
@@ -261,10 +292,34 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
   app.get("/healthz", async (_req, reply) => {
     const ok = ports.ready();
     const details = await ports.health().catch((err: unknown) => ({ error: String(err) }));
-    return reply.code(ok && !("error" in details) ? 200 : 503).send({ status: ok ? "ok" : "shutting-down", ...details });
+    const healthy = !("error" in details);
+    return reply.code(ok && healthy ? 200 : 503).send({ status: !ok ? "shutting-down" : healthy ? "ok" : "unhealthy", ...details });
   });
-  app.get("/metrics", async (_req, reply) => reply.type(metrics.contentType).send(await metrics.render()));
-  if (ports.admin) await app.register(async (admin) => ports.admin?.(admin), { prefix: "/admin" });
+  app.get("/metrics", { config: { scope: "metrics" } }, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.render()));
+  if (ports.admin) {
+    await app.register(
+      async (admin) => {
+        // Reads need admin:read, writes admin:write, unless a route names its own scope (invoke:<fn>); Host and
+        // Origin are checked on every admin request.
+        admin.addHook("onRoute", (route) => {
+          const methods = Array.isArray(route.method) ? route.method : [route.method];
+          const write = methods.some((m) => m !== "GET" && m !== "HEAD");
+          route.config = { scope: write ? "admin:write" : "admin:read", ...route.config, sameOrigin: true };
+        });
+        // Admin writes take JSON only: a form or text/plain body is what a cross-site page can send without asking.
+        admin.addHook("onRequest", (req, _reply, done) => {
+          if (req.method === "GET" || req.method === "HEAD") return done();
+          const type = req.headers["content-type"];
+          if (!isJsonType(type) || (type?.split(";")[0]?.trim().toLowerCase() ?? "") !== "application/json") {
+            return done(new SluiceError(ErrorCode.UnsupportedMediaType, `admin writes take Content-Type: application/json, not ${JSON.stringify(type ?? "(none)")}`));
+          }
+          done();
+        });
+        ports.admin?.(admin);
+      },
+      { prefix: "/admin" },
+    );
+  }
 
   return app;
 }

@@ -22,6 +22,9 @@ import { ScheduleSource } from "../triggers/schedule/source.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import type { SourceKind } from "../triggers/source.ts";
 import { openStore } from "../store/registry.ts";
+import { KeyStore } from "../auth/key-store.ts";
+import { AuditLog } from "./audit.ts";
+import { bootstrapKey, requireKeys } from "./auth-setup.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
@@ -50,6 +53,12 @@ export interface StartServerOptions {
   targets?: readonly TargetHandler[];
   /** Event source kinds besides the built-in ones. */
   sources?: readonly SourceKind[];
+  /**
+   * `sluice start` checks API keys unless this is true (`--no-auth`); `sluice dev` never does. The bootstrap
+   * admin key comes from `SLUICE_ADMIN_KEY`, or the file named by `adminKeyFile` / `SLUICE_ADMIN_KEY_FILE`.
+   */
+  noAuth?: boolean;
+  adminKeyFile?: string;
 }
 
 export interface RunningServer {
@@ -171,6 +180,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     appDir: options.appDir,
     mode: options.mode,
     ...(fileServer && typeof fileServer === "object" ? { file: fileServer as ServerConfig } : {}),
+    fileName: mod.configFile,
     env,
     ...(options.flags ? { flags: options.flags } : {}),
   });
@@ -195,6 +205,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
     }
 
+    const authOn = settings.mode === "start" && options.noAuth !== true;
+    const adminKey = bootstrapKey(env, options.adminKeyFile);
+    const keys = new KeyStore(store.state, adminKey === undefined ? {} : { bootstrapKey: adminKey });
+    if (!authOn && settings.mode === "start") logger.warn({}, "API keys are not checked (--no-auth): anyone who reaches the port may publish, invoke and administer");
+
     const broker = await createBroker({
       store,
       logger: logger.child({ component: "bus" }),
@@ -205,6 +220,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       },
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
+      allowPrivateNetworks: settings.allowPrivateNetworks,
       targets: [...(options.targets ?? []), workflowTarget(() => engine)],
     });
     closers.push(() => broker.close());
@@ -258,6 +274,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
     });
 
+    // After the app is validated, so a broken config is reported as such first.
+    if (authOn) await requireKeys(keys, mod.configFile, settings.store);
+
     try {
       engine = new WorkflowEngine({ store, broker, runtime, functions: runtime.functions(), clock: systemClock, logger: logger.child({ component: "workflows" }) });
     } catch (err) {
@@ -304,8 +323,26 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       http: () => httpApp!,
     });
 
+    const audit = new AuditLog({
+      state: store.state,
+      publish,
+      onError: (err, entry) => logger.error({ err, audit: entry }, "audit entry not recorded"),
+    });
+
     let accepting = true;
     const http = await createHttpServer({
+      guard: {
+        keys: authOn ? keys : undefined,
+        checkAllOrigins: settings.mode === "dev",
+        enforceHost: settings.mode === "dev" || settings.allowedHosts.length > 0,
+        allowedHosts: settings.allowedHosts,
+        rateLimits: settings.rateLimit.publish === 0 && settings.rateLimit.admin === 0 ? undefined : settings.rateLimit,
+      },
+      connections: {
+        requestTimeoutMs: settings.requestTimeoutMs,
+        keepAliveTimeoutMs: settings.keepAliveTimeoutMs,
+        maxConnections: settings.maxConnections,
+      },
       routes: app.routes,
       metrics,
       logger: logger.child({ component: "http" }),
@@ -314,7 +351,22 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         publish,
         invoke: (fn, event) => runtime.invoke(fn, event),
         ready: () => accepting,
-        health: async () => ({ app: app.name, mode: settings.mode, store: store.kind }),
+        health: async () => {
+          // A read through the store proves it answers; one that fails or hangs makes /healthz 503.
+          const probe = store.state.get("sluice.health", "probe", { now: Date.now() });
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error("the store did not answer within 2 s")), 2000);
+          });
+          try {
+            await Promise.race([probe, timeout]);
+          } catch (err) {
+            return { app: app.name, mode: settings.mode, store: store.kind, error: `store unavailable: ${(err as Error).message}` };
+          } finally {
+            clearTimeout(timer);
+          }
+          return { app: app.name, mode: settings.mode, store: store.kind };
+        },
         admin: (a) =>
           registerAdmin(a, {
             appName: app.name,
@@ -328,6 +380,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             logs,
             functionQueue,
             workflows,
+            audit,
+            keys,
+            state: store.state,
           }),
       },
     });
@@ -354,6 +409,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         port,
         mode: settings.mode,
         store: store.kind,
+        auth: authOn,
         functions: runtime.functions().map((f) => f.name),
         routes: app.routes.map((r) => r.key),
         schedules: app.schedules.map((s) => s.name),

@@ -23,6 +23,14 @@ export interface Settings {
   /** Backpressure limits handed to the broker (publish answers 429 past them); undefined keeps the broker's default. */
   readonly maxPendingDeliveries: number | undefined;
   readonly maxQueuedEntries: number | undefined;
+  /** Host names answered besides loopback names. */
+  readonly allowedHosts: readonly string[];
+  /** Per-key request limits per window; 0 turns one off. */
+  readonly rateLimit: { readonly publish: number; readonly admin: number; readonly windowMs: number };
+  readonly allowPrivateNetworks: boolean;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxConnections: number;
   /** Runtime limits; undefined keeps the runtime's default. */
   readonly maxInstances: number | undefined;
   readonly idleTimeoutMs: number | undefined;
@@ -44,6 +52,10 @@ export const envVars: Record<string, keyof ServerConfig> = {
   SLUICE_BODY_LIMIT: "bodyLimit",
   SLUICE_MAX_PENDING_DELIVERIES: "maxPendingDeliveries",
   SLUICE_MAX_QUEUED_ENTRIES: "maxQueuedEntries",
+  SLUICE_ALLOWED_HOSTS: "allowedHosts",
+  SLUICE_ALLOW_PRIVATE_NETWORKS: "allowPrivateNetworks",
+  SLUICE_REQUEST_TIMEOUT: "requestTimeout",
+  SLUICE_MAX_CONNECTIONS: "maxConnections",
   SLUICE_MAX_INSTANCES: "maxInstances",
   SLUICE_IDLE_TIMEOUT: "idleTimeout",
 };
@@ -66,7 +78,10 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     problems.push(fix === undefined ? { key: `${where}${key}`, message } : { key: `${where}${key}`, message, fix });
 
   const merged: ServerConfig = {};
-  Object.assign(merged, options.file ?? {});
+  // The file's values are checked like every other layer before anything uses them (a bad store URL, a port).
+  const fromFile: ServerConfig = {};
+  collectServerProblems({ ...(options.file ?? {}) }, "server.", addFrom(options.fileName ? `${options.fileName}: ` : ""), fromFile);
+  Object.assign(merged, fromFile);
   const envRaw: Record<string, unknown> = {};
   const envName = new Map<string, string>();
   for (const [name, key] of Object.entries(envVars)) {
@@ -100,6 +115,18 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     bodyLimit: merged.bodyLimit ?? 1024 * 1024,
     maxPendingDeliveries: merged.maxPendingDeliveries,
     maxQueuedEntries: merged.maxQueuedEntries,
+    allowedHosts: merged.allowedHosts ?? [],
+    rateLimit: {
+      // sluice dev is one developer on loopback: no limits unless the config sets them.
+      publish: merged.rateLimit?.publish ?? (options.mode === "dev" ? 0 : 10_000),
+      admin: merged.rateLimit?.admin ?? (options.mode === "dev" ? 0 : 100),
+      windowMs: parseDuration(merged.rateLimit?.window ?? "1s", "rateLimit.window"),
+    },
+    allowPrivateNetworks: merged.allowPrivateNetworks ?? options.mode === "dev",
+    requestTimeoutMs: parseDuration(merged.requestTimeout ?? "30s", "requestTimeout"),
+    // Fastify's default: shorter, a client reusing a socket races the server closing it ("other side closed").
+    keepAliveTimeoutMs: parseDuration(merged.keepAliveTimeout ?? "72s", "keepAliveTimeout"),
+    maxConnections: merged.maxConnections ?? 1024,
     maxInstances: merged.maxInstances,
     idleTimeoutMs: merged.idleTimeout === undefined ? undefined : parseDuration(merged.idleTimeout, "idleTimeout"),
   });

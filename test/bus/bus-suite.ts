@@ -643,10 +643,10 @@ export function runBusSuite(options: BusSuiteOptions): void {
         name: "hooks",
         pattern: { type: ["hook"] },
         targets: [
-          { id: "ok", webhook: { url: `${base}/ok`, secret, headers: { "x-tenant": "t1" } } },
-          { id: "bad", webhook: { url: `${base}/bad`, secret } },
-          { id: "flaky", webhook: { url: `${base}/flaky`, secret } },
-          { id: "slow", webhook: { url: `${base}/slow`, secret, timeoutMs: 100 }, retryPolicy: { maxAttempts: 2, baseBackoffMs: 5 } },
+          { id: "ok", webhook: { url: `${base}/ok`, secret, signature: "sluice", headers: { "x-tenant": "t1" } } },
+          { id: "bad", webhook: { url: `${base}/bad`, secret, signature: "sluice" } },
+          { id: "flaky", webhook: { url: `${base}/flaky`, secret, signature: "sluice" } },
+          { id: "slow", webhook: { url: `${base}/slow`, secret, signature: "sluice", timeoutMs: 100 }, retryPolicy: { maxAttempts: 2, baseBackoffMs: 5 } },
         ],
       });
       const res = await broker.publish("default", ev("hook", { total: 5 }));

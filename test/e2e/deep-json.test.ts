@@ -43,7 +43,7 @@ import { appendFileSync } from "node:fs";
 export default defineFunction({ name: "record", on: { type: ["deep.ok"] }, handler(event) { appendFileSync(process.env.DEEP_OUT!, event.id + "\\n"); } });
 `,
   );
-  server = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "deep.db")}`], { DEEP_OUT: out });
+  server = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "deep.db")}`, "--no-auth"], { DEEP_OUT: out });
 });
 after(async () => {
   await server?.stop("SIGKILL");

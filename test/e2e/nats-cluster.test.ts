@@ -95,7 +95,7 @@ test("nats cluster - SIGKILL of a Sluice node and a restarted NATS server lose n
   const sink = join(dir, "sink.txt");
   writeFileSync(sink, "");
   const url = `nats://${hosts.join(",")}/${deployment}?replicas=3`;
-  const args = ["start", appDir, "--port", "0", "--store", url];
+  const args = ["start", appDir, "--port", "0", "--store", url, "--no-auth"];
   for (let i = 0; i < 3; i++) nodes.push(await startSluice([...args, "--data-dir", join(dir, `data${i}`)], { CLUSTER_SINK: sink }, 60_000));
 
   const acked = new Set<string>();

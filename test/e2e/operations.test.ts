@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { ensureBuilt, eventually, sluiceCli, spawnSluice, startSluice, type SluiceProcess } from "../helpers/sluice-process.ts";
 
 let dir: string;
+const adminKey = `ops-admin-${randomUUID()}`;
+const auth = { authorization: `Bearer ${adminKey}` };
 /** The shared server of the dlq, replay and logs tests. */
 let ops: SluiceProcess;
 
@@ -50,7 +52,9 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "sluice-ops-"));
   const app = join(dir, "ops");
   writeApp(app, opsApp.config, opsApp.functions);
-  ops = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "ops.db")}`]);
+  // The CLI commands below send this key (SLUICE_KEY, inherited by every child); HTTP calls send it too.
+  process.env.SLUICE_KEY = adminKey;
+  ops = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "ops.db")}`], { SLUICE_ADMIN_KEY: adminKey });
 });
 after(async () => {
   await ops?.stop("SIGKILL");
@@ -61,7 +65,7 @@ async function postEvents(url: string, path: string, events: Record<string, unkn
   const batch = events.length !== 1;
   return fetch(`${url}${path}`, {
     method: "POST",
-    headers: { "content-type": batch ? "application/cloudevents-batch+json" : "application/cloudevents+json" },
+    headers: { ...auth, "content-type": batch ? "application/cloudevents-batch+json" : "application/cloudevents+json" },
     body: JSON.stringify(batch ? events : events[0]),
   });
 }
@@ -97,7 +101,7 @@ export default defineFunction({
 `,
     },
   );
-  const s = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "pressure.db")}`], { HOLD_RELEASE: release });
+  const s = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "pressure.db")}`, "--no-auth"], { HOLD_RELEASE: release });
   try {
     let accepted = 0;
     let refused: Response | undefined;
@@ -192,7 +196,7 @@ test("replay - --cancel stops a running replay: the waiting `sluice replay` repo
   const waiting = spawnSluice(["replay", "--bus", "bulk", "--from", String(fromAt), "--name", name, "--rate", String(replayRate), "--json", "--url", ops.url]);
   try {
     const running = await eventually(async () => {
-      const res = await fetch(`${ops.url}/admin/replays/${name}`);
+      const res = await fetch(`${ops.url}/admin/replays/${name}`, { headers: auth });
       if (res.status !== 200) return undefined;
       const r = (await res.json()) as ReplayRow;
       return r.state !== "running" || r.eventsRead > 0 ? r : undefined;
@@ -215,7 +219,7 @@ test("replay - --cancel stops a running replay: the waiting `sluice replay` repo
     assert.equal(noBus.code, 2);
     assert.match(noBus.stderr, /needs --bus and --from/);
     await new Promise((r) => setTimeout(r, 500));
-    const later = (await (await fetch(`${ops.url}/admin/replays/${name}`)).json()) as ReplayRow;
+    const later = (await (await fetch(`${ops.url}/admin/replays/${name}`, { headers: auth })).json()) as ReplayRow;
     assert.deepEqual(later, cancelled, "nothing moved after the cancel");
   } finally {
     await waiting.stop("SIGKILL");
@@ -253,10 +257,10 @@ test("logs - --follow prints new lines as they are logged, only of the given fun
 });
 
 test("admin - an unknown replay or function is a 404 with its code, not a 500", async () => {
-  const replay = await fetch(`${ops.url}/admin/replays/no-such-replay`);
+  const replay = await fetch(`${ops.url}/admin/replays/no-such-replay`, { headers: auth });
   assert.equal(replay.status, 404);
   assert.equal(((await replay.json()) as { error: { code: string } }).error.code, "E_REPLAY_NOT_FOUND");
-  const invoke = await fetch(`${ops.url}/admin/functions/no-such-function/invoke`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  const invoke = await fetch(`${ops.url}/admin/functions/no-such-function/invoke`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: "{}" });
   assert.equal(invoke.status, 404);
   assert.equal(((await invoke.json()) as { error: { code: string } }).error.code, "E_FUNCTION_NOT_FOUND");
 });

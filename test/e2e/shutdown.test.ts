@@ -76,7 +76,7 @@ async function backlogOf(s: SluiceProcess, fn: string): Promise<number> {
 }
 
 function start(app: string, store: string, out: string, grace: string): Promise<SluiceProcess> {
-  return startSluice(["start", app, "--port", "0", "--store", `sqlite:${store}`, "--shutdown-grace", grace], { SLOW_OUT: out });
+  return startSluice(["start", app, "--port", "0", "--store", `sqlite:${store}`, "--shutdown-grace", grace, "--no-auth"], { SLOW_OUT: out });
 }
 
 test("shutdown - SIGTERM lets an in-flight delivery finish within the grace period; a restart does not run it again", async () => {

@@ -59,7 +59,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 test("start - JSON logs, gateway results and errors mapped to 200/202/500/504, graceful SIGTERM", async () => {
   const app = join(dir, "gateway");
   writeApp(app, gatewayApp.config, gatewayApp.functions);
-  const s = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "gateway.db")}`]);
+  const s = await startSluice(["start", app, "--port", "0", "--store", `sqlite:${join(dir, "gateway.db")}`, "--no-auth"]);
   try {
     const readyLine = await s.waitForLine(/sluice ready/);
     const ready = JSON.parse(readyLine) as { msg: string; level: number; port: number };
@@ -147,7 +147,7 @@ test("start - two processes on one PostgreSQL fire each schedule tick once", { s
     `export default { name: "ticks", schedules: { tick: { rate: "1 second", emit: { type: "tick.fired", source: "ticks" } } } };\n`,
     {},
   );
-  const args = ["start", app, "--port", "0", "--store", db.url];
+  const args = ["start", app, "--port", "0", "--store", db.url, "--no-auth"];
   const nodes = await Promise.all([startSluice(args), startSluice(args)]);
   try {
     const fired = () =>

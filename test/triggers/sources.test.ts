@@ -151,8 +151,9 @@ test("sources - a registered source publishes durably and its health shows in /a
   const server = await startServer({
     appDir: dir,
     mode: "start",
-    flags: { port: 0, host: "127.0.0.1", logLevel: "silent" },
+    flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true },
     env: {},
+    noAuth: true,
     sources: [feed.kind],
   });
   try {

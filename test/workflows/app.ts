@@ -40,6 +40,7 @@ export async function start(app: TestApp, store?: string): Promise<RunningServer
     mode: "start",
     flags: { port: 0, host: "127.0.0.1", logLevel: "silent", ...(store ? { store } : {}) },
     env: {},
+    noAuth: true,
   });
 }
 

@@ -47,7 +47,7 @@ async function crashRound(storeUrl: (dir: string) => string): Promise<void> {
   ensureBuilt();
   const app = writeApp({ "crashy.ts": workflow }, "crashy");
   const store = storeUrl(app.dir);
-  const args = ["start", app.dir, "--port", "0", "--host", "127.0.0.1", "--store", store, "--log-level", "info"];
+  const args = ["start", app.dir, "--port", "0", "--host", "127.0.0.1", "--store", store, "--log-level", "info", "--no-auth"];
   let server: SluiceProcess = await startSluice(args);
   const killed = new Set<string>();
   const kill = async () => {

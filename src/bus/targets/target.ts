@@ -6,6 +6,7 @@
  */
 import type { CloudEvent } from "../../event/types.ts";
 import type { Logger } from "../../logger.ts";
+import type { StateStore } from "../../store/contract.ts";
 import type { DeliveryContext, FunctionHandler } from "../types.ts";
 
 /**
@@ -60,6 +61,10 @@ export interface TargetHost {
    */
   forward(bus: string, event: CloudEvent): Promise<void>;
   readonly logger: Logger;
+  /** The store's key/value state, shared by every node (e.g. a webhook target disabled by a 410). */
+  readonly state?: StateStore;
+  /** Outgoing calls may reach private, loopback and link-local addresses (network-guard.ts). Default true. */
+  readonly allowPrivateNetworks: boolean;
 }
 
 export interface TargetReference {

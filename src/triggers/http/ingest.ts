@@ -77,8 +77,12 @@ export class HttpIngestSource implements EventSource {
     };
     ctx.http.register(async (ingest) => {
       rawBody(ingest);
-      ingest.post("/events", (req, reply) => track(handler(req, reply, "default")));
-      ingest.post<{ Params: { bus: string } }>("/buses/:bus/events", (req, reply) => track(handler(req, reply, req.params.bus)));
+      ingest.post("/events", { config: { scope: "publish:default" } }, (req, reply) => track(handler(req, reply, "default")));
+      ingest.post<{ Params: { bus: string } }>(
+        "/buses/:bus/events",
+        { config: { scope: (req) => `publish:${(req.params as { bus: string }).bus}` } },
+        (req, reply) => track(handler(req, reply, req.params.bus)),
+      );
     });
     ctx.health("ok");
   }

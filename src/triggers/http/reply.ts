@@ -20,7 +20,7 @@ export function errorBody(err: SluiceError, requestId: string): { error: Record<
 
 export function sendError(reply: FastifyReply, err: SluiceError, requestId: string): FastifyReply {
   const status = statusForCode(err.code);
-  if (status === 429 || status === 503) reply.header("retry-after", "1");
+  if ((status === 429 || status === 503) && !reply.hasHeader("retry-after")) reply.header("retry-after", "1");
   return reply.code(status).type("application/json").send(errorBody(err, requestId));
 }
 
