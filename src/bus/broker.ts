@@ -14,7 +14,7 @@ import { checkName, underPath } from "../util/validate.ts";
 import { defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
 import { DeadNow, Dispatcher, type Emit, type RunTarget } from "./dispatcher.ts";
 import { describeError } from "./handler-errors.ts";
-import { dedupeKey, hopsOf, Publisher } from "./publisher.ts";
+import { dedupeKey, hopsOf, Publisher, type StoredNotice } from "./publisher.ts";
 import { Replays } from "./replay.ts";
 import { defaultRetryPolicy, resolveRetryPolicy } from "./retry.ts";
 import { targetRegistry } from "./targets/registry.ts";
@@ -90,6 +90,8 @@ export interface BrokerOptions {
   /** Target kinds besides the built-in function, bus and webhook (see src/bus/targets/target.ts). */
   targets?: readonly TargetHandler[];
   limits?: BrokerLimits;
+  /** Told of every event newly stored on a bus with the rules it matched (lineage, metrics); must not throw. */
+  onStored?: (stored: StoredNotice[]) => void;
 }
 
 export type DeliveryListener<K extends keyof DeliveryEvents> = (event: DeliveryEvents[K]) => void;
@@ -191,6 +193,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxQueuedEntries: positiveInt(l.maxQueuedEntries, 10_000, "$.limits.maxQueuedEntries"),
     maxPendingDeliveries: positiveInt(l.maxPendingDeliveries, 1_000_000, "$.limits.maxPendingDeliveries"),
     statsIntervalMs: positiveInt(l.statsIntervalMs, 5000, "$.limits.statsIntervalMs"),
+    ...(options.onStored === undefined ? {} : { onStored: options.onStored }),
     // A lease issued now joins the append's commit where the store allows it; elsewhere it would only spend a
     // round trip finding nothing.
     ...(store.capabilities.leaseJoinsAppend ? { onAppendIssued: () => dispatcher?.wake() } : {}),

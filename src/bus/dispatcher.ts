@@ -96,6 +96,8 @@ class Running implements DeliveryContext {
   released = false;
   /** Clock time the run started (for the `delivered` event's duration). */
   startedAt = 0;
+  /** The delivered event's id, once decoded. */
+  eventId = "";
 
   constructor(
     readonly lease: Lease,
@@ -125,6 +127,16 @@ class Running implements DeliveryContext {
       this.#aborted = true;
       this.#abortReason = reason;
     }
+  }
+}
+
+/** The id of an encoded event that was not decoded for delivery (dead-lettered before it ran); "" when unreadable. */
+function eventIdOf(payload: string): string {
+  try {
+    const id = (JSON.parse(payload) as { id?: unknown }).id;
+    return typeof id === "string" ? id : "";
+  } catch {
+    return "";
   }
 }
 
@@ -453,6 +465,7 @@ export class Dispatcher {
       this.#lastPayload = lease.payload;
       this.#lastEvent = event;
     }
+    r.eventId = event.id;
     try {
       await this.#run(target, event, lease, r);
     } catch (err) {
@@ -477,7 +490,11 @@ export class Dispatcher {
       this.#emit("retry", {
         deliveryId: lease.deliveryId,
         queue: lease.queue,
+        eventId: event.id,
         attempt: lease.attempt,
+        enqueuedAt: lease.enqueuedAt,
+        startedAt: r.startedAt,
+        durationMs: now - r.startedAt,
         delayMs: decision.delayMs,
         availableAt: decision.availableAt,
         error,
@@ -509,7 +526,10 @@ export class Dispatcher {
       this.#emit("delivered", {
         deliveryId: lease.deliveryId,
         queue: lease.queue,
+        eventId: r.eventId,
         attempt: lease.attempt,
+        enqueuedAt: lease.enqueuedAt,
+        startedAt: r.startedAt,
         durationMs: this.#o.clock.now() - r.startedAt,
       });
     }
@@ -518,15 +538,28 @@ export class Dispatcher {
 
   async #dead(r: Running, reason: string, error: string): Promise<void> {
     const { lease } = r;
+    const now = this.#o.clock.now();
     try {
-      await this.#store.queues.deadLetter(lease, { reason, error, now: this.#o.clock.now() });
+      await this.#store.queues.deadLetter(lease, { reason, error, now });
     } catch (err) {
       this.#storeFailed(err, lease, "deadLetter");
       return;
     }
     this.#onSettled(1);
     this.#o.logger.warn({ deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error }, "delivery dead-lettered");
-    this.#emit("dead", { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error });
+    const eventId = r.eventId || eventIdOf(lease.payload);
+    const { startedAt } = r;
+    this.#emit("dead", {
+      deliveryId: lease.deliveryId,
+      queue: lease.queue,
+      eventId,
+      attempt: lease.attempt,
+      enqueuedAt: lease.enqueuedAt,
+      startedAt,
+      durationMs: now - startedAt,
+      reason,
+      error,
+    });
   }
 
   #storeFailed(err: unknown, lease: Lease, op: string): void {

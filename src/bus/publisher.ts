@@ -40,6 +40,19 @@ export interface PublisherOptions {
    * deliveries it has room for are handed to it leased, without a lease call of their own.
    */
   leaseSink?: LeaseSink;
+  /** Told of every event once its append committed as stored (not duplicate): lineage, metrics. */
+  onStored?: (stored: StoredNotice[]) => void;
+}
+
+/** One event newly stored on a bus, with the rules it matched there. */
+export interface StoredNotice {
+  bus: string;
+  event: CloudEvent;
+  /** Names of the rules the event matched (their targets got one delivery each). */
+  rules: string[];
+  /** The queues (one per rule target) that got a delivery. */
+  queues: string[];
+  storedAt: number;
 }
 
 /** Takes deliveries leased by an append (the dispatcher). */
@@ -105,6 +118,8 @@ export class Publisher {
   #pendingEstimate = 0;
   #statsAt = Number.NEGATIVE_INFINITY;
   #statsInFlight: Promise<void> | undefined;
+  /** What route() saw of each entry, kept only when someone listens (onStored). */
+  readonly #routed = new WeakMap<AppendEntry, { event: CloudEvent; rules: string[] }>();
 
   constructor(store: StorageBackend, defs: Definitions, options: PublisherOptions) {
     this.#store = store;
@@ -218,8 +233,9 @@ export class Publisher {
   route(busName: string, event: CloudEvent, encoded: string, key: string): AppendEntry {
     const bus = this.#defs.bus(busName);
     const deliveries: NewDelivery[] = [];
+    let matched: readonly string[] = [];
     if (bus !== undefined) {
-      const matched = bus.index.match(event);
+      matched = bus.index.match(event);
       if (matched.length > 0) {
         const partitionKey = partitionKeyOf(event);
         for (const ruleName of matched) {
@@ -231,7 +247,9 @@ export class Publisher {
         }
       }
     }
-    return { bus: busName, eventId: event.id, dedupeKey: key, encoded, deliveries };
+    const entry: AppendEntry = { bus: busName, eventId: event.id, dedupeKey: key, encoded, deliveries };
+    if (this.#o.onStored !== undefined) this.#routed.set(entry, { event, rules: [...matched] });
+    return entry;
   }
 
   async #busOrRefresh(name: string): Promise<void> {
@@ -347,6 +365,7 @@ export class Publisher {
           }
           this.#pendingEstimate += deliveries;
           this.#appendedSinceStats += deliveries;
+          if (this.#o.onStored !== undefined) this.#notifyStored(all, results, options.now);
         } catch (err) {
           const wrapped =
             err instanceof SluiceError
@@ -361,6 +380,27 @@ export class Publisher {
     } finally {
       this.#appending = false;
       if (this.#queue.length === 0) for (const f of this.#idle.splice(0)) f();
+    }
+  }
+
+  #notifyStored(entries: AppendEntry[], results: AppendResult[], now: number): void {
+    const stored: StoredNotice[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      if (results[i]?.status !== "stored") continue;
+      const routed = this.#routed.get(entries[i]!);
+      if (routed !== undefined) stored.push({
+        bus: entries[i]!.bus,
+        event: routed.event,
+        rules: routed.rules,
+        queues: entries[i]!.deliveries.map((d) => d.queue),
+        storedAt: now,
+      });
+    }
+    if (stored.length === 0) return;
+    try {
+      this.#o.onStored!(stored);
+    } catch {
+      // A listener's failure is its own: the append succeeded.
     }
   }
 

@@ -180,9 +180,22 @@ export interface Replay {
   error?: string;
 }
 
-/** Delivery lifecycle notifications (metrics, dashboards, tests). */
+/** What every delivery notification says about the attempt. */
+interface AttemptInfo {
+  deliveryId: string;
+  queue: string;
+  /** The event's id; empty when the payload could not be decoded (`undecodable`). */
+  eventId: string;
+  attempt: number;
+  /** When the delivery was enqueued (its event's append, or a redrive). */
+  enqueuedAt: number;
+  startedAt: number;
+  durationMs: number;
+}
+
+/** Delivery lifecycle notifications (metrics, lineage, dashboards, tests). */
 export interface DeliveryEvents {
-  delivered: { deliveryId: string; queue: string; attempt: number; durationMs: number };
-  retry: { deliveryId: string; queue: string; attempt: number; delayMs: number; availableAt: number; error: string };
-  dead: { deliveryId: string; queue: string; attempt: number; reason: string; error?: string };
+  delivered: AttemptInfo;
+  retry: AttemptInfo & { delayMs: number; availableAt: number; error: string };
+  dead: AttemptInfo & { reason: string; error?: string };
 }

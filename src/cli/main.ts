@@ -14,6 +14,7 @@ import { register as publish } from "./publish.ts";
 import { register as replay } from "./replay.ts";
 import { register as start } from "./start.ts";
 import { register as status } from "./status.ts";
+import { register as trace } from "./trace.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
@@ -30,6 +31,7 @@ const commands: RegisterCommand[] = [
   replay,
   status,
   logs,
+  trace,
 ];
 
 export async function main(argv: string[]): Promise<number> {

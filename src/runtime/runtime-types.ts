@@ -16,7 +16,7 @@ export interface RuntimeOptions {
   /** Idempotency keys live here (required when a function sets `idempotency`). */
   state?: StateStore;
   /** Publishes events (ctx.emit children, sluice.* events). `parent` is the event being handled, if any. */
-  emit: (events: CloudEvent[], parent: CloudEvent | undefined) => Promise<unknown>;
+  emit: (events: CloudEvent[], parent: CloudEvent | undefined, origin?: EmitOrigin) => Promise<unknown>;
   logger?: Logger;
   limits?: Partial<RuntimeLimits>;
   /**
@@ -91,3 +91,8 @@ export interface InstanceChange {
 /** A failed invocation: a SluiceError (or NonRetriableError / RetryAfterError) with the reason recorded. */
 export type InvocationError = SluiceError & { reason: string; invocationId: string };
 
+/** The invocation that emitted events with ctx.emit (for lineage). */
+export interface EmitOrigin {
+  functionName: string;
+  invocationId: string;
+}

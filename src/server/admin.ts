@@ -13,6 +13,7 @@
  * GET  /admin/replays | /admin/replays/:name; POST /admin/replays/:name/cancel
  * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
  * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
+ * GET  /admin/events/:id/trace[?depth=&nodes=] the event's lineage tree (docs/telemetry.md)
  */
 import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
@@ -25,6 +26,7 @@ import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
 import type { SourceInfo } from "./sources.ts";
+import type { LineageNode } from "../telemetry/lineage-tree.ts";
 
 export interface AdminDeps {
   appName: string;
@@ -38,6 +40,8 @@ export interface AdminDeps {
   logs: LogBuffer;
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
+  /** Event lineage (docs/telemetry.md). */
+  lineage: { enabled: boolean; read(eventId: string, options: { maxDepth?: number; maxNodes?: number }): Promise<LineageNode> };
 }
 
 
@@ -180,6 +184,26 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
           ...(body.data === undefined ? {} : { datacontenttype: "application/json", data: body.data }),
         };
     return { result: (await runtime.invoke(req.params.name, event)) ?? null };
+  });
+
+  // --- lineage ---
+  app.get<{ Params: { id: string }; Querystring: { depth?: string; nodes?: string } }>("/events/:id/trace", async (req) => {
+    if (!deps.lineage.enabled) {
+      throw new SluiceError(ErrorCode.NotFound, "lineage is off for this app (telemetry.lineage: false)", { path: "$.telemetry.lineage" });
+    }
+    const bound = (v: string | undefined, max: number, name: string): number | undefined => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > max) throw new SluiceError(ErrorCode.BadRequest, `${name} must be an integer from 1 to ${max}`, { path: `$.${name}` });
+      return n;
+    };
+    const maxDepth = bound(req.query.depth, 64, "depth");
+    const maxNodes = bound(req.query.nodes, 5000, "nodes");
+    const tree = await deps.lineage.read(req.params.id, { ...(maxDepth === undefined ? {} : { maxDepth }), ...(maxNodes === undefined ? {} : { maxNodes }) });
+    if (!tree.found) {
+      throw new SluiceError(ErrorCode.NotFound, `nothing is recorded for event ${req.params.id}: unknown id, or older than its bus's retention`, { path: "$.id" });
+    }
+    return tree;
   });
 
   // --- logs ---

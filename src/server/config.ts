@@ -4,6 +4,7 @@
  * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
  * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
+import { validateTelemetry, type TelemetryConfig, type ValidatedTelemetry } from "./config-telemetry.ts";
 import { checkRule, type TargetKinds } from "../bus/definitions.ts";
 import { defaultRetryPolicy, resolveRetryPolicy } from "../bus/retry.ts";
 import { targetRegistry } from "../bus/targets/registry.ts";
@@ -117,6 +118,8 @@ export interface AppConfig {
   rules?: readonly RuleConfig[];
   buses?: readonly (string | BusConfig)[];
   server?: ServerConfig;
+  /** Lineage and OpenTelemetry traces (docs/telemetry.md). */
+  telemetry?: TelemetryConfig;
 }
 
 const appBrand = Symbol.for("sluice.app");
@@ -215,6 +218,7 @@ export interface ValidatedApp {
   rules: readonly ValidatedRule[];
   buses: readonly { name: string; retentionMs?: number; description?: string }[];
   server: ServerConfig;
+  telemetry: ValidatedTelemetry;
 }
 
 export interface ValidateOptions {
@@ -228,7 +232,7 @@ export interface ValidateOptions {
   sources?: readonly SourceKind[];
 }
 
-const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
+const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server", "telemetry"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
 const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
 const routeKeys = ["function", "async"];
@@ -522,6 +526,8 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     }
   }
 
+  const telemetry = validateTelemetry(input.telemetry, add, (obj, known, prefix) => unknownKeys(obj, known, (k) => `${prefix}.${k}`));
+
   if (problems.length > 0) throw new ConfigError(options.file, problems);
   return deepFreeze({
     name: name as string,
@@ -533,6 +539,7 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     rules,
     buses,
     server,
+    telemetry,
   });
 }
 

@@ -22,12 +22,15 @@ import { ScheduleSource } from "../triggers/schedule/source.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import type { SourceKind } from "../triggers/source.ts";
 import { openStore } from "../store/registry.ts";
+import { defaultRetentionMs, queueName } from "../bus/definitions.ts";
+import { LineageRecorder, parseQueue } from "../telemetry/lineage-recorder.ts";
+import { readLineage } from "../telemetry/lineage-tree.ts";
 import { registerAdmin } from "./admin.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
 import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, type DeliveryOutcome, type Metrics } from "./metrics.ts";
 import { createSourceRunner, type SourceRunner } from "./sources.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
 import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
@@ -116,6 +119,46 @@ async function loadPretty(): Promise<void> {
   }
 }
 
+/** `telemetry.lineage` as written (validated with the rest of the app later); default on. */
+function lineageWanted(exported: unknown): boolean {
+  const t = (exported as { telemetry?: { lineage?: unknown } } | undefined)?.telemetry;
+  return !(t && typeof t === "object" && t.lineage === false);
+}
+
+/** Lineage is kept as long as the bus's archive; records not tied to a bus use the default bus's. */
+function retentionOf(broker: Broker | undefined, bus: string | undefined): number {
+  if (broker === undefined) return defaultRetentionMs;
+  try {
+    return broker.getBus(bus ?? "default").retentionMs;
+  } catch {
+    return defaultRetentionMs;
+  }
+}
+
+/** The kind of a queue's target (`function`, `webhook`, `bus`, …); `unknown` once its rule is gone. */
+function targetKindOf(broker: Broker, queue: string): string {
+  const ref = parseQueue(queue);
+  if (ref === undefined) return "unknown";
+  try {
+    const t = broker.getRule(ref.rule, { bus: ref.bus }).targets.find((x) => x.id === ref.target);
+    return t === undefined ? "unknown" : (Object.keys(t).find((k) => k !== "id" && k !== "inputTransformer" && k !== "retryPolicy") ?? "unknown");
+  } catch {
+    return "unknown";
+  }
+}
+
+/** The function a queue's target runs (`rule:bus/rule/target`), if it is a function target. */
+function functionOfQueue(broker: Broker | undefined, queue: string): string | undefined {
+  const ref = parseQueue(queue);
+  if (broker === undefined || ref === undefined) return undefined;
+  try {
+    const t = broker.getRule(ref.rule, { bus: ref.bus }).targets.find((x) => x.id === ref.target) as { function?: unknown } | undefined;
+    return typeof t?.function === "string" ? t.function : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Rules the app implies: functions' `on` patterns, async routes, and the config's own rules. */
 function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
   const rules: RuleInput[] = functionRules(runtime.functions());
@@ -185,6 +228,21 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const store = await openStore(settings.store);
     closers.push(() => store.close());
 
+    // The app's telemetry key is read before the broker exists: lineage hooks into its publish path.
+    const telemetry = lineageWanted(mod.exported);
+    let brokerRef: Broker | undefined;
+    const lineage = telemetry
+      ? new LineageRecorder({
+          state: store.state,
+          now: () => Date.now(),
+          logger: logger.child({ component: "lineage" }),
+          retentionMs: (bus) => retentionOf(brokerRef, bus),
+          functionOf: (queue) => functionOfQueue(brokerRef, queue),
+          onDropped: (n) => metrics.lineageDropped(n),
+        })
+      : undefined;
+    if (lineage) closers.push(() => lineage.close());
+
     const broker = await createBroker({
       store,
       logger: logger.child({ component: "bus" }),
@@ -196,8 +254,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
       ...(options.targets ? { targets: options.targets } : {}),
+      ...(lineage ? { onStored: (stored) => lineage.stored(stored) } : {}),
     });
+    brokerRef = broker;
     closers.push(() => broker.close());
+    if (lineage) {
+      broker.on("delivered", (e) => lineage.attempt("delivered", e));
+      broker.on("retry", (e) => lineage.attempt("retry", e));
+      broker.on("dead", (e) => lineage.attempt("dead", e));
+    }
 
     const inChunks =
       <T>(send: (bus: string, chunk: T[]) => Promise<PublishResult>) =>
@@ -218,7 +283,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const runtime = await createRuntime({
       functions: mod.functionFiles.map((file) => ({ file })),
       state: store.state,
-      emit: runtimeEmit(publish, (bus, accepted) => metrics.published(bus, accepted)),
+      emit: runtimeEmit(
+        publish,
+        (bus, accepted) => metrics.published(bus, accepted),
+        lineage ? (parent, accepted, origin) => lineage.emitted(parent.id, accepted, origin) : undefined,
+      ),
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
@@ -245,7 +314,16 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
 
     await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));
 
-    runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
+    runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs, r.gbSeconds));
+    const onAttempt = (outcome: DeliveryOutcome) => (e: { queue: string; attempt: number; enqueuedAt: number; startedAt: number }) => {
+      const ref = parseQueue(e.queue);
+      const target = ref === undefined ? e.queue : `${ref.bus}/${ref.rule}/${ref.target}`;
+      metrics.delivery(target, targetKindOf(broker, e.queue), outcome, e.attempt === 1 ? e.startedAt - e.enqueuedAt : undefined);
+    };
+    broker.on("delivered", onAttempt("delivered"));
+    broker.on("retry", onAttempt("retry"));
+    broker.on("dead", onAttempt("dead"));
+    if (lineage) runtime.on("invocation", (r) => lineage.run(r));
     metrics.setSources({
       async backlog() {
         const stats = new Map((await broker.queueStats()).map((s) => [s.queue, s]));
@@ -265,6 +343,22 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         const out: Record<string, Record<string, number>> = {};
         for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
         return out;
+      },
+      async queueStats() {
+        // Every rule target shows, also while its queue is empty (the store lists only queues holding something).
+        const held = await broker.queueStats();
+        const known = new Set(held.map((q) => q.queue));
+        for (const r of broker.listRules()) {
+          for (const t of r.targets) {
+            const queue = queueName(r.bus, r.name, t.id);
+            if (!known.has(queue)) held.push({ queue, ready: 0, delayed: 0, leased: 0, dead: 0 });
+          }
+        }
+        return held;
+      },
+      async oldestDeadAt(queue) {
+        const [oldest] = await store.queues.listDead(queue, { limit: 1 });
+        return oldest?.deadAt;
       },
     });
 
@@ -304,6 +398,13 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             sources,
             logs,
             functionQueue,
+            lineage: {
+              enabled: lineage !== undefined,
+              async read(eventId, o) {
+                await lineage?.flush();
+                return readLineage(store.state, eventId, { now: Date.now(), ...o });
+              },
+            },
           }),
       },
     });
