@@ -12,6 +12,7 @@ import { MAX_BATCH_ENTRIES } from "../event/http.ts";
 import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
 import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
+import { encodeEvent } from "../event/codec.ts";
 import type { AppendEntry, AppendResult, Lease, NewDelivery, StorageBackend } from "../store/contract.ts";
 import { joinPath } from "../util/validate.ts";
 import type { Definitions } from "./definitions.ts";
@@ -40,6 +41,11 @@ export interface PublisherOptions {
    * deliveries it has room for are handed to it leased, without a lease call of their own.
    */
   leaseSink?: LeaseSink;
+  /**
+   * Tracing (off when absent): the producer span of each routed event, whose context becomes its `traceparent`.
+   * Returns the span's traceparent; the span ends when the append settles.
+   */
+  producer?: (bus: string, event: CloudEvent) => { traceparent: string; end(error?: string): void };
   /** Told of every event once its append committed as stored (not duplicate): lineage, metrics. */
   onStored?: (stored: StoredNotice[]) => void;
 }
@@ -120,6 +126,8 @@ export class Publisher {
   #statsInFlight: Promise<void> | undefined;
   /** What route() saw of each entry, kept only when someone listens (onStored). */
   readonly #routed = new WeakMap<AppendEntry, { event: CloudEvent; rules: string[] }>();
+  /** Producer spans of routed events, ended when their append settles (tracing only). */
+  readonly #spans = new WeakMap<CloudEvent, { end(error?: string): void }>();
 
   constructor(store: StorageBackend, defs: Definitions, options: PublisherOptions) {
     this.#store = store;
@@ -231,6 +239,12 @@ export class Publisher {
 
   /** Builds the append entry of one valid event: its deliveries are the targets of the rules it matches now. */
   route(busName: string, event: CloudEvent, encoded: string, key: string): AppendEntry {
+    if (this.#o.producer !== undefined) {
+      const span = this.#o.producer(busName, event);
+      event = { ...event, [SluiceExtension.TraceParent]: span.traceparent };
+      encoded = encodeEvent(event);
+      this.#spans.set(event, span);
+    }
     const bus = this.#defs.bus(busName);
     const deliveries: NewDelivery[] = [];
     let matched: readonly string[] = [];
@@ -248,7 +262,7 @@ export class Publisher {
       }
     }
     const entry: AppendEntry = { bus: busName, eventId: event.id, dedupeKey: key, encoded, deliveries };
-    if (this.#o.onStored !== undefined) this.#routed.set(entry, { event, rules: [...matched] });
+    if (this.#o.onStored !== undefined || this.#o.producer !== undefined) this.#routed.set(entry, { event, rules: [...matched] });
     return entry;
   }
 
@@ -366,12 +380,14 @@ export class Publisher {
           this.#pendingEstimate += deliveries;
           this.#appendedSinceStats += deliveries;
           if (this.#o.onStored !== undefined) this.#notifyStored(all, results, options.now);
+          if (this.#o.producer !== undefined) this.#endSpans(all, undefined);
         } catch (err) {
           const wrapped =
             err instanceof SluiceError
               ? err
               : new SluiceError(ErrorCode.StoreUnavailable, `storing events failed: ${(err as Error).message}`, { retryable: true, cause: err });
           for (const w of batch) w.reject(wrapped);
+          if (this.#o.producer !== undefined) this.#endSpans(all, wrapped.message);
           if (reserved > 0) leasing?.sink.adopt([], reserved);
         } finally {
           this.#queuedEntries -= count;
@@ -380,6 +396,13 @@ export class Publisher {
     } finally {
       this.#appending = false;
       if (this.#queue.length === 0) for (const f of this.#idle.splice(0)) f();
+    }
+  }
+
+  #endSpans(entries: AppendEntry[], error: string | undefined): void {
+    for (const e of entries) {
+      const routed = this.#routed.get(e);
+      if (routed !== undefined) this.#spans.get(routed.event)?.end(error);
     }
   }
 

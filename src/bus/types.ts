@@ -115,6 +115,8 @@ export interface DeliveryContext {
   deliveryId: string;
   /** Aborted when the broker shuts down past its grace period or the lease is lost. */
   signal: AbortSignal;
+  /** W3C trace context of this attempt's consumer span, when tracing is on: pass it on (webhooks send it as a header). */
+  traceparent?: string;
 }
 
 /**

@@ -41,7 +41,8 @@ export async function emitChildren(inv: Invocation, emitted: EmittedEvent[], o: 
     const child: CloudEvent = { ...e, specversion: "1.0", id: typeof e.id === "string" ? e.id : newEventId(nowMs), time: typeof e.time === "string" ? e.time : time, source: e.source, type: e.type };
     child[SluiceExtension.CorrelationId] = e[SluiceExtension.CorrelationId] ?? correlationId;
     child[SluiceExtension.CausationId] = parent.id;
-    const traceparent = e[SluiceExtension.TraceParent] ?? parent[SluiceExtension.TraceParent];
+    // The emitting invocation's span is the child's parent when tracing is on; otherwise the context passes along.
+    const traceparent = e[SluiceExtension.TraceParent] ?? inv.span?.traceparent ?? parent[SluiceExtension.TraceParent];
     if (traceparent !== undefined) child[SluiceExtension.TraceParent] = traceparent;
     child[SluiceExtension.Hops] = hops;
     return child;

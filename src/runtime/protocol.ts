@@ -26,6 +26,8 @@ export type HostMessage =
       deadline: number;
       /** ms before the deadline at which ctx.signal aborts. */
       signalAt: number;
+      /** The invocation span's W3C trace context, when tracing is on (OpenTelemetry context does not cross threads). */
+      traceparent?: string;
     }
   /** Aborts ctx.signal of invocation `id` (the caller gave up). */
   | { t: "abort"; id: number }

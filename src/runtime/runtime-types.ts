@@ -8,6 +8,7 @@ import type { FunctionConfig, FunctionDefinition } from "./define.ts";
 import type { ExitKind } from "./hosts.ts";
 import type { RuntimeLimits } from "./limits.ts";
 import type { FunctionCounters, InvocationRecord } from "./metering.ts";
+import type { Tracing } from "../telemetry/tracing.ts";
 
 export type FunctionSource = { file: string } | FunctionDefinition;
 
@@ -30,12 +31,16 @@ export interface RuntimeOptions {
   cacheDir?: string;
   /** Reload a function when its file changes. */
   watch?: boolean;
+  /** OpenTelemetry spans for invocations (src/telemetry/tracing.ts); absent = off. */
+  tracing?: Pick<Tracing, "invocation">;
 }
 
 export interface DeliverOptions {
   attempt: number;
   deliveryId?: string;
   signal?: AbortSignal;
+  /** The delivery attempt's trace context: the invocation's span is its child (tracing on). */
+  traceparent?: string;
 }
 
 export interface InstanceCounts {

@@ -25,7 +25,9 @@ import { openStore } from "../store/registry.ts";
 import { defaultRetentionMs, queueName } from "../bus/definitions.ts";
 import { LineageRecorder, parseQueue } from "../telemetry/lineage-recorder.ts";
 import { readLineage } from "../telemetry/lineage-tree.ts";
+import { createTracing } from "../telemetry/tracing.ts";
 import { registerAdmin } from "./admin.ts";
+import { resolveTracing } from "./tracing-config.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
 import { loadAppModule } from "./load-app.ts";
@@ -228,8 +230,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const store = await openStore(settings.store);
     closers.push(() => store.close());
 
-    // The app's telemetry key is read before the broker exists: lineage hooks into its publish path.
+    // The app's telemetry key is read before the broker exists: lineage and tracing hook into its publish path.
     const telemetry = lineageWanted(mod.exported);
+    const exported = mod.exported as { name?: unknown; telemetry?: unknown } | undefined;
+    const tracingOptions = resolveTracing(exported?.telemetry, env, typeof exported?.name === "string" ? exported.name : "sluice", mod.configFile);
+    const tracing = tracingOptions === undefined ? undefined : await createTracing(tracingOptions);
+    if (tracing) {
+      closers.push(() => tracing.close());
+      logger.info({ endpoint: tracingOptions!.endpoint, protocol: tracingOptions!.protocol }, "exporting traces");
+    }
     let brokerRef: Broker | undefined;
     const lineage = telemetry
       ? new LineageRecorder({
@@ -255,6 +264,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       startDispatcher: false,
       ...(options.targets ? { targets: options.targets } : {}),
       ...(lineage ? { onStored: (stored) => lineage.stored(stored) } : {}),
+      ...(tracing ? { tracing } : {}),
     });
     brokerRef = broker;
     closers.push(() => broker.close());
@@ -291,6 +301,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      ...(tracing ? { tracing } : {}),
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {
@@ -381,6 +392,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       metrics,
       logger: logger.child({ component: "http" }),
       bodyLimit: settings.bodyLimit,
+      ...(tracing ? { tracing } : {}),
       ports: {
         publish,
         invoke: (fn, event) => runtime.invoke(fn, event),

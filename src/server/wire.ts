@@ -70,7 +70,13 @@ export function functionRules(functions: FunctionConfig[]): RuleInput[] {
 /** The runtime as the broker's function handler (the delivery's attempt, id and abort signal go along). */
 export function runtimeFunctionHandler(runtime: Pick<Runtime, "deliver">): FunctionHandler {
   return {
-    deliver: (fn, event, ctx) => runtime.deliver(fn, event, { attempt: ctx.attempt, deliveryId: ctx.deliveryId, signal: ctx.signal }),
+    deliver: (fn, event, ctx) =>
+      runtime.deliver(fn, event, {
+        attempt: ctx.attempt,
+        deliveryId: ctx.deliveryId,
+        signal: ctx.signal,
+        ...(ctx.traceparent === undefined ? {} : { traceparent: ctx.traceparent }),
+      }),
   };
 }
 

@@ -92,8 +92,11 @@ function retryAfterMs(header: string | null, now: number): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-/** POSTs one encoded CloudEvent; resolves on 2xx, throws a classified error otherwise. */
-export async function deliverWebhook(spec: WebhookTargetSpec, body: string, signal: AbortSignal): Promise<void> {
+/**
+ * POSTs one encoded CloudEvent; resolves on 2xx, throws a classified error otherwise. `traceparent` (the delivery
+ * attempt's span, when tracing is on) goes along as the W3C header.
+ */
+export async function deliverWebhook(spec: WebhookTargetSpec, body: string, signal: AbortSignal, traceparent?: string): Promise<void> {
   const timestamp = String(Date.now());
   const headers: Record<string, string> = {
     ...spec.headers,
@@ -101,6 +104,7 @@ export async function deliverWebhook(spec: WebhookTargetSpec, body: string, sign
     [timestampHeader]: timestamp,
   };
   if (spec.secret !== undefined) headers[signatureHeader] = signWebhookBody(spec.secret, timestamp, body);
+  if (traceparent !== undefined) headers.traceparent = traceparent;
   const timeoutMs = spec.timeoutMs ?? defaultTimeoutMs;
   const timeout = AbortSignal.timeout(timeoutMs);
   let res: Response;
@@ -128,6 +132,6 @@ export const webhookTarget: TargetHandler<WebhookTargetSpec> = {
   kind: "webhook",
   compile: checkWebhookSpec,
   open: () => ({
-    deliver: (spec, event, context, encoded) => deliverWebhook(spec, encoded ?? encodeEvent(event), context.signal),
+    deliver: (spec, event, context, encoded) => deliverWebhook(spec, encoded ?? encodeEvent(event), context.signal, context.traceparent),
   }),
 };
