@@ -30,7 +30,7 @@ export default defineFunction({
   retry: { attempts: 3, backoff: { initial: "20ms", max: "20ms" } },
   async handler(event, ctx) {
     if (ctx.attempt === 1) throw new Error("card declined");
-    await ctx.emit({ type: "invoice.created", source: "/billing", data: { order: 1 } });
+    await ctx.emit({ type: "invoice.created", source: "/billing", data: { order: 1, tracedBy: ctx.traceparent ?? null } });
   },
 });
 `,

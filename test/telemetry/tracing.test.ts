@@ -67,10 +67,15 @@ test("tracing - one trace from the HTTP request through three functions, retries
   ensureBuilt();
   const otlp = await receiver();
   const webhookHeaders: string[] = [];
+  const webhookBodies: { data: { tracedBy: unknown } }[] = [];
   const hook = createServer((req, res) => {
     webhookHeaders.push(String(req.headers.traceparent ?? ""));
-    req.resume();
-    req.on("end", () => res.writeHead(204).end());
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      webhookBodies.push(JSON.parse(body) as { data: { tracedBy: unknown } });
+      res.writeHead(204).end();
+    });
   });
   hook.listen(0, "127.0.0.1");
   await once(hook, "listening");
@@ -133,6 +138,7 @@ test("tracing - one trace from the HTTP request through three functions, retries
       assert.equal(attr(parent!, "messaging.message.delivery_attempt"), attr(r, "sluice.attempt"));
     }
     const okRun = billRuns.find((r) => attr(r, "sluice.attempt") === 2)!;
+    assert.equal(webhookBodies[0]?.data.tracedBy, `00-${incomingTrace}-${okRun.spanId}-01`, "ctx.traceparent in the worker is the invocation's span");
     const invoiceSend = one((s) => s.kind === OTLP.producer && attr(s, "cloudevents.event_type") === "invoice.created", "the invoice.created producer");
     assert.equal(invoiceSend.parentSpanId, okRun.spanId);
     const mailAttempt = one((s) => s.kind === OTLP.consumer && attr(s, "sluice.rule") === "function.mail", "the mail attempt");
