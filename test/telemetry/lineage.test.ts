@@ -6,11 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import { startServer } from "../../src/server/server.ts";
 import type { AttemptNode, DeliveryNode, LineageNode } from "../../src/telemetry/lineage-tree.ts";
 import { ensureBuilt, eventually, spawnSluice } from "../helpers/sluice-process.ts";
 import { tempDir } from "../runtime/helpers.ts";
+import { postgresAdminUrl, skipUnless } from "../helpers/services.ts";
 import { writeChainApp } from "./chain-app.ts";
 
 async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -39,11 +41,39 @@ function shape(n: LineageNode): unknown {
   };
 }
 
-test("lineage - sluice trace and /admin/events/:id/trace show a three-function chain with its retry", async () => {
+/** The same chain on each backend: lineage uses only the store contract's state store. */
+const backends = [
+  { name: "sqlite", skip: false as false | string, store: () => undefined as string | undefined, drop: async () => {} },
+  (() => {
+    const schema = `tel_${randomUUID().replace(/-/g, "").slice(0, 16)}`;
+    return {
+      name: "postgres",
+      skip: false as false | string,
+      store: () => `${postgresAdminUrl}?schema=${schema}`,
+      async drop() {
+        const { default: pg } = await import("pg");
+        const client = new pg.Client({ connectionString: postgresAdminUrl });
+        await client.connect();
+        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await client.end();
+      },
+    };
+  })(),
+];
+backends[1]!.skip = await skipUnless("postgres");
+
+for (const backend of backends) {
+test(`lineage (${backend.name}) - sluice trace and /admin/events/:id/trace show a three-function chain with its retry`, { skip: backend.skip }, async () => {
   ensureBuilt();
   const dir = tempDir("sluice-lineage-");
   writeChainApp(dir);
-  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} });
+  const store = backend.store();
+  const server = await startServer({
+    appDir: dir,
+    mode: "start",
+    flags: { port: 0, host: "127.0.0.1", logLevel: "silent", ...(store === undefined ? {} : { store }) },
+    env: {},
+  });
   try {
     const res = await fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     assert.equal(res.status, 202);
@@ -144,9 +174,11 @@ test("lineage - sluice trace and /admin/events/:id/trace show a three-function c
     assert.match(notFound.stderr, /nothing is recorded for event no-such-event/);
   } finally {
     await server.close();
+    await backend.drop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
+}
 
 test("lineage - telemetry.lineage: false records nothing and the trace endpoint says so", async () => {
   ensureBuilt();
