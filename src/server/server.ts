@@ -26,6 +26,8 @@ import { defaultRetentionMs, queueName } from "../bus/definitions.ts";
 import { LineageRecorder, parseQueue } from "../telemetry/lineage-recorder.ts";
 import { readLineage } from "../telemetry/lineage-tree.ts";
 import { createTracing } from "../telemetry/tracing.ts";
+import { Alerts } from "../telemetry/alerts.ts";
+import { publishError } from "../bus/publish-error.ts";
 import { registerAdmin } from "./admin.ts";
 import { resolveTracing } from "./tracing-config.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
@@ -372,6 +374,33 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         return oldest?.deadAt;
       },
     });
+
+    const alerts = new Alerts({
+      alerts: app.alerts,
+      logger: logger.child({ component: "alerts" }),
+      now: () => Date.now(),
+      publish: async (event) => {
+        const err = publishError(await broker.publish("default", event));
+        if (err) throw err;
+      },
+      readers: {
+        queueStats: () => broker.queueStats(),
+        functionQueue,
+        functionCounters: () => runtime.metrics().functions,
+        budgetUse() {
+          const m = runtime.metrics().functions;
+          const out: Record<string, number> = {};
+          for (const f of runtime.functions()) {
+            const used = m[f.name]?.budget;
+            if (f.budget === undefined || used === undefined) continue;
+            out[f.name] = Math.max(f.budget.invocations ? used.invocations / f.budget.invocations : 0, f.budget.gbSeconds ? used.gbSeconds / f.budget.gbSeconds : 0);
+          }
+          return out;
+        },
+      },
+    });
+    alerts.start();
+    closers.push(() => alerts.close());
 
     const sourceKinds = sourceRegistry(options.sources);
     let httpApp: FastifyInstance | undefined;
