@@ -11,7 +11,7 @@
  * waits for the local run of the same key), so publish order holds per key and target.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
-import type { CloudEvent } from "../event/types.ts";
+import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { Lease, StorageBackend } from "../store/contract.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../logger.ts";
@@ -98,6 +98,8 @@ class Running implements DeliveryContext {
   startedAt = 0;
   /** The delivered event's id, once decoded. */
   eventId = "";
+  /** Its correlation id (for bus-side log lines). */
+  correlationId: unknown = undefined;
 
   constructor(
     readonly lease: Lease,
@@ -466,6 +468,7 @@ export class Dispatcher {
       this.#lastEvent = event;
     }
     r.eventId = event.id;
+    r.correlationId = event[SluiceExtension.CorrelationId] ?? event.id;
     try {
       await this.#run(target, event, lease, r);
     } catch (err) {
@@ -487,6 +490,10 @@ export class Dispatcher {
         this.#storeFailed(storeErr, lease, "retry");
         return false;
       }
+      this.#o.logger.info(
+        { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, eventId: event.id, correlationId: r.correlationId, delayMs: decision.delayMs, error },
+        "delivery failed; retrying",
+      );
       this.#emit("retry", {
         deliveryId: lease.deliveryId,
         queue: lease.queue,
@@ -546,7 +553,10 @@ export class Dispatcher {
       return;
     }
     this.#onSettled(1);
-    this.#o.logger.warn({ deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error }, "delivery dead-lettered");
+    this.#o.logger.warn(
+      { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, eventId: r.eventId, correlationId: r.correlationId, reason, error },
+      "delivery dead-lettered",
+    );
     const eventId = r.eventId || eventIdOf(lease.payload);
     const { startedAt } = r;
     this.#emit("dead", {

@@ -2,6 +2,7 @@
  * Whether and where traces are exported: the app's `telemetry.otlp`, or the standard OpenTelemetry variables
  * (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL,
  * OTEL_SERVICE_NAME), which override the file as every environment setting does. Neither: tracing is off.
+ * OTEL_TRACES_EXPORTER=none makes spans (and traceparents) without exporting them.
  */
 import type { TracingOptions } from "../telemetry/tracing.ts";
 import { otlpProtocols, validateTelemetry, type OtlpProtocol } from "./config-telemetry.ts";
@@ -37,5 +38,6 @@ export function resolveTracing(
     protocol: (envProtocol as OtlpProtocol | undefined) ?? fromFile?.protocol ?? "http/protobuf",
     ...(fromFile?.headers === undefined ? {} : { headers: { ...fromFile.headers } }),
     serviceName: env.OTEL_SERVICE_NAME || fromFile?.serviceName || appName,
+    ...(env.OTEL_TRACES_EXPORTER === "none" ? { noExport: true } : {}),
   };
 }
