@@ -231,6 +231,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+    if (store.reclaimedLeases) {
+      logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
+    }
 
     // The app's telemetry key is read before the broker exists: lineage and tracing hook into its publish path.
     const telemetry = lineageWanted(mod.exported);
@@ -304,6 +307,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
       ...(tracing ? { tracing } : {}),
+      limits: {
+        ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
+        ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
+      },
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {
@@ -370,7 +377,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         return held;
       },
       async oldestDeadAt(queue) {
-        const [oldest] = await store.queues.listDead(queue, { limit: 1 });
+        const [oldest] = await store.admin.listDead(queue, { limit: 1 });
         return oldest?.deadAt;
       },
     });
