@@ -14,11 +14,12 @@ import { checkName, underPath } from "../util/validate.ts";
 import { defaultBusName, Definitions, queueName, type CompiledTarget } from "./definitions.ts";
 import { DeadNow, Dispatcher, type Emit, type RunTarget } from "./dispatcher.ts";
 import { describeError } from "./handler-errors.ts";
-import { dedupeKey, hopsOf, Publisher } from "./publisher.ts";
+import { dedupeKey, hopsOf, Publisher, type StoredNotice } from "./publisher.ts";
 import { Replays } from "./replay.ts";
 import { defaultRetryPolicy, resolveRetryPolicy } from "./retry.ts";
 import { targetRegistry } from "./targets/registry.ts";
 import type { TargetHandler, TargetHost, TargetSender } from "./targets/target.ts";
+import type { Tracing } from "../telemetry/tracing.ts";
 import type {
   Bus,
   BusInput,
@@ -92,6 +93,10 @@ export interface BrokerOptions {
   /** Target kinds besides the built-in function, bus and webhook (see src/bus/targets/target.ts). */
   targets?: readonly TargetHandler[];
   limits?: BrokerLimits;
+  /** Told of every event newly stored on a bus with the rules it matched (lineage, metrics); must not throw. */
+  onStored?: (stored: StoredNotice[]) => void;
+  /** OpenTelemetry spans (src/telemetry/tracing.ts); absent = off. */
+  tracing?: Pick<Tracing, "producer" | "consumer">;
 }
 
 export type DeliveryListener<K extends keyof DeliveryEvents> = (event: DeliveryEvents[K]) => void;
@@ -185,6 +190,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const policyBase = resolveRetryPolicy(options.retryPolicy, "$.retryPolicy", defaultRetryPolicy);
   const now = () => clock.now();
 
+  const tracing = options.tracing;
   const kinds = targetRegistry(options.targets);
   const defs = new Definitions(store.state, now, policyBase, kinds);
   await defs.load();
@@ -208,6 +214,8 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     maxQueuedEntries: positiveInt(l.maxQueuedEntries, 10_000, "$.limits.maxQueuedEntries"),
     maxPendingDeliveries: positiveInt(l.maxPendingDeliveries, 1_000_000, "$.limits.maxPendingDeliveries"),
     statsIntervalMs: positiveInt(l.statsIntervalMs, 5000, "$.limits.statsIntervalMs"),
+    ...(options.onStored === undefined ? {} : { onStored: options.onStored }),
+    ...(options.tracing === undefined ? {} : { producer: options.tracing.producer }),
     // A lease issued now joins the append's commit where the store allows it; elsewhere it would only spend a
     // round trip finding nothing.
     ...(store.capabilities.leaseJoinsAppend ? { onAppendIssued: () => dispatcher?.wake() } : {}),
@@ -281,7 +289,17 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return sender.deliver(target.spec, delivered, context, delivered === event ? lease.payload : undefined);
+    const encoded = delivered === event ? lease.payload : undefined;
+    if (tracing === undefined) return sender.deliver(target.spec, delivered, context, encoded);
+    const span = tracing.consumer(event, { bus: target.bus, rule: target.rule, target: target.id, kind: target.handler.kind, attempt: context.attempt, deliveryId: context.deliveryId });
+    (context as { traceparent?: string }).traceparent = span.traceparent;
+    return sender.deliver(target.spec, delivered, context, encoded).then(
+      () => span.end(),
+      (err: unknown) => {
+        span.end(describeError(err));
+        throw err;
+      },
+    );
   };
 
   const dispatcher =

@@ -11,7 +11,7 @@
  * waits for the local run of the same key), so publish order holds per key and target.
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
-import type { CloudEvent } from "../event/types.ts";
+import { SluiceExtension, type CloudEvent } from "../event/types.ts";
 import type { Lease, StorageBackend } from "../store/contract.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../logger.ts";
@@ -96,6 +96,10 @@ class Running implements DeliveryContext {
   released = false;
   /** Clock time the run started (for the `delivered` event's duration). */
   startedAt = 0;
+  /** The delivered event's id, once decoded. */
+  eventId = "";
+  /** Its correlation id (for bus-side log lines). */
+  correlationId: unknown = undefined;
 
   constructor(
     readonly lease: Lease,
@@ -129,6 +133,16 @@ class Running implements DeliveryContext {
       this.#aborted = true;
       this.#abortReason = reason;
     }
+  }
+}
+
+/** The id of an encoded event that was not decoded for delivery (dead-lettered before it ran); "" when unreadable. */
+function eventIdOf(payload: string): string {
+  try {
+    const id = (JSON.parse(payload) as { id?: unknown }).id;
+    return typeof id === "string" ? id : "";
+  } catch {
+    return "";
   }
 }
 
@@ -462,6 +476,8 @@ export class Dispatcher {
       this.#lastPayload = lease.payload;
       this.#lastEvent = event;
     }
+    r.eventId = event.id;
+    r.correlationId = event[SluiceExtension.CorrelationId] ?? event.id;
     try {
       await this.#run(target, event, lease, r);
     } catch (err) {
@@ -483,10 +499,18 @@ export class Dispatcher {
         this.#storeFailed(storeErr, lease, "retry");
         return false;
       }
+      this.#o.logger.info(
+        { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, eventId: event.id, correlationId: r.correlationId, delayMs: decision.delayMs, error },
+        "delivery failed; retrying",
+      );
       this.#emit("retry", {
         deliveryId: lease.deliveryId,
         queue: lease.queue,
+        eventId: event.id,
         attempt: lease.attempt,
+        enqueuedAt: lease.enqueuedAt,
+        startedAt: r.startedAt,
+        durationMs: now - r.startedAt,
         delayMs: decision.delayMs,
         availableAt: decision.availableAt,
         error,
@@ -518,7 +542,10 @@ export class Dispatcher {
       this.#emit("delivered", {
         deliveryId: lease.deliveryId,
         queue: lease.queue,
+        eventId: r.eventId,
         attempt: lease.attempt,
+        enqueuedAt: lease.enqueuedAt,
+        startedAt: r.startedAt,
         durationMs: this.#o.clock.now() - r.startedAt,
       });
     }
@@ -527,15 +554,31 @@ export class Dispatcher {
 
   async #dead(r: Running, reason: string, error: string): Promise<void> {
     const { lease } = r;
+    const now = this.#o.clock.now();
     try {
-      await this.#store.queues.deadLetter(lease, { reason, error, now: this.#o.clock.now() });
+      await this.#store.queues.deadLetter(lease, { reason, error, now });
     } catch (err) {
       this.#storeFailed(err, lease, "deadLetter");
       return;
     }
     this.#onSettled(1);
-    this.#o.logger.warn({ deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error }, "delivery dead-lettered");
-    this.#emit("dead", { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, reason, error });
+    this.#o.logger.warn(
+      { deliveryId: lease.deliveryId, queue: lease.queue, attempt: lease.attempt, eventId: r.eventId, correlationId: r.correlationId, reason, error },
+      "delivery dead-lettered",
+    );
+    const eventId = r.eventId || eventIdOf(lease.payload);
+    const { startedAt } = r;
+    this.#emit("dead", {
+      deliveryId: lease.deliveryId,
+      queue: lease.queue,
+      eventId,
+      attempt: lease.attempt,
+      enqueuedAt: lease.enqueuedAt,
+      startedAt,
+      durationMs: now - startedAt,
+      reason,
+      error,
+    });
   }
 
   #storeFailed(err: unknown, lease: Lease, op: string): void {

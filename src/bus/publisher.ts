@@ -12,6 +12,7 @@ import { MAX_BATCH_ENTRIES } from "../event/http.ts";
 import { normalizeEvent, type NormalizedEvent } from "../event/normalize.ts";
 import { EventRule, EventValidationError } from "../event/validate.ts";
 import { SluiceExtension, type CloudEvent } from "../event/types.ts";
+import { encodeEvent } from "../event/codec.ts";
 import type { AppendEntry, AppendResult, Lease, NewDelivery, StorageBackend } from "../store/contract.ts";
 import { joinPath } from "../util/validate.ts";
 import type { Definitions } from "./definitions.ts";
@@ -40,6 +41,24 @@ export interface PublisherOptions {
    * deliveries it has room for are handed to it leased, without a lease call of their own.
    */
   leaseSink?: LeaseSink;
+  /**
+   * Tracing (off when absent): the producer span of each routed event, whose context becomes its `traceparent`.
+   * Returns the span's traceparent; the span ends when the append settles.
+   */
+  producer?: (bus: string, event: CloudEvent) => { traceparent: string; end(error?: string): void };
+  /** Told of every event once its append committed as stored (not duplicate): lineage, metrics. */
+  onStored?: (stored: StoredNotice[]) => void;
+}
+
+/** One event newly stored on a bus, with the rules it matched there. */
+export interface StoredNotice {
+  bus: string;
+  event: CloudEvent;
+  /** Names of the rules the event matched (their targets got one delivery each). */
+  rules: string[];
+  /** The queues (one per rule target) that got a delivery. */
+  queues: string[];
+  storedAt: number;
 }
 
 /** Takes deliveries leased by an append (the dispatcher). */
@@ -106,6 +125,10 @@ export class Publisher {
   #pendingEstimate = 0;
   #statsAt = Number.NEGATIVE_INFINITY;
   #statsInFlight: Promise<void> | undefined;
+  /** What route() saw of each entry, kept only when someone listens (onStored). */
+  readonly #routed = new WeakMap<AppendEntry, { event: CloudEvent; rules: string[] }>();
+  /** Producer spans of routed events, ended when their append settles (tracing only). */
+  readonly #spans = new WeakMap<CloudEvent, { end(error?: string): void }>();
 
   constructor(store: StorageBackend, defs: Definitions, options: PublisherOptions) {
     this.#store = store;
@@ -220,10 +243,17 @@ export class Publisher {
 
   /** Builds the append entry of one valid event: its deliveries are the targets of the rules it matches now. */
   route(busName: string, event: CloudEvent, encoded: string, key: string): AppendEntry {
+    if (this.#o.producer !== undefined) {
+      const span = this.#o.producer(busName, event);
+      event = { ...event, [SluiceExtension.TraceParent]: span.traceparent };
+      encoded = encodeEvent(event);
+      this.#spans.set(event, span);
+    }
     const bus = this.#defs.bus(busName);
     const deliveries: NewDelivery[] = [];
+    let matched: readonly string[] = [];
     if (bus !== undefined) {
-      const matched = bus.index.match(event);
+      matched = bus.index.match(event);
       if (matched.length > 0) {
         const partitionKey = partitionKeyOf(event);
         for (const ruleName of matched) {
@@ -235,7 +265,9 @@ export class Publisher {
         }
       }
     }
-    return { bus: busName, eventId: event.id, dedupeKey: key, encoded, deliveries };
+    const entry: AppendEntry = { bus: busName, eventId: event.id, dedupeKey: key, encoded, deliveries };
+    if (this.#o.onStored !== undefined || this.#o.producer !== undefined) this.#routed.set(entry, { event, rules: [...matched] });
+    return entry;
   }
 
   async #busOrRefresh(name: string): Promise<void> {
@@ -367,12 +399,15 @@ export class Publisher {
           }
           this.#pendingEstimate += deliveries;
           this.#appendedSinceStats += deliveries;
+          if (this.#o.onStored !== undefined) this.#notifyStored(all, results, options.now);
+          if (this.#o.producer !== undefined) this.#endSpans(all, undefined);
         } catch (err) {
           const wrapped =
             err instanceof SluiceError
               ? err
               : new SluiceError(ErrorCode.StoreUnavailable, `storing events failed: ${(err as Error).message}`, { retryable: true, cause: err });
           for (const w of batch) w.reject(wrapped);
+          if (this.#o.producer !== undefined) this.#endSpans(all, wrapped.message);
           if (reserved > 0) leasing?.sink.adopt([], reserved);
         } finally {
           this.#queuedEntries -= count;
@@ -381,6 +416,34 @@ export class Publisher {
     } finally {
       this.#appending = false;
       if (this.#queue.length === 0) for (const f of this.#idle.splice(0)) f();
+    }
+  }
+
+  #endSpans(entries: AppendEntry[], error: string | undefined): void {
+    for (const e of entries) {
+      const routed = this.#routed.get(e);
+      if (routed !== undefined) this.#spans.get(routed.event)?.end(error);
+    }
+  }
+
+  #notifyStored(entries: AppendEntry[], results: AppendResult[], now: number): void {
+    const stored: StoredNotice[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      if (results[i]?.status !== "stored") continue;
+      const routed = this.#routed.get(entries[i]!);
+      if (routed !== undefined) stored.push({
+        bus: entries[i]!.bus,
+        event: routed.event,
+        rules: routed.rules,
+        queues: entries[i]!.deliveries.map((d) => d.queue),
+        storedAt: now,
+      });
+    }
+    if (stored.length === 0) return;
+    try {
+      this.#o.onStored!(stored);
+    } catch {
+      // A listener's failure is its own: the append succeeded.
     }
   }
 

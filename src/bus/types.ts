@@ -126,6 +126,8 @@ export interface DeliveryContext {
   readonly queue?: string;
   /** Aborted when the broker shuts down past its grace period or the lease is lost. */
   signal: AbortSignal;
+  /** W3C trace context of this attempt's consumer span, when tracing is on: pass it on (webhooks send it as a header). */
+  traceparent?: string;
 }
 
 /**
@@ -188,9 +190,22 @@ export interface Replay extends ReplayInput {
   error?: string;
 }
 
-/** Delivery lifecycle notifications (metrics, dashboards, tests). */
+/** What every delivery notification says about the attempt. */
+interface AttemptInfo {
+  deliveryId: string;
+  queue: string;
+  /** The event's id; empty when the payload could not be decoded (`undecodable`). */
+  eventId: string;
+  attempt: number;
+  /** When the delivery was enqueued (its event's append, or a redrive). */
+  enqueuedAt: number;
+  startedAt: number;
+  durationMs: number;
+}
+
+/** Delivery lifecycle notifications (metrics, lineage, dashboards, tests). */
 export interface DeliveryEvents {
-  delivered: { deliveryId: string; queue: string; attempt: number; durationMs: number };
-  retry: { deliveryId: string; queue: string; attempt: number; delayMs: number; availableAt: number; error: string };
-  dead: { deliveryId: string; queue: string; attempt: number; reason: string; error?: string };
+  delivered: AttemptInfo;
+  retry: AttemptInfo & { delayMs: number; availableAt: number; error: string };
+  dead: AttemptInfo & { reason: string; error?: string };
 }

@@ -17,6 +17,7 @@ import { register as start } from "./start.ts";
 import { register as status } from "./status.ts";
 import { register as keys } from "./keys.ts";
 import { register as audit } from "./audit.ts";
+import { register as trace } from "./trace.ts";
 
 /** A command module registers itself on the program; `setExitCode` sets the code `main` returns. */
 export type RegisterCommand = (program: Command, setExitCode: (code: number) => void) => void;
@@ -36,6 +37,7 @@ const commands: RegisterCommand[] = [
   logs,
   keys,
   audit,
+  trace,
 ];
 
 export async function main(argv: string[]): Promise<number> {

@@ -28,6 +28,8 @@ export const SluiceExtension = {
   PartitionKey: "partitionkey",
   /** Correlation id shared by every event of one causal chain (inherited by ctx.emit). */
   CorrelationId: "correlationid",
+  /** Id of the event whose handler emitted this one (set by ctx.emit): lineage walks it. */
+  CausationId: "causationid",
   /** W3C trace context of the producer (inherited by ctx.emit). */
   TraceParent: "traceparent",
   /** Hop count of a causal chain; ctx.emit and bus-to-bus routing increment it. */

@@ -46,6 +46,11 @@ export interface FunctionContext {
   functionName: string;
   /** Aborts shortly before `deadline` (and when the runtime gives up on the invocation). */
   signal: AbortSignal;
+  /**
+   * The W3C trace context of this invocation's span when tracing is on (docs/telemetry.md): send it on with
+   * outgoing calls (`fetch(url, { headers: { traceparent: ctx.traceparent } })`). ctx.emit passes it by itself.
+   */
+  traceparent?: string | undefined;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a handler reads its own data shape without a cast, as users expect

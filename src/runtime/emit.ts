@@ -40,10 +40,12 @@ export async function emitChildren(inv: Invocation, emitted: EmittedEvent[], o: 
     if (typeof e.source !== "string" || e.source === "") throw new SluiceError(ErrorCode.EventInvalid, "ctx.emit: source must be a non-empty string", { path: `$[${i}].source` });
     const child: CloudEvent = { ...e, specversion: "1.0", id: typeof e.id === "string" ? e.id : newEventId(nowMs), time: typeof e.time === "string" ? e.time : time, source: e.source, type: e.type };
     child[SluiceExtension.CorrelationId] = e[SluiceExtension.CorrelationId] ?? correlationId;
-    const traceparent = e[SluiceExtension.TraceParent] ?? parent[SluiceExtension.TraceParent];
+    child[SluiceExtension.CausationId] = parent.id;
+    // The emitting invocation's span is the child's parent when tracing is on; otherwise the context passes along.
+    const traceparent = e[SluiceExtension.TraceParent] ?? inv.span?.traceparent ?? parent[SluiceExtension.TraceParent];
     if (traceparent !== undefined) child[SluiceExtension.TraceParent] = traceparent;
     child[SluiceExtension.Hops] = hops;
     return child;
   });
-  await o.publish(children, parent);
+  await o.publish(children, parent, { functionName: inv.fn.name, invocationId: inv.invocationId });
 }

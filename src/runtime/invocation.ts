@@ -28,6 +28,7 @@ export interface InvocationsOptions {
   /** False when no logger was given: handlers' log lines are dropped before any work. */
   hasLogger: boolean;
   publish: RuntimeOptions["emit"];
+  tracing?: RuntimeOptions["tracing"];
   onRecord(record: InvocationRecord): void;
 }
 
@@ -51,7 +52,7 @@ export class Invocations {
     this.#pool = pool;
   }
 
-  enqueue(fn: FunctionEntry, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean): Promise<unknown> {
+  enqueue(fn: FunctionEntry, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean, parentTrace?: string): Promise<unknown> {
     if (this.#closed) throw new SluiceError(ErrorCode.Closed, "the runtime is closed");
     const { limits, clock } = this.#o;
     if (fn.budget?.exceeded && fn.config.budget?.throttle) {
@@ -78,6 +79,8 @@ export class Invocations {
         logger: undefined,
         signal,
         onAbort: undefined,
+        parentTrace,
+        span: undefined,
         resolve: resolvePromise,
         reject: rejectPromise,
       };
@@ -113,7 +116,18 @@ export class Invocations {
     inv.deadline = deadline;
     this.#deadlines.started(deadline);
     const lead = Math.min(this.#o.limits.signalLeadMs, timeoutMs / 10);
-    inst.host.send({ t: "invoke", id: inv.seq, event: inv.event, attempt: inv.attempt, invocationId: inv.invocationId, timeoutMs, signalInMs: timeoutMs - lead });
+    const tracing = this.#o.tracing;
+    if (tracing !== undefined) inv.span = tracing.invocation(inv.fn.name, inv.invocationId, inv.event, inv.attempt, inv.parentTrace);
+    inst.host.send({
+      t: "invoke",
+      id: inv.seq,
+      event: inv.event,
+      attempt: inv.attempt,
+      invocationId: inv.invocationId,
+      timeoutMs,
+      signalInMs: timeoutMs - lead,
+      ...(inv.span === undefined ? {} : { traceparent: inv.span.traceparent }),
+    });
   }
 
   settle(inv: Invocation, outcome: InvocationOutcome, value: unknown, error: InvocationError | undefined): void {
@@ -151,6 +165,7 @@ export class Invocations {
       version: inst?.version ?? inv.fn.version,
     };
     if (finalError) record.reason = finalError.reason;
+    inv.span?.end(finalError?.message, { "sluice.outcome": finalOutcome, "faas.coldstart": inv.cold });
     this.#meter(inv.fn, record);
     if (finalError) inv.reject(finalError);
     else inv.resolve(inv.keepValue ? value : undefined);
@@ -247,6 +262,7 @@ export class Invocations {
       eventId: inv.event.id,
       attempt: inv.attempt,
       correlationId: inv.event[SluiceExtension.CorrelationId] ?? inv.event.id,
+      ...(inv.span === undefined ? {} : { trace_id: inv.span.traceId, span_id: inv.span.spanId }),
     });
     return inv.logger;
   }

@@ -30,6 +30,8 @@ export type HostMessage =
       timeoutMs: number;
       /** ms from now at which ctx.signal aborts, a little before the timeout. */
       signalInMs: number;
+      /** The invocation span's W3C trace context, when tracing is on (OpenTelemetry context does not cross threads). */
+      traceparent?: string;
     }
   /** Aborts ctx.signal of invocation `id` (the caller gave up). */
   | { t: "abort"; id: number }

@@ -2,6 +2,7 @@
  * What the runtime keeps about each loaded function, each instance and each invocation. The parts of the
  * runtime (registry, pool, invocations, deadlines) share these records and each changes only its own fields.
  */
+import type { SpanHandle } from "../telemetry/tracing.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { Logger } from "../logger.ts";
 import type { FunctionConfig, FunctionDefinition } from "./define.ts";
@@ -29,6 +30,10 @@ export interface Invocation {
   logger: Logger | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Trace context of the caller (a delivery attempt's span), when tracing is on. */
+  parentTrace: string | undefined;
+  /** The invocation's span, from dispatch to settlement (tracing on). */
+  span: SpanHandle | undefined;
   resolve(value: unknown): void;
   reject(err: InvocationError): void;
 }

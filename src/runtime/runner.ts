@@ -45,6 +45,7 @@ export function createRunner(def: FunctionDefinition, send: (message: InstanceMe
     readonly attempt: number;
     readonly deadline: number;
     readonly invocationId: string;
+    readonly traceparent: string | undefined;
     readonly functionName = def.name;
     readonly #id: number;
     readonly #signalAt: number;
@@ -61,6 +62,7 @@ export function createRunner(def: FunctionDefinition, send: (message: InstanceMe
       this.attempt = m.attempt;
       this.deadline = now + m.timeoutMs;
       this.invocationId = m.invocationId;
+      this.traceparent = m.traceparent;
     }
 
     get signal(): AbortSignal {

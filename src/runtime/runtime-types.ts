@@ -8,6 +8,7 @@ import type { FunctionConfig, FunctionDefinition } from "./define.ts";
 import type { ExitKind } from "./hosts.ts";
 import type { RuntimeLimits } from "./limits.ts";
 import type { FunctionCounters, InvocationRecord } from "./metering.ts";
+import type { Tracing } from "../telemetry/tracing.ts";
 
 export type FunctionSource = { file: string } | FunctionDefinition;
 
@@ -16,7 +17,7 @@ export interface RuntimeOptions {
   /** Idempotency keys live here (required when a function sets `idempotency`). */
   state?: StateStore;
   /** Publishes events (ctx.emit children, sluice.* events). `parent` is the event being handled, if any. */
-  emit: (events: CloudEvent[], parent: CloudEvent | undefined) => Promise<unknown>;
+  emit: (events: CloudEvent[], parent: CloudEvent | undefined, origin?: EmitOrigin) => Promise<unknown>;
   logger?: Logger;
   limits?: Partial<RuntimeLimits>;
   /**
@@ -30,12 +31,16 @@ export interface RuntimeOptions {
   cacheDir?: string;
   /** Reload a function when its file changes. */
   watch?: boolean;
+  /** OpenTelemetry spans for invocations (src/telemetry/tracing.ts); absent = off. */
+  tracing?: Pick<Tracing, "invocation">;
 }
 
 export interface DeliverOptions {
   attempt: number;
   deliveryId?: string;
   signal?: AbortSignal;
+  /** The delivery attempt's trace context: the invocation's span is its child (tracing on). */
+  traceparent?: string;
 }
 
 export interface InstanceCounts {
@@ -91,3 +96,8 @@ export interface InstanceChange {
 /** A failed invocation: a SluiceError (or NonRetriableError / RetryAfterError) with the reason recorded. */
 export type InvocationError = SluiceError & { reason: string; invocationId: string };
 
+/** The invocation that emitted events with ctx.emit (for lineage). */
+export interface EmitOrigin {
+  functionName: string;
+  invocationId: string;
+}

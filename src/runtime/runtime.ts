@@ -82,6 +82,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     logger,
     hasLogger: options.logger !== undefined,
     publish: options.emit,
+    ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
     onRecord: (record) => notify("invocation", record),
   });
   const standby = new StandbyPool(registry, limits.standbyWorkers, logger);
@@ -101,7 +102,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   }
 
   /** Not async (a warm call makes one promise, the invocation's own); refusals come back as rejections. */
-  function run(name: string, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean): Promise<unknown> {
+  function run(name: string, event: CloudEvent, attempt: number, signal: AbortSignal | undefined, keepValue: boolean, parentTrace?: string): Promise<unknown> {
     try {
       if (closed) throw new SluiceError(ErrorCode.Closed, "the runtime is closed");
       const fn = lookup(name);
@@ -110,7 +111,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         const result = runIdempotent(fn, event, attempt, signal, idempotency!);
         return keepValue ? result : result.then(noValue);
       }
-      return invocations.enqueue(fn, event, attempt, signal, keepValue);
+      return invocations.enqueue(fn, event, attempt, signal, keepValue, parentTrace);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -161,7 +162,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         return Promise.reject(new SluiceError(ErrorCode.FunctionNotFound, `function "${functionName}" does not exist on this node`, { retryable: true }));
       }
       // Resolves with undefined: enqueue drops the value unless the caller keeps it.
-      return run(functionName, event, opts.attempt, opts.signal, false) as Promise<void>;
+      return run(functionName, event, opts.attempt, opts.signal, false, opts.traceparent) as Promise<void>;
     },
     functions: () => [...registry.values()].map((f) => f.config),
     metrics: () => snapshot(registry, standby, clock.now()),

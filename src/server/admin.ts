@@ -23,6 +23,7 @@
  *
  * Reads need admin:read, writes admin:write (invoke: invoke or invoke:<function>); http.ts sets the scopes.
  * Reads redact secrets (redact.ts); every write is recorded in the audit log (audit.ts).
+ * GET  /admin/events/:id/trace[?depth=&nodes=] the event's lineage tree (docs/telemetry.md)
  */
 import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
@@ -43,6 +44,7 @@ import { redactRule } from "./redact.ts";
 import type { SourceInfo } from "./sources.ts";
 import type { WorkflowEngine } from "../workflows/engine.ts";
 import { runStatuses, summary } from "../workflows/run-state.ts";
+import type { LineageNode } from "../telemetry/lineage-tree.ts";
 
 export interface AdminDeps {
   appName: string;
@@ -62,6 +64,8 @@ export interface AdminDeps {
   state: StateStore;
   /** API keys; absent when the server checks none. */
   keys?: KeyStore;
+  /** Event lineage (docs/telemetry.md). */
+  lineage: { enabled: boolean; read(eventId: string, options: { maxDepth?: number; maxNodes?: number }): Promise<LineageNode> };
 }
 
 
@@ -262,6 +266,26 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
     }),
   );
   if (deps.keys) registerKeyRoutes(app, { keys: deps.keys, audit });
+
+  // --- lineage ---
+  app.get<{ Params: { id: string }; Querystring: { depth?: string; nodes?: string } }>("/events/:id/trace", async (req) => {
+    if (!deps.lineage.enabled) {
+      throw new SluiceError(ErrorCode.NotFound, "lineage is off for this app (telemetry.lineage: false)", { path: "$.telemetry.lineage" });
+    }
+    const bound = (v: string | undefined, max: number, name: string): number | undefined => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > max) throw new SluiceError(ErrorCode.BadRequest, `${name} must be an integer from 1 to ${max}`, { path: `$.${name}` });
+      return n;
+    };
+    const maxDepth = bound(req.query.depth, 64, "depth");
+    const maxNodes = bound(req.query.nodes, 5000, "nodes");
+    const tree = await deps.lineage.read(req.params.id, { ...(maxDepth === undefined ? {} : { maxDepth }), ...(maxNodes === undefined ? {} : { maxNodes }) });
+    if (!tree.found) {
+      throw new SluiceError(ErrorCode.NotFound, `nothing is recorded for event ${req.params.id}: unknown id, or older than its bus's retention`, { path: "$.id" });
+    }
+    return tree;
+  });
 
   // --- logs ---
   app.get<{ Querystring: { function?: string; limit?: string; follow?: string } }>("/logs", (req, reply) => {

@@ -4,6 +4,8 @@
  * Validation collects every problem before it fails, and each problem names the file, the key and the fix, so a
  * user fixes their config in one pass. Loading the file (esbuild, no build step) lives in `load-app.ts`.
  */
+import { validateAlerts, type AlertConfig, type ValidatedAlert } from "./config-alerts.ts";
+import { validateTelemetry, type TelemetryConfig, type ValidatedTelemetry } from "./config-telemetry.ts";
 import { checkRule, type TargetKinds } from "../bus/definitions.ts";
 import { defaultRetryPolicy, resolveRetryPolicy } from "../bus/retry.ts";
 import { targetRegistry } from "../bus/targets/registry.ts";
@@ -141,6 +143,10 @@ export interface AppConfig {
   rules?: readonly RuleConfig[];
   buses?: readonly (string | BusConfig)[];
   server?: ServerConfig;
+  /** Lineage and OpenTelemetry traces (docs/telemetry.md). */
+  telemetry?: TelemetryConfig;
+  /** Alerts by name, each one condition: they publish sluice.alert.fired / sluice.alert.resolved (docs/telemetry.md). */
+  alerts?: Readonly<Record<string, AlertConfig>>;
 }
 
 const appBrand = Symbol.for("sluice.app");
@@ -243,6 +249,8 @@ export interface ValidatedApp {
   rules: readonly ValidatedRule[];
   buses: readonly { name: string; retentionMs?: number; description?: string }[];
   server: ServerConfig;
+  telemetry: ValidatedTelemetry;
+  alerts: readonly ValidatedAlert[];
 }
 
 export interface ValidateOptions {
@@ -256,7 +264,7 @@ export interface ValidateOptions {
   sources?: readonly SourceKind[];
 }
 
-const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
+const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server", "telemetry", "alerts"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
 const serverKeys = [
   "port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries",
@@ -579,6 +587,15 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     }
   }
 
+  const prefixed = (obj: Record<string, unknown>, known: readonly string[], prefix: string) => unknownKeys(obj, known, (k) => `${prefix}.${k}`);
+  const telemetry = validateTelemetry(input.telemetry, add, prefixed);
+  const alerts = validateAlerts(input.alerts, add, prefixed);
+  for (const a of alerts) {
+    if (a.function !== undefined && options.functions && !options.functions.some((f) => f.name === a.function)) {
+      add(`alerts.${a.name}.function`, `unknown function ${q(a.function)}`);
+    }
+  }
+
   if (problems.length > 0) throw new ConfigError(options.file, problems);
   return deepFreeze({
     name: name as string,
@@ -590,6 +607,8 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
     rules,
     buses,
     server,
+    telemetry,
+    alerts,
   });
 }
 

@@ -19,6 +19,7 @@ import { isObject } from "../util/validate.ts";
 import { installGuard, type GuardOptions } from "../auth/guard.ts";
 import type { ValidatedRoute } from "./config.ts";
 import type { Metrics } from "./metrics.ts";
+import type { SpanHandle, Tracing } from "../telemetry/tracing.ts";
 
 /** One entry of a publish result (EventBridge PutEvents style), as the broker returns it. */
 export type PublishEntry =
@@ -59,6 +60,8 @@ export interface HttpServerOptions {
   guard?: GuardOptions;
   /** Socket limits: a slow or stalled client cannot hold connections forever. */
   connections?: { requestTimeoutMs: number; keepAliveTimeoutMs: number; maxConnections: number };
+  /** Server spans for ingest and gateway requests (absent = tracing off). */
+  tracing?: Pick<Tracing, "server" | "enter">;
 }
 
 /** Headers an event never keeps unless a route lists them: they carry credentials into the archive. */
@@ -74,6 +77,15 @@ export function keptHeaders(route: Pick<ValidatedRoute, "headers">, raw: Fastify
     headers[k] = Array.isArray(v) ? v.join(",") : v;
   }
   return headers;
+
+}
+
+/** The server span of a traced request. */
+const requestSpans = new WeakMap<object, SpanHandle>();
+
+/** Requests that get no server span: the operator's endpoints. */
+function untraced(url: string | undefined): boolean {
+  return url === undefined || url.startsWith("/admin") || url === "/metrics" || url === "/healthz";
 }
 
 /** The source and type of the events the API gateway produces. */
@@ -223,6 +235,24 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
     metrics.httpRequest(req.routeOptions.url ?? "unmatched", req.method, reply.statusCode);
     done();
   });
+  const tracing = options.tracing;
+  if (tracing !== undefined) {
+    app.addHook("preHandler", (req, _reply, done) => {
+      const route = req.routeOptions.url;
+      if (untraced(route)) return done();
+      const incoming = req.headers.traceparent;
+      const span = tracing.server(req.method, route!, typeof incoming === "string" ? incoming : undefined);
+      requestSpans.set(req, span);
+      // Events published while handling this request (the ingest) are its children.
+      tracing.enter(span.traceparent);
+      done();
+    });
+    app.addHook("onResponse", (req, reply, done) => {
+      const span = requestSpans.get(req);
+      span?.end(reply.statusCode >= 500 ? `HTTP ${reply.statusCode}` : undefined, { "http.response.status_code": reply.statusCode });
+      done();
+    });
+  }
 
   if (options.guard) await installGuard(app, options.guard);
 
@@ -256,6 +286,8 @@ export async function createHttpServer(options: HttpServerOptions): Promise<Fast
         handler: async (req, reply) => {
           if (!ports.ready()) return sendError(reply, new SluiceError(ErrorCode.Closed, "the server is shutting down"), req.id);
           const event = gatewayEvent(route, req, req.id);
+          const span = requestSpans.get(req);
+          if (span !== undefined && event.traceparent === undefined) event.traceparent = span.traceparent;
           if (route.async) {
             const out = await ports.publish("default", [event]);
             const entry = out.entries[0];

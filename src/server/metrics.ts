@@ -4,6 +4,7 @@
  * store and the runtime when `/metrics` is scraped.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { QueueStats } from "../store/contract.ts";
 
 export interface MetricsSources {
   /** Pending deliveries per function target (ready + delayed + leased). */
@@ -12,13 +13,27 @@ export interface MetricsSources {
   deadLetters(): Promise<Record<string, number>>;
   /** Instances per function and state (`starting`, `idle`, `busy`). */
   instances(): Record<string, Record<string, number>>;
+  /** Depths of every queue (one per rule target). */
+  queueStats(): Promise<QueueStats[]>;
+  /** When the oldest dead letter of a queue was dead-lettered (epoch ms), if it has any. */
+  oldestDeadAt(queue: string): Promise<number | undefined>;
 }
+
+/** How a delivery attempt ended. */
+export type DeliveryOutcome = "delivered" | "retry" | "dead";
 
 export interface Metrics {
   readonly registry: Registry;
-  invocation(functionName: string, outcome: string, durationMs: number): void;
+  invocation(functionName: string, outcome: string, durationMs: number, gbSeconds?: number): void;
+  /**
+   * A delivery attempt ended. `target` is `bus/rule/target`, `kind` the target's kind (`function`, `webhook`, …);
+   * `waitedMs` is the time from enqueue to the start of a first attempt.
+   */
+  delivery(target: string, kind: string, outcome: DeliveryOutcome, waitedMs: number | undefined): void;
   published(bus: string, count: number): void;
   httpRequest(route: string, method: string, status: number): void;
+  /** Lineage records that could not be kept. */
+  lineageDropped(count: number): void;
   /** Plugs in the gauges' sources (once the store and runtime exist). */
   setSources(sources: MetricsSources): void;
   /** The text exposition format. */
@@ -92,14 +107,97 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     },
   });
 
+  const gbSeconds = new Counter({
+    name: "sluice_function_gb_seconds_total",
+    help: "Billed compute per function: configured memory in GB times run time in seconds.",
+    labelNames: ["function"] as const,
+    registers: [registry],
+  });
+  const deliveries = new Counter({
+    name: "sluice_deliveries_total",
+    help: "Delivery attempts by target (bus/rule/target), target kind and outcome (delivered, retry, dead).",
+    labelNames: ["target", "kind", "outcome"] as const,
+    registers: [registry],
+  });
+  const webhooks = new Counter({
+    name: "sluice_webhook_deliveries_total",
+    help: "Webhook target attempts by target and outcome (delivered, retry, dead).",
+    labelNames: ["target", "outcome"] as const,
+    registers: [registry],
+  });
+  const firstAttempt = new Histogram({
+    name: "sluice_delivery_first_attempt_latency_seconds",
+    help: "Time from an event's publish (its delivery's enqueue) to the start of the first delivery attempt, per target.",
+    labelNames: ["target"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  // Read once per scrape by the gauges below: one stats call serves them all.
+  let statsRead: Promise<QueueStats[]> | undefined;
+  const stats = (): Promise<QueueStats[]> => {
+    if (!sources) return Promise.resolve([]);
+    statsRead ??= sources.queueStats().finally(() => setImmediate(() => (statsRead = undefined)));
+    return statsRead;
+  };
+  const targetOf = (queue: string) => (queue.startsWith("rule:") ? queue.slice(5) : queue);
+  new Gauge({
+    name: "sluice_queue_depth",
+    help: "Deliveries per target (bus/rule/target) by state: ready (leasable now), delayed (backoff, delay, ordering), leased (running).",
+    labelNames: ["target", "state"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of await stats()) {
+        const target = targetOf(s.queue);
+        this.set({ target, state: "ready" }, s.ready);
+        this.set({ target, state: "delayed" }, s.delayed);
+        this.set({ target, state: "leased" }, s.leased);
+      }
+    },
+  });
+  new Gauge({
+    name: "sluice_dead_letters",
+    help: "Dead letters per target (bus/rule/target).",
+    labelNames: ["target"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of await stats()) this.set({ target: targetOf(s.queue) }, s.dead);
+    },
+  });
+  new Gauge({
+    name: "sluice_dead_letter_oldest_age_seconds",
+    help: "Age of the oldest dead letter per target (bus/rule/target); absent for a target without dead letters.",
+    labelNames: ["target"] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      if (!sources) return;
+      const now = Date.now();
+      for (const s of await stats()) {
+        if (s.dead === 0) continue;
+        const at = await sources.oldestDeadAt(s.queue);
+        if (at !== undefined) this.set({ target: targetOf(s.queue) }, Math.max(0, (now - at) / 1000));
+      }
+    },
+  });
+
+  const lineageDropped = new Counter({
+    name: "sluice_lineage_records_dropped_total",
+    help: "Lineage records not kept (the store did not keep up, or a write failed).",
+    registers: [registry],
+  });
+
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>();
+  const deliveryChildren = new Map<string, ReturnType<typeof deliveries.labels>>();
   const publishedChildren = new Map<string, ReturnType<typeof published.labels>>();
 
   return {
     registry,
     contentType: registry.contentType,
-    invocation(functionName, outcome, durationMs) {
+    invocation(functionName, outcome, durationMs, gb) {
       invocations.inc({ function: functionName, outcome });
+      if (gb !== undefined && gb > 0) gbSeconds.inc({ function: functionName }, gb);
       if (outcome !== "throttled" && outcome !== "skipped") duration.observe({ function: functionName }, durationMs / 1000);
     },
     published(bus, count) {
@@ -120,6 +218,20 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
         httpChildren.set(key, child);
       }
       child.inc();
+    },
+    delivery(target, kind, outcome, waitedMs) {
+      const key = `${outcome} ${kind} ${target}`;
+      let child = deliveryChildren.get(key);
+      if (child === undefined) {
+        child = deliveries.labels(target, kind, outcome);
+        deliveryChildren.set(key, child);
+      }
+      child.inc();
+      if (kind === "webhook") webhooks.inc({ target, outcome });
+      if (waitedMs !== undefined) firstAttempt.observe({ target }, Math.max(0, waitedMs) / 1000);
+    },
+    lineageDropped(count) {
+      lineageDropped.inc(count);
     },
     setSources(s) {
       sources = s;

@@ -25,12 +25,19 @@ import { openStore } from "../store/registry.ts";
 import { KeyStore } from "../auth/key-store.ts";
 import { AuditLog } from "./audit.ts";
 import { bootstrapKey, requireKeys } from "./auth-setup.ts";
+import { defaultRetentionMs, queueName } from "../bus/definitions.ts";
+import { LineageRecorder, parseQueue } from "../telemetry/lineage-recorder.ts";
+import { readLineage } from "../telemetry/lineage-tree.ts";
+import { createTracing } from "../telemetry/tracing.ts";
+import { Alerts } from "../telemetry/alerts.ts";
+import { publishError } from "../bus/publish-error.ts";
 import { registerAdmin } from "./admin.ts";
+import { resolveTracing } from "./tracing-config.ts";
 import { ConfigError, validateApp, type ServerConfig, type ValidatedApp } from "./config.ts";
 import { createHttpServer, gatewayEventType, gatewaySource } from "./http.ts";
 import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, type DeliveryOutcome, type Metrics } from "./metrics.ts";
 import { createSourceRunner, type SourceRunner } from "./sources.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
 import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
@@ -131,6 +138,46 @@ async function loadPretty(): Promise<void> {
   }
 }
 
+/** `telemetry.lineage` as written (validated with the rest of the app later); default on. */
+function lineageWanted(exported: unknown): boolean {
+  const t = (exported as { telemetry?: { lineage?: unknown } } | undefined)?.telemetry;
+  return !(t && typeof t === "object" && t.lineage === false);
+}
+
+/** Lineage is kept as long as the bus's archive; records not tied to a bus use the default bus's. */
+function retentionOf(broker: Broker | undefined, bus: string | undefined): number {
+  if (broker === undefined) return defaultRetentionMs;
+  try {
+    return broker.getBus(bus ?? "default").retentionMs;
+  } catch {
+    return defaultRetentionMs;
+  }
+}
+
+/** The kind of a queue's target (`function`, `webhook`, `bus`, …); `unknown` once its rule is gone. */
+function targetKindOf(broker: Broker, queue: string): string {
+  const ref = parseQueue(queue);
+  if (ref === undefined) return "unknown";
+  try {
+    const t = broker.getRule(ref.rule, { bus: ref.bus }).targets.find((x) => x.id === ref.target);
+    return t === undefined ? "unknown" : (Object.keys(t).find((k) => k !== "id" && k !== "inputTransformer" && k !== "retryPolicy") ?? "unknown");
+  } catch {
+    return "unknown";
+  }
+}
+
+/** The function a queue's target runs (`rule:bus/rule/target`), if it is a function target. */
+function functionOfQueue(broker: Broker | undefined, queue: string): string | undefined {
+  const ref = parseQueue(queue);
+  if (broker === undefined || ref === undefined) return undefined;
+  try {
+    const t = broker.getRule(ref.rule, { bus: ref.bus }).targets.find((x) => x.id === ref.target) as { function?: unknown } | undefined;
+    return typeof t?.function === "string" ? t.function : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Rules the app implies: functions' `on` patterns, async routes, and the config's own rules. */
 function desiredRules(app: ValidatedApp, runtime: Runtime, engine: WorkflowEngine): RuleInput[] {
   const rules: RuleInput[] = [...functionRules(runtime.functions()), ...workflowRules(engine.workflows())];
@@ -209,6 +256,27 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const adminKey = bootstrapKey(env, options.adminKeyFile);
     const keys = new KeyStore(store.state, adminKey === undefined ? {} : { bootstrapKey: adminKey });
     if (!authOn && settings.mode === "start") logger.warn({}, "API keys are not checked (--no-auth): anyone who reaches the port may publish, invoke and administer");
+    // The app's telemetry key is read before the broker exists: lineage and tracing hook into its publish path.
+    const telemetry = lineageWanted(mod.exported);
+    const exported = mod.exported as { name?: unknown; telemetry?: unknown } | undefined;
+    const tracingOptions = resolveTracing(exported?.telemetry, env, typeof exported?.name === "string" ? exported.name : "sluice", mod.configFile);
+    const tracing = tracingOptions === undefined ? undefined : await createTracing(tracingOptions);
+    if (tracing) {
+      closers.push(() => tracing.close());
+      logger.info({ endpoint: tracingOptions!.endpoint, protocol: tracingOptions!.protocol }, "exporting traces");
+    }
+    let brokerRef: Broker | undefined;
+    const lineage = telemetry
+      ? new LineageRecorder({
+          state: store.state,
+          now: () => Date.now(),
+          logger: logger.child({ component: "lineage" }),
+          retentionMs: (bus) => retentionOf(brokerRef, bus),
+          functionOf: (queue) => functionOfQueue(brokerRef, queue),
+          onDropped: (n) => metrics.lineageDropped(n),
+        })
+      : undefined;
+    if (lineage) closers.push(() => lineage.close());
 
     const broker = await createBroker({
       store,
@@ -222,8 +290,16 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       startDispatcher: false,
       allowPrivateNetworks: settings.allowPrivateNetworks,
       targets: [...(options.targets ?? []), workflowTarget(() => engine)],
+      ...(lineage ? { onStored: (stored) => lineage.stored(stored) } : {}),
+      ...(tracing ? { tracing } : {}),
     });
+    brokerRef = broker;
     closers.push(() => broker.close());
+    if (lineage) {
+      broker.on("delivered", (e) => lineage.attempt("delivered", e));
+      broker.on("retry", (e) => lineage.attempt("retry", e));
+      broker.on("dead", (e) => lineage.attempt("dead", e));
+    }
 
     const inChunks =
       <T>(send: (bus: string, chunk: T[]) => Promise<PublishResult>) =>
@@ -244,10 +320,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     const runtime = await createRuntime({
       functions: mod.functionFiles.map((file) => ({ file })),
       state: store.state,
-      emit: runtimeEmit(publish, (bus, accepted) => metrics.published(bus, accepted)),
+      emit: runtimeEmit(
+        publish,
+        (bus, accepted) => metrics.published(bus, accepted),
+        lineage ? (parent, accepted, origin) => lineage.emitted(parent.id, accepted, origin) : undefined,
+      ),
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      ...(tracing ? { tracing } : {}),
       limits: {
         ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
         ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
@@ -287,7 +368,16 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker, workflows));
     await workflows.start();
 
-    runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
+    runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs, r.gbSeconds));
+    const onAttempt = (outcome: DeliveryOutcome) => (e: { queue: string; attempt: number; enqueuedAt: number; startedAt: number }) => {
+      const ref = parseQueue(e.queue);
+      const target = ref === undefined ? e.queue : `${ref.bus}/${ref.rule}/${ref.target}`;
+      metrics.delivery(target, targetKindOf(broker, e.queue), outcome, e.attempt === 1 ? e.startedAt - e.enqueuedAt : undefined);
+    };
+    broker.on("delivered", onAttempt("delivered"));
+    broker.on("retry", onAttempt("retry"));
+    broker.on("dead", onAttempt("dead"));
+    if (lineage) runtime.on("invocation", (r) => lineage.run(r));
     metrics.setSources({
       async backlog() {
         const stats = new Map((await broker.queueStats()).map((s) => [s.queue, s]));
@@ -308,7 +398,50 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
         return out;
       },
+      async queueStats() {
+        // Every rule target shows, also while its queue is empty (the store lists only queues holding something).
+        const held = await broker.queueStats();
+        const known = new Set(held.map((q) => q.queue));
+        for (const r of broker.listRules()) {
+          for (const t of r.targets) {
+            const queue = queueName(r.bus, r.name, t.id);
+            if (!known.has(queue)) held.push({ queue, ready: 0, delayed: 0, leased: 0, dead: 0 });
+          }
+        }
+        return held;
+      },
+      async oldestDeadAt(queue) {
+        const [oldest] = await store.admin.listDead(queue, { limit: 1 });
+        return oldest?.deadAt;
+      },
     });
+
+    const alerts = new Alerts({
+      alerts: app.alerts,
+      logger: logger.child({ component: "alerts" }),
+      now: () => Date.now(),
+      publish: async (event) => {
+        const err = publishError(await broker.publish("default", event));
+        if (err) throw err;
+      },
+      readers: {
+        queueStats: () => broker.queueStats(),
+        functionQueue,
+        functionCounters: () => runtime.metrics().functions,
+        budgetUse() {
+          const m = runtime.metrics().functions;
+          const out: Record<string, number> = {};
+          for (const f of runtime.functions()) {
+            const used = m[f.name]?.budget;
+            if (f.budget === undefined || used === undefined) continue;
+            out[f.name] = Math.max(f.budget.invocations ? used.invocations / f.budget.invocations : 0, f.budget.gbSeconds ? used.gbSeconds / f.budget.gbSeconds : 0);
+          }
+          return out;
+        },
+      },
+    });
+    alerts.start();
+    closers.push(() => alerts.close());
 
     const sourceKinds = sourceRegistry(options.sources);
     let httpApp: FastifyInstance | undefined;
@@ -347,6 +480,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       metrics,
       logger: logger.child({ component: "http" }),
       bodyLimit: settings.bodyLimit,
+      ...(tracing ? { tracing } : {}),
       ports: {
         publish,
         invoke: (fn, event) => runtime.invoke(fn, event),
@@ -383,6 +517,13 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             audit,
             keys,
             state: store.state,
+            lineage: {
+              enabled: lineage !== undefined,
+              async read(eventId, o) {
+                await lineage?.flush();
+                return readLineage(store.state, eventId, { now: Date.now(), ...o });
+              },
+            },
           }),
       },
     });

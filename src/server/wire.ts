@@ -16,6 +16,7 @@ import { ErrorCode, SluiceError } from "../errors.ts";
 import type { CloudEvent } from "../event/types.ts";
 import type { FunctionConfig } from "../runtime/define.ts";
 import type { Runtime, RuntimeOptions } from "../runtime/runtime.ts";
+import type { EmitOrigin } from "../runtime/runtime-types.ts";
 
 /** The implicit rule a function's `on` pattern becomes on the default bus, and its queue. */
 export const functionRuleName = (fn: string) => `function.${fn}`;
@@ -69,7 +70,13 @@ export function functionRules(functions: FunctionConfig[]): RuleInput[] {
 /** The runtime as the broker's function handler (the delivery's attempt, id and abort signal go along). */
 export function runtimeFunctionHandler(runtime: Pick<Runtime, "deliver">): FunctionHandler {
   return {
-    deliver: (fn, event, ctx) => runtime.deliver(fn, event, { attempt: ctx.attempt, deliveryId: ctx.deliveryId, signal: ctx.signal }),
+    deliver: (fn, event, ctx) =>
+      runtime.deliver(fn, event, {
+        attempt: ctx.attempt,
+        deliveryId: ctx.deliveryId,
+        signal: ctx.signal,
+        ...(ctx.traceparent === undefined ? {} : { traceparent: ctx.traceparent }),
+      }),
   };
 }
 
@@ -82,10 +89,15 @@ export { publishError, type PublishOutcomeLike } from "../bus/publish-error.ts";
 export function runtimeEmit(
   publish: (bus: string, events: unknown[]) => Promise<PublishOutcomeLike>,
   onPublished?: (bus: string, accepted: number) => void,
+  onEmitted?: (parent: CloudEvent, accepted: CloudEvent[], origin: EmitOrigin | undefined) => void,
 ): RuntimeOptions["emit"] {
-  return async (events: CloudEvent[]) => {
+  return async (events: CloudEvent[], parent, origin) => {
     const out = await publish("default", events);
     onPublished?.("default", out.entries.filter((e) => !("errorCode" in e) && (e as { duplicate?: boolean }).duplicate !== true).length);
+    if (onEmitted !== undefined && parent !== undefined) {
+      const accepted = events.filter((_e, i) => { const r = out.entries[i]; return r !== undefined && !("errorCode" in r); });
+      if (accepted.length > 0) onEmitted(parent, accepted, origin);
+    }
     const err = publishError(out);
     if (err) throw err;
     return out;

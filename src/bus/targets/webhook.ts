@@ -178,17 +178,21 @@ function post(url: URL, headers: Record<string, string>, body: string, signal: A
   });
 }
 
-/** POSTs one encoded CloudEvent; resolves on 2xx, throws a classified error otherwise. */
+/**
+ * POSTs one encoded CloudEvent; resolves on 2xx, throws a classified error otherwise. `traceparent` (the delivery
+ * attempt's span, when tracing is on) goes along as the W3C header.
+ */
 export async function deliverWebhook(
   spec: WebhookTargetSpec,
   body: string,
   signal: AbortSignal,
-  options: { eventId?: string; allowPrivateNetworks?: boolean } = {},
+  options: { eventId?: string; allowPrivateNetworks?: boolean; traceparent?: string } = {},
 ): Promise<Answer> {
   const headers: Record<string, string> = {
     ...spec.headers,
     "content-type": "application/cloudevents+json; charset=utf-8",
     ...signingHeaders(spec, options.eventId ?? "", body, Date.now()),
+    ...(options.traceparent === undefined ? {} : { traceparent: options.traceparent }),
   };
   const timeoutMs = spec.timeoutMs ?? defaultTimeoutMs;
   const timeout = AbortSignal.timeout(timeoutMs);
@@ -234,14 +238,18 @@ function openWebhooks(host: TargetHost) {
     return disabled;
   };
   return {
-    async deliver(spec: WebhookTargetSpec, event: { id: string }, context: { signal: AbortSignal; queue?: string }, body: string) {
+    async deliver(spec: WebhookTargetSpec, event: { id: string }, context: { signal: AbortSignal; queue?: string; traceparent?: string }, body: string) {
       const queue = context.queue;
       if (queue !== undefined && host.state) {
         const off = await disabledOf(queue);
         if (off) throw new SluiceError(ErrorCode.TargetDisabled, `target ${queue.replace(/^rule:/, "")} is disabled since ${off.at} (${off.reason}); enable it with POST /admin/targets/<bus>/<rule>/<target>/enable`, { retryable: false });
       }
       try {
-        await deliverWebhook(spec, body, context.signal, { eventId: event.id, allowPrivateNetworks: host.allowPrivateNetworks });
+        await deliverWebhook(spec, body, context.signal, {
+          eventId: event.id,
+          allowPrivateNetworks: host.allowPrivateNetworks,
+          ...(context.traceparent === undefined ? {} : { traceparent: context.traceparent }),
+        });
       } catch (err) {
         if (err instanceof SluiceError && err.code === ErrorCode.TargetDisabled && queue !== undefined && host.state) {
           const record: DisabledTarget = { queue, url: new URL(spec.url).origin + new URL(spec.url).pathname, at: new Date().toISOString(), reason: "the receiver answered 410 Gone" };
