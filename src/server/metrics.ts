@@ -12,6 +12,8 @@ export interface MetricsSources {
   deadLetters(): Promise<Record<string, number>>;
   /** Instances per function and state (`starting`, `idle`, `busy`). */
   instances(): Record<string, Record<string, number>>;
+  /** Bytes of WAL a source's replication slot holds back, per source that streams on this node. */
+  sourceLag?(): Record<string, number>;
 }
 
 export interface Metrics {
@@ -89,6 +91,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       for (const [fn, states] of Object.entries(sources.instances())) {
         for (const [state, n] of Object.entries(states)) this.set({ function: fn, state }, n);
       }
+    },
+  });
+
+  new Gauge({
+    name: "sluice_source_lag_bytes",
+    help: "WAL a change-data-capture source's replication slot retains (current WAL position minus confirmed position).",
+    labelNames: ["source"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [source, n] of Object.entries(sources?.sourceLag?.() ?? {})) this.set({ source }, n);
     },
   });
 

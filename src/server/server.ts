@@ -266,6 +266,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
         return out;
       },
+      sourceLag() {
+        const out: Record<string, number> = {};
+        for (const s of sources.list()) if (s.details?.role === "leader" && typeof s.details.lagBytes === "number") out[s.name] = s.details.lagBytes;
+        return out;
+      },
     });
 
     const sourceKinds = sourceRegistry(options.sources);
