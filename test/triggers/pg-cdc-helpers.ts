@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
-import { postgresAdminUrl } from "../helpers/services.ts";
+import { createTestDatabase, postgresAdminUrl } from "../helpers/services.ts";
 
 export interface CdcDatabase {
   url: string;
@@ -18,19 +18,10 @@ export interface CdcDatabase {
 
 export async function createCdcDatabase(): Promise<CdcDatabase> {
   const { default: pgModule } = await import("pg");
-  const name = `cdc_${randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = new pgModule.Client({ connectionString: postgresAdminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(postgresAdminUrl);
-  url.pathname = `/${name}`;
-  const pool = new pgModule.Pool({ connectionString: url.toString(), max: 4 });
+  const { url, name } = await createTestDatabase("cdc_");
+  const pool = new pgModule.Pool({ connectionString: url, max: 4 });
   return {
-    url: url.toString(),
+    url,
     name,
     unique: (prefix = "cdc") => `${prefix}_${randomUUID().replaceAll("-", "").slice(0, 12)}`,
     query: (sql, params) => pool.query(sql, params),
