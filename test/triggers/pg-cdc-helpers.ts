@@ -46,3 +46,22 @@ export async function createCdcDatabase(): Promise<CdcDatabase> {
     },
   };
 }
+
+/**
+ * The source of a function `record` that appends one line per invocation to `out`: the event id, the attempt,
+ * then the JavaScript expressions in `fields` (over `event`), ending in ";" (a line cut by SIGKILL has none).
+ */
+export function recorderFunction(out: string, fields: string[]): string {
+  const line = ["event.id", "ctx.attempt", ...fields].map((f) => "${" + f + "}").join(" ");
+  return [
+    'import { appendFileSync } from "node:fs";',
+    'import { defineFunction } from "sluice";',
+    "export default defineFunction({",
+    '  name: "record",',
+    "  async handler(event, ctx) {",
+    `    appendFileSync(${JSON.stringify(out)}, \`${line};\\n\`);`,
+    "  },",
+    "});",
+    "",
+  ].join("\n");
+}

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
 import { ensureBuilt, eventually, startSluice, type SluiceProcess } from "../helpers/sluice-process.ts";
-import { createCdcDatabase } from "./pg-cdc-helpers.ts";
+import { createCdcDatabase, recorderFunction } from "./pg-cdc-helpers.ts";
 
 const batches = 300;
 const rowsPerBatch = 5;
@@ -67,14 +67,7 @@ export default defineApp({
     );
     writeFileSync(
       join(app, "functions", "record.ts"),
-      `import { appendFileSync } from "node:fs";
-import { defineFunction } from "sluice";
-export default defineFunction({
-  name: "record",
-  async handler(event, ctx) {
-    appendFileSync(${JSON.stringify(out)}, \`\${event.id} \${ctx.attempt} \${event.subject} \${(event.data as { op: string }).op};\\n\`);
-  },
-});\n`,
+      recorderFunction(out, ["event.subject", "(event.data as { op: string }).op"]),
     );
     const args = ["start", app, "--port", "0", "--store", store.url];
     nodes.push(await startSluice(args), await startSluice(args));

@@ -14,6 +14,7 @@ import type { ChangeEvent } from "./events.ts";
 import type { PgChangesOptions } from "./options.ts";
 import { createSlot, dropSlot, ensurePublication, readSlot } from "./setup.ts";
 import { ChangeStream } from "./stream.ts";
+import { sleep } from "../../util/sleep.ts";
 
 const stateNamespace = "pg-changes";
 const standbyRetryMs = 1_000;
@@ -227,12 +228,4 @@ function invalidated(slot: string): Error {
     `replication slot ${slot} was invalidated by PostgreSQL (WAL it needed was removed, see max_slot_wal_keep_size): ` +
       `changes since its last confirmed position are lost; drop it (SELECT pg_drop_replication_slot('${slot}')) and restart with snapshot: true to read the tables again`,
   );
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-  });
 }

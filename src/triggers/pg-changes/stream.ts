@@ -10,6 +10,7 @@
 import type { ChangeEvent } from "./events.ts";
 import { ChangeDecoder, type PgoutputMessage } from "./decoder.ts";
 import { formatLsn, parseLsn } from "./lsn.ts";
+import { sleep } from "../../util/sleep.ts";
 
 type QueueItem = { events: ChangeEvent[]; lsn: bigint };
 
@@ -170,11 +171,4 @@ export class ChangeStream {
     this.#sentConfirmed = this.#confirmed;
     void this.#service.acknowledge(formatLsn(this.#confirmed - 1n)).catch(() => undefined);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-  });
 }
