@@ -280,7 +280,10 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
   const functions = input.functions ?? "./functions";
   let functionsOk = true;
   if (typeof functions === "string") {
-    if (functions.length === 0) (functionsOk = false), add("functions", "is empty", 'write a folder like "./functions"');
+    if (functions.length === 0) {
+      functionsOk = false;
+      add("functions", "is empty", 'write a folder like "./functions"');
+    }
   } else if (Array.isArray(functions)) {
     functions.forEach((f, i) => {
       if (typeof f !== "string" || f.length === 0) {

@@ -109,10 +109,19 @@ registerStoreScheme("sqlite", {
   open: async (url) => (await import("./sqlite/index.ts")).createSqliteStore({ path: sqlitePath(url) }),
 });
 
+/** `?schema=NAME` picks the schema (deployments sharing a database); the rest is the driver's connection string. */
+function postgresOptions(url: string): { url: string; schema?: string } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get("schema");
+  if (schema === null) return { url };
+  parsed.searchParams.delete("schema");
+  return { url: parsed.toString(), schema };
+}
+
 const postgres: StoreScheme = {
   example: "postgres://user@host:5432/db",
-  problem: (url) => (/^postgres(ql)?:\/\/.+/i.test(url) ? undefined : "write postgres://user@host:5432/db"),
-  open: async (url) => (await import("./postgres/index.ts")).createPostgresStore({ url }),
+  problem: (url) => (/^postgres(ql)?:\/\/.+/i.test(url) && URL.canParse(url) ? undefined : "write postgres://user@host:5432/db[?schema=NAME]"),
+  open: async (url) => (await import("./postgres/index.ts")).createPostgresStore(postgresOptions(url)),
 };
 registerStoreScheme("postgres", postgres);
 registerStoreScheme("postgresql", postgres);

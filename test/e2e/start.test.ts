@@ -129,7 +129,7 @@ test("init - scaffolds an app that sluice dev runs", async () => {
     assert.equal(sluiceCli(["init", app]).code, 2, "init refuses a folder that is not empty");
     // hot reload: an edited function file serves the next invocation
     const file = join(app, "functions", "hello.ts");
-    writeFileSync(file, readFileSync(file, "utf8").replace("`hello, ${who}`", "`hi again, ${who}`"));
+    writeFileSync(file, readFileSync(file, "utf8").replace("`hello, $" + "{who}`", "`hi again, $" + "{who}`"));
     await s.waitForLine(/function reloaded/);
     const again = await fetch(`${s.url}/hello`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"name":"Ada"}' });
     assert.deepEqual(await again.json(), { message: "hi again, Ada" });
