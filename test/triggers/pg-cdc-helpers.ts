@@ -52,7 +52,7 @@ export async function createCdcDatabase(): Promise<CdcDatabase> {
  * then the JavaScript expressions in `fields` (over `event`), ending in ";" (a line cut by SIGKILL has none).
  */
 export function recorderFunction(out: string, fields: string[]): string {
-  const line = ["event.id", "ctx.attempt", ...fields].map((f) => "${" + f + "}").join(" ");
+  const line = ["event.id", "ctx.attempt", ...fields].map((f) => `\${${f}}`).join(" ");
   return [
     'import { appendFileSync } from "node:fs";',
     'import { defineFunction } from "sluice";',
