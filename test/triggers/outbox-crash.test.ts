@@ -49,6 +49,7 @@ async function runWithKills(sourceConfig: string, produce: (committed: Committed
   const dir = mkdtempSync(join(tmpdir(), "sluice-outbox-"));
   const out = join(dir, "seen.log");
   const nodes: SluiceProcess[] = [];
+  let producer: Promise<void> | undefined;
   try {
     const app = join(dir, "app");
     mkdirSync(join(app, "functions"), { recursive: true });
@@ -63,7 +64,7 @@ async function runWithKills(sourceConfig: string, produce: (committed: Committed
     const args = ["start", app, "--port", "0", "--store", `sqlite:${join(dir, "store.db")}`];
     const committed: Committed = new Map();
     let producing = true;
-    const producer = produce(committed).finally(() => (producing = false));
+    producer = produce(committed).finally(() => (producing = false));
     const rnd = random(7);
     let kills = 0;
     while (producing || kills < 3) {
@@ -96,6 +97,8 @@ async function runWithKills(sourceConfig: string, produce: (committed: Committed
     for (const [key, ns] of order) assert.deepEqual(ns, ns.toSorted((a, b) => a - b), `events of ${key} in order`);
   } finally {
     for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) await n.stop("SIGTERM").catch(() => undefined);
+    // A failure above leaves the producer running: let it finish before its database is dropped.
+    await producer?.catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }
