@@ -185,7 +185,11 @@ export class PgChangesSource implements EventSource {
   #watch(ctx: SourceContext, control: pg.Client, stream: ChangeStream): { stop(): void } {
     let lastHeartbeat = Date.now();
     let heartbeatWarned = false;
+    let ticking = false;
     const tick = async () => {
+      // One check at a time on the control connection, however slow the server answers.
+      if (ticking) return;
+      ticking = true;
       try {
         if (Date.now() - lastHeartbeat >= this.#o.heartbeatMs) {
           lastHeartbeat = Date.now();
@@ -202,6 +206,8 @@ export class PgChangesSource implements EventSource {
       } catch (err) {
         ctx.health(/invalidated/.test((err as Error).message) ? "failed" : "degraded", (err as Error).message);
         void stream.stop();
+      } finally {
+        ticking = false;
       }
     };
     const timer = setInterval(() => void tick(), Math.max(this.#o.statusIntervalMs, 200));
