@@ -113,8 +113,8 @@ export async function enqueue(tx: PgQueryable | SqliteDatabase, event: OutboxEve
     }
     markReady(pgReady, tx, table);
   }
-  await tx.query(`INSERT INTO ${table} (event) VALUES ($1)`, [encoded]);
-  await tx.query("SELECT pg_notify($1, $2)", [outboxChannel, table]);
+  // One round trip: the row and the wakeup (PostgreSQL delivers the notification at commit, once per transaction).
+  await tx.query(`WITH row AS (INSERT INTO ${table} (event) VALUES ($1)) SELECT pg_notify($2, $3)`, [encoded, outboxChannel, table]);
   return id;
 }
 

@@ -223,9 +223,18 @@ export class PgChangesSource implements EventSource {
     }
   }
 
+  /**
+   * Publishes in chunks of 100 (one publish call each), all in flight at once: a store commits the calls of one
+   * process in the order they were made, so the events keep their order, and the round trips overlap.
+   */
   async #publish(ctx: SourceContext, events: ChangeEvent[]): Promise<void> {
-    const err = publishError(await ctx.publish(this.#o.bus, events));
-    if (err) throw err;
+    const chunks: ChangeEvent[][] = [];
+    for (let i = 0; i < events.length; i += 100) chunks.push(events.slice(i, i + 100));
+    const results = await Promise.all(chunks.map((chunk) => ctx.publish(this.#o.bus, chunk)));
+    for (const out of results) {
+      const err = publishError(out);
+      if (err) throw err;
+    }
   }
 }
 
