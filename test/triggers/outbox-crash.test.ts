@@ -15,6 +15,8 @@ import { skipUnless } from "../helpers/services.ts";
 import { ensureBuilt, eventually, startSluice, type SluiceProcess } from "../helpers/sluice-process.ts";
 import { createCdcDatabase, recorderFunction } from "./pg-cdc-helpers.ts";
 
+/** A loaded machine (CI on two shared cores) can take long to start a node: the kill loop waits for it. */
+const startupMs = 120_000;
 const transactions = 1000;
 
 interface Seen {
@@ -68,7 +70,7 @@ async function runWithKills(sourceConfig: string, produce: (committed: Committed
     const rnd = random(7);
     let kills = 0;
     while (producing || kills < 3) {
-      const node = await startSluice(args);
+      const node = await startSluice(args, {}, startupMs);
       nodes.push(node);
       await new Promise((r) => setTimeout(r, 200 + rnd() * 1200));
       if (!producing && kills >= 3) break;
@@ -77,7 +79,7 @@ async function runWithKills(sourceConfig: string, produce: (committed: Committed
       kills++;
     }
     await producer;
-    if (nodes.at(-1)?.proc.exitCode !== null || nodes.at(-1)?.proc.signalCode !== null) nodes.push(await startSluice(args));
+    if (nodes.at(-1)?.proc.exitCode !== null || nodes.at(-1)?.proc.signalCode !== null) nodes.push(await startSluice(args, {}, startupMs));
     assert.ok(kills >= 3, `the relay was killed ${kills} times`);
     await eventually(async () => (new Set(readSeen(out).map((s) => s.id)).size >= committed.size ? true : undefined), `${committed.size} events at the function`, 120_000);
     await new Promise((r) => setTimeout(r, 1000));

@@ -14,6 +14,8 @@ import { createTestDatabase, skipUnless } from "../helpers/services.ts";
 import { ensureBuilt, eventually, startSluice, type SluiceProcess } from "../helpers/sluice-process.ts";
 import { createCdcDatabase, recorderFunction } from "./pg-cdc-helpers.ts";
 
+/** A loaded machine (CI on two shared cores) can take long to start a node: the kill loop waits for it. */
+const startupMs = 120_000;
 const batches = 300;
 const rowsPerBatch = 5;
 const expected = batches * rowsPerBatch * 2; // an insert and an update per row
@@ -70,7 +72,7 @@ export default defineApp({
       recorderFunction(out, ["event.subject", "(event.data as { op: string }).op"]),
     );
     const args = ["start", app, "--port", "0", "--store", store.url];
-    nodes.push(await startSluice(args), await startSluice(args));
+    nodes.push(await startSluice(args, {}, startupMs), await startSluice(args, {}, startupMs));
     const leaderOf = async (candidates: SluiceProcess[]) =>
       eventually(async () => {
         for (const n of candidates) if ((await role(n)) === "leader") return n;
@@ -98,7 +100,7 @@ export default defineApp({
     await eventually(async () => (readLines(out).length >= Math.max(seenAtTakeover + 300, expected / 2) ? true : undefined), "changes through the second node", 60_000);
     second.proc.kill("SIGKILL");
     await second.exited;
-    const restarted = await startSluice(args);
+    const restarted = await startSluice(args, {}, startupMs);
     nodes.push(restarted);
     assert.equal(await leaderOf([restarted]), restarted);
     await producer;
