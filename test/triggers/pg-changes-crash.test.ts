@@ -91,13 +91,13 @@ export default defineApp({
       }
     })();
 
-    await eventually(async () => (readLines(out).length >= expected / 5 ? true : undefined), "a fifth of the changes", 60_000);
+    await eventually(async () => (readLines(out).length >= expected / 5 ? true : undefined), "a fifth of the changes", 180_000);
     first.proc.kill("SIGKILL");
     await first.exited;
     const survivors = nodes.filter((n) => n !== first);
     const second = await leaderOf(survivors);
     const seenAtTakeover = readLines(out).length;
-    await eventually(async () => (readLines(out).length >= Math.max(seenAtTakeover + 300, expected / 2) ? true : undefined), "changes through the second node", 60_000);
+    await eventually(async () => (readLines(out).length >= Math.max(seenAtTakeover + 300, expected / 2) ? true : undefined), "changes through the second node", 180_000);
     second.proc.kill("SIGKILL");
     await second.exited;
     const restarted = await startSluice(args, {}, startupMs);
