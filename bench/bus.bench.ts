@@ -25,7 +25,6 @@ import { connect } from "node:net";
 
 const here = fileURLToPath(import.meta.url);
 const root = join(here, "..", "..");
-const childScript = join(here, "..", "bus-child.mjs");
 const peersSource = "/work/shared/bench/peers";
 
 /** A system's figures on one workload over the rounds; `spread` is the headline figure's lowest-highest. */
@@ -133,15 +132,21 @@ function build(): void {
   if (r.status !== 0) throw new Error("the build (tsc -p tsconfig.build.json) failed");
 }
 
-function runSluice(backend: string, workload: string, n: number): Result {
-  const p = spawnSync(process.execPath, ["--expose-gc", childScript, backend, workload, String(n)], {
-    cwd: root,
+/**
+ * `BUS_BASELINE=<folder>`: another checkout of Sluice, built (`npm ci` builds it), measured in the same rounds as
+ * `baseline-<backend>` so a change is compared with the commit before it on the same machine at the same time.
+ */
+const baselineDir = process.env.BUS_BASELINE;
+
+function runSluice(backend: string, workload: string, n: number, checkout = root, label = `sluice-${backend}`): Result {
+  const p = spawnSync(process.execPath, ["--expose-gc", join(checkout, "bench", "bus-child.mjs"), backend, workload, String(n)], {
+    cwd: checkout,
     encoding: "utf8",
     timeout: 600_000,
     env: { ...process.env, NODE_NO_WARNINGS: "1" },
   });
-  if (p.status !== 0) return { name: `sluice-${backend}`, workload, N: n, error: (p.stderr || p.stdout).slice(-500) };
-  return parse(p.stdout, `sluice-${backend}`, workload, n);
+  if (p.status !== 0) return { name: label, workload, N: n, error: (p.stderr || p.stdout).slice(-500) };
+  return parse(p.stdout, label, workload, n);
 }
 
 function preparePeers(): string {
@@ -191,6 +196,11 @@ async function parent(): Promise<void> {
         const r = runSluice(b, w, N);
         console.error(`# round ${round} ${r.name} ${w}: ${JSON.stringify(r)}`);
         runs.push(r);
+        if (baselineDir) {
+          const old = runSluice(b, w, N, baselineDir, `baseline-${b}`);
+          console.error(`# round ${round} ${old.name} ${w}: ${JSON.stringify(old)}`);
+          runs.push(old);
+        }
       }
       if (peerDir) {
         for (const p of peers) {
@@ -245,6 +255,15 @@ async function parent(): Promise<void> {
   const pw1 = p("w1")?.eventsPerSec, pb = of("pgboss", "w1")?.eventsPerSec;
   goal(pw1 !== undefined && pb !== undefined ? pw1 >= 3 * pb : undefined, `PostgreSQL W1 ≥ 3× pg-boss (${fmt(pw1)} vs ${fmt(pb)}/s)`);
   goal(p("w2")?.p99 !== undefined ? p("w2")!.p99! < 20 : undefined, `PostgreSQL W2 p99 < 20 ms (${fmt(p("w2")?.p99, 2)} ms)`);
+  if (baselineDir) {
+    // Within noise: rounds of one system spread by 10-20 % on this shared machine.
+    for (const b of backends) {
+      for (const [w, key] of [["w1", "eventsPerSec"], ["w3", "deliveriesPerSec"]] as const) {
+        const now = of(`sluice-${b}`, w)?.[key], before = of(`baseline-${b}`, w)?.[key];
+        goal(now !== undefined && before !== undefined ? now >= 0.9 * before : undefined, `${b} ${w.toUpperCase()} no regression against ${baselineDir} (${fmt(now)} vs ${fmt(before)}, ${ratio(now, before)})`);
+      }
+    }
+  }
 }
 
 await parent();

@@ -271,6 +271,11 @@ export class Definitions {
   }
 
   /** The live target of a queue, or the retired one still draining it. */
+  /** Every queue a rule's target (or a retired target still draining) delivers through. */
+  queueNames(): string[] {
+    return [...this.#queues.keys(), ...this.#retired.keys()];
+  }
+
   target(queue: string): CompiledTarget | undefined {
     return this.#queues.get(queue) ?? this.#retired.get(queue);
   }

@@ -206,6 +206,11 @@ export class Dispatcher {
     this.#scheduleUpkeep();
   }
 
+  /** Asks the lease loop to look again at `at` (clock time): a delivery enqueued to become available then. */
+  wakeAt(at: number): void {
+    this.#wakeAt(at);
+  }
+
   /** Asks the lease loop to look for work now (after a local publish, a redrive…). */
   wake(): void {
     this.#wakeFlag = true;
@@ -469,7 +474,7 @@ export class Dispatcher {
         return false;
       }
       try {
-        await this.#store.queues.retry(lease, { availableAt: decision.availableAt, error });
+        await this.#store.queues.retry(lease, { delayMs: decision.availableAt - now, error, now });
       } catch (storeErr) {
         this.#storeFailed(storeErr, lease, "retry");
         return false;
@@ -583,7 +588,7 @@ export class Dispatcher {
     for (const r of due) {
       const leaseUntil = now + this.#o.leaseMs;
       try {
-        await this.#store.queues.extend(r.lease, { leaseUntil });
+        await this.#store.queues.extend(r.lease, { leaseMs: this.#o.leaseMs, now });
         r.lease.leaseUntil = leaseUntil;
       } catch (err) {
         if (err instanceof SluiceError && err.code === ErrorCode.LeaseLost) {
@@ -603,7 +608,7 @@ export class Dispatcher {
     for (const r of runs) {
       r.released = true;
       try {
-        await this.#store.queues.retry(r.lease, { availableAt: now, error: "released: the dispatcher shut down" });
+        await this.#store.queues.retry(r.lease, { delayMs: 0, error: "released: the dispatcher shut down", now });
       } catch (err) {
         this.#storeFailed(err, r.lease, "release");
       }

@@ -160,14 +160,8 @@ export interface ReplayInput {
 
 export type ReplayState = "running" | "completed" | "cancelled" | "failed";
 
-export interface Replay {
-  name: string;
-  bus: string;
-  fromAt: number;
-  toAt: number;
-  pattern?: unknown;
-  destination: { bus: string } | { rule: string };
-  maxPerSecond?: number;
+/** A replay's record: what it was started with, and how far it got. */
+export interface Replay extends ReplayInput {
   state: ReplayState;
   /** Events that matched and were republished / enqueued. */
   eventsReplayed: number;

@@ -12,6 +12,7 @@ import { register as invoke } from "./invoke.ts";
 import { register as logs } from "./logs.ts";
 import { register as publish } from "./publish.ts";
 import { register as replay } from "./replay.ts";
+import { register as runs } from "./runs.ts";
 import { register as start } from "./start.ts";
 import { register as status } from "./status.ts";
 
@@ -28,6 +29,7 @@ const commands: RegisterCommand[] = [
   invoke,
   dlq,
   replay,
+  runs,
   status,
   logs,
 ];

@@ -76,6 +76,8 @@ export interface FunctionDefinitionInput {
   budget?: { gbSeconds?: number; invocations?: number; per: Duration; throttle?: boolean };
   /** `worker` (default): a worker thread. `process`: a child process limited to the function's folder. */
   isolation?: "worker" | "process";
+  /** Set by `defineWorkflow`/`defineSaga`: the workflow's own settings (validated by src/workflows/spec.ts). */
+  workflow?: Record<string, unknown>;
   handler: FunctionHandler;
 }
 
@@ -98,6 +100,8 @@ export interface FunctionConfig {
   idempotency: { key: string | undefined; ttlMs: number } | undefined;
   budget: { gbSeconds: number | undefined; invocations: number | undefined; perMs: number; throttle: boolean } | undefined;
   isolation: "worker" | "process";
+  /** A workflow's settings as `defineWorkflow` wrote them (JSON); absent for a plain function. */
+  workflow?: Record<string, unknown>;
 }
 
 function invalid(path: string, message: string): SluiceError {
@@ -117,7 +121,7 @@ function optional<T>(value: unknown, parse: (v: unknown) => T): T | undefined {
 
 const knownFields = new Set([
   "name", "on", "retry", "concurrency", "reservedConcurrency", "minInstances", "instanceConcurrency",
-  "timeout", "memory", "idempotency", "budget", "isolation", "handler",
+  "timeout", "memory", "idempotency", "budget", "isolation", "workflow", "handler",
 ]);
 
 /**
@@ -184,6 +188,7 @@ export function normalizeFunctionConfig(def: unknown): FunctionConfig {
   if (isolation !== "worker" && isolation !== "process") throw invalid("$.isolation", 'must be "worker" or "process"');
   const timeoutMs = optional(def.timeout, (v) => parseDuration(v, "$.timeout")) ?? 30_000;
   if (timeoutMs < 1) throw invalid("$.timeout", "must be at least 1 ms");
+  if (def.workflow !== undefined && !isObject(def.workflow)) throw invalid("$.workflow", "must be an object");
 
   return {
     name,
@@ -198,6 +203,7 @@ export function normalizeFunctionConfig(def: unknown): FunctionConfig {
     idempotency,
     budget,
     isolation,
+    ...(def.workflow === undefined ? {} : { workflow: def.workflow as Record<string, unknown> }),
   };
 }
 

@@ -16,3 +16,6 @@ export type {
 } from "./define.ts";
 export { ErrorCode, SluiceError, isSluiceError } from "../errors.ts";
 export { NonRetriableError, RetryAfterError } from "../errors.ts";
+export { defineSaga, defineWorkflow } from "../workflows/define.ts";
+export type { SagaDefinitionInput, WorkflowDefinitionInput } from "../workflows/define.ts";
+export type { Step, StepInfo, StepRunOptions, WaitForEventOptions, WorkflowEmit } from "../workflows/types.ts";

@@ -13,6 +13,9 @@
  * GET  /admin/replays | /admin/replays/:name; POST /admin/replays/:name/cancel
  * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
  * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
+ * GET  /admin/runs?workflow=&status=&limit=  workflow runs, newest first (summaries)
+ * GET  /admin/runs/:id                       one run: every step with status, attempts, timing, result or error
+ * POST /admin/runs/:id/cancel                cancels a run (its compensations run) -> the run
  */
 import type { FastifyInstance } from "fastify";
 import type { Broker } from "../bus/broker.ts";
@@ -25,6 +28,8 @@ import { isObject } from "../util/validate.ts";
 import type { Scheduler } from "../triggers/schedules.ts";
 import { functionFilter, type LogBuffer } from "./log-buffer.ts";
 import type { SourceInfo } from "./sources.ts";
+import type { WorkflowEngine } from "../workflows/engine.ts";
+import { runStatuses, summary } from "../workflows/run-state.ts";
 
 export interface AdminDeps {
   appName: string;
@@ -38,6 +43,7 @@ export interface AdminDeps {
   logs: LogBuffer;
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
+  workflows?: Pick<WorkflowEngine, "list" | "get" | "cancel" | "workflows">;
 }
 
 
@@ -182,6 +188,25 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
         };
     return { result: (await runtime.invoke(req.params.name, event)) ?? null };
   });
+
+  // --- workflow runs ---
+  const engine = deps.workflows;
+  if (engine) {
+    app.get<{ Querystring: { workflow?: string; status?: string; limit?: string } }>("/runs", async (req) => {
+      const { workflow, status } = req.query;
+      if (status !== undefined && !(runStatuses as readonly string[]).includes(status)) {
+        throw new SluiceError(ErrorCode.BadRequest, `status ${JSON.stringify(status)} is not one of ${runStatuses.join(", ")}`, { path: "$.status" });
+      }
+      if (workflow !== undefined && !engine.workflows().some((w) => w.name === workflow)) {
+        throw new SluiceError(ErrorCode.NotFound, `no workflow ${JSON.stringify(workflow)}; the workflows are: ${engine.workflows().map((w) => w.name).join(", ") || "none"}`, { path: "$.workflow" });
+      }
+      const limit = Math.min(10_000, Math.max(1, Number(req.query.limit ?? 1000) || 1000));
+      const runs = await engine.list({ ...(workflow ? { workflow } : {}), ...(status ? { status } : {}), limit });
+      return runs.map(summary);
+    });
+    app.get<{ Params: { id: string } }>("/runs/:id", async (req) => engine.get(req.params.id));
+    app.post<{ Params: { id: string } }>("/runs/:id/cancel", async (req) => engine.cancel(req.params.id));
+  }
 
   // --- logs ---
   app.get<{ Querystring: { function?: string; limit?: string; follow?: string } }>("/logs", (req, reply) => {

@@ -31,6 +31,10 @@ import { createMetrics, type Metrics } from "./metrics.ts";
 import { createSourceRunner, type SourceRunner } from "./sources.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
 import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
+import { systemClock } from "../clock.ts";
+import { WorkflowEngine } from "../workflows/engine.ts";
+import { workflowRules } from "../workflows/rules.ts";
+import { workflowTarget } from "../workflows/target.ts";
 
 export interface StartServerOptions {
   /** The app folder (holding sluice.config.ts). */
@@ -60,6 +64,8 @@ export interface RunningServer {
   readonly scheduler: Pick<Scheduler, "status">;
   readonly sources: SourceRunner;
   readonly metrics: Metrics;
+  /** Workflow runs: listing, inspection, cancel. */
+  readonly workflows: WorkflowEngine;
   /** Graceful shutdown; idempotent. */
   close(): Promise<void>;
 }
@@ -117,8 +123,8 @@ async function loadPretty(): Promise<void> {
 }
 
 /** Rules the app implies: functions' `on` patterns, async routes, and the config's own rules. */
-function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
-  const rules: RuleInput[] = functionRules(runtime.functions());
+function desiredRules(app: ValidatedApp, runtime: Runtime, engine: WorkflowEngine): RuleInput[] {
+  const rules: RuleInput[] = [...functionRules(runtime.functions()), ...workflowRules(engine.workflows())];
   for (const r of app.routes) {
     if (!r.async) continue;
     rules.push({
@@ -143,15 +149,15 @@ function desiredRules(app: ValidatedApp, runtime: Runtime): RuleInput[] {
 }
 
 /** Applies the app's buses and rules, and removes rules an earlier version of the app created but no longer has. */
-async function applyDefinitions(app: ValidatedApp, runtime: Runtime, broker: Broker): Promise<void> {
+async function applyDefinitions(app: ValidatedApp, runtime: Runtime, broker: Broker, engine: WorkflowEngine): Promise<void> {
   for (const b of app.buses) {
     await broker.putBus({ name: b.name, ...(b.retentionMs === undefined ? {} : { retentionMs: b.retentionMs }), ...(b.description ? { description: b.description } : {}) });
   }
-  const wanted = desiredRules(app, runtime);
+  const wanted = desiredRules(app, runtime, engine);
   const names = new Set(wanted.map((r) => `${r.bus ?? "default"}/${r.name}`));
   for (const r of wanted) await broker.putRule(r);
   for (const r of broker.listRules()) {
-    const managed = r.name.startsWith("function.") || r.name.startsWith("route.") || (r.description ?? "").includes(configRuleMark);
+    const managed = r.name.startsWith("function.") || r.name.startsWith("route.") || r.name.startsWith("workflow.") || (r.description ?? "").includes(configRuleMark);
     if (managed && !names.has(`${r.bus}/${r.name}`)) await broker.deleteRule(r.name, { bus: r.bus });
   }
 }
@@ -184,6 +190,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+    let engine: WorkflowEngine | undefined;
+    if (store.reclaimedLeases) {
+      logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
+    }
 
     const broker = await createBroker({
       store,
@@ -195,7 +205,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       },
       // Delivery starts once the runtime is its function handler (wireRuntime below).
       startDispatcher: false,
-      ...(options.targets ? { targets: options.targets } : {}),
+      targets: [...(options.targets ?? []), workflowTarget(() => engine)],
     });
     closers.push(() => broker.close());
 
@@ -222,6 +232,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      limits: {
+        ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
+        ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
+      },
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {
@@ -233,6 +247,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     closers.pop();
     closers.push(async () => {
       await broker.close();
+      engine?.close();
       await runtime.close();
     });
 
@@ -243,7 +258,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       functions: runtime.functions().map((f) => ({ name: f.name, file: f.name, ...(f.on === undefined ? {} : { on: f.on }) })),
     });
 
-    await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker));
+    try {
+      engine = new WorkflowEngine({ store, broker, runtime, functions: runtime.functions(), clock: systemClock, logger: logger.child({ component: "workflows" }) });
+    } catch (err) {
+      if (err instanceof SluiceError) throw new ConfigError(mod.configFile, [{ key: "functions", message: err.message, fix: "fix that workflow definition" }]);
+      throw err;
+    }
+    const workflows = engine;
+    await wireRuntime(broker, runtime, () => applyDefinitions(app, runtime, broker, workflows));
+    await workflows.start();
 
     runtime.on("invocation", (r) => metrics.invocation(r.functionName, r.outcome, r.durationMs));
     metrics.setSources({
@@ -309,6 +332,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             sources,
             logs,
             functionQueue,
+            workflows,
           }),
       },
     });
@@ -356,6 +380,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       scheduler: { status: () => sources.schedules() },
       sources,
       metrics,
+      workflows,
       close() {
         closing ??= (async () => {
           logger.info({ graceMs: settings.shutdownGraceMs }, "shutting down");

@@ -89,13 +89,13 @@ async function crashScenario(options: { url: string; publishers: number }): Prom
       // Acks are batched after the handler ran: poll the stats (no event announces the last commit).
       const deadline = Date.now() + 20_000;
       for (;;) {
-        const stats = await store.queues.stats(["rule:default/crash/sink"]);
+        const stats = await store.admin.stats(["rule:default/crash/sink"]);
         const pending = stats.reduce((n, s) => n + s.ready + s.delayed + s.leased, 0);
         if (pending === 0) break;
         if (Date.now() > deadline) assert.fail(`${pending} deliveries still pending after the consumer ran`);
         await waitMs(50);
       }
-      assert.equal(stats0(await store.queues.stats(["rule:default/crash/sink"])).dead, 0, "nothing dead-lettered");
+      assert.equal(stats0(await store.admin.stats(["rule:default/crash/sink"])).dead, 0, "nothing dead-lettered");
     } finally {
       await store.close();
     }

@@ -80,7 +80,7 @@ async function poisonScenario(url: string): Promise<void> {
         poisoned = true;
         await broker.publish("default", [event("poison-1", { poison: true })]);
       }
-      if (poisoned && !after && (await store.queues.listDead(queue, { limit: 10 })).length > 0) {
+      if (poisoned && !after && (await store.admin.listDead(queue, { limit: 10 })).length > 0) {
         after = true;
         await broker.publish("default", [0, 1, 2, 3, 4].map((i) => event(`after-${i}`, { i })));
       }
@@ -95,7 +95,7 @@ async function poisonScenario(url: string): Promise<void> {
     }
     assert.deepEqual(kills, [1, 2, 3], "the poison ran on attempts 1, 2 and 3 only");
     assert.equal(selfKills, 3, "it took the process down 3 times, not more");
-    const dead = await store.queues.listDead(queue, { limit: 10 });
+    const dead = await store.admin.listDead(queue, { limit: 10 });
     assert.equal(dead.length, 1);
     assert.equal(dead[0]!.reason, "crashed");
     assert.match(dead[0]!.lastError ?? "", /attempt 4 of at most 3: earlier attempts never reported back/);

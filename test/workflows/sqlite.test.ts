@@ -1,0 +1,3 @@
+import { runWorkflowSuite } from "./suite.ts";
+
+runWorkflowSuite({ name: "sqlite", store: async () => undefined, skip: false });
