@@ -56,3 +56,8 @@ test("package - tsx and nats are not runtime dependencies; pg is optional", () =
   assert.equal(pkg.dependencies?.pg, undefined);
   assert.ok(pkg.optionalDependencies?.pg);
 });
+
+test("package - import \"sluice/outbox\" loads no driver (the app passes its own pg client or better-sqlite3 database)", () => {
+  ensureBuilt();
+  assert.deepEqual(packagesLoadedBy("sluice/outbox").filter((u) => heavy.test(u) || u.includes("pg-logical-replication")), []);
+});

@@ -14,6 +14,11 @@ export default defineApp({
     "GET /orders/:id": "get-order",
     "GET /reports": "get-reports",
   },
+  sources: {
+    // The transactional outbox: create-order writes an order and its order.created event in one transaction of
+    // the shop's database; this relay publishes the event after the commit.
+    "orders-outbox": { kind: "sqlite-outbox", path: process.env.SHOP_DB },
+  },
   schedules: {
     // Every hour by default; SHOP_REPORT_RATE="5 seconds" makes it visible in a demo (and in the tests).
     "stock-report": { rate: process.env.SHOP_REPORT_RATE ?? "1 hour", emit: { type: "report.requested", source: "shop/scheduler" } },

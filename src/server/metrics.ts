@@ -17,6 +17,8 @@ export interface MetricsSources {
   queueStats(): Promise<QueueStats[]>;
   /** When the oldest dead letter of a queue was dead-lettered (epoch ms), if it has any. */
   oldestDeadAt(queue: string): Promise<number | undefined>;
+  /** Bytes of WAL a source's replication slot holds back, per source that streams on this node. */
+  sourceLag?(): Record<string, number>;
 }
 
 /** How a delivery attempt ended. */
@@ -186,6 +188,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     name: "sluice_lineage_records_dropped_total",
     help: "Lineage records not kept (the store did not keep up, or a write failed).",
     registers: [registry],
+  });
+
+  new Gauge({
+    name: "sluice_source_lag_bytes",
+    help: "WAL a change-data-capture source's replication slot retains (current WAL position minus confirmed position).",
+    labelNames: ["source"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [source, n] of Object.entries(sources?.sourceLag?.() ?? {})) this.set({ source }, n);
+    },
   });
 
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>();

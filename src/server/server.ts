@@ -414,6 +414,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         const [oldest] = await store.admin.listDead(queue, { limit: 1 });
         return oldest?.deadAt;
       },
+      sourceLag() {
+        const out: Record<string, number> = {};
+        for (const s of sources.list()) if (s.details?.role === "leader" && typeof s.details.lagBytes === "number") out[s.name] = s.details.lagBytes;
+        return out;
+      },
     });
 
     const alerts = new Alerts({

@@ -50,9 +50,9 @@ export const postgresAdminUrl = process.env.SLUICE_TEST_PG_URL ?? "postgres://po
  * Creates a database with a unique name for one test file, and returns its URL and a `drop()`.
  * Tests never share a database, so parallel runs never collide.
  */
-export async function createTestDatabase(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
+export async function createTestDatabase(prefix = "sluice_test_"): Promise<{ url: string; name: string; drop(): Promise<void> }> {
   const { default: pg } = await import("pg");
-  const name = `sluice_test_${randomUUID().replaceAll("-", "")}`;
+  const name = `${prefix}${randomUUID().replaceAll("-", "")}`.slice(0, 63);
   const admin = new pg.Client({ connectionString: postgresAdminUrl });
   await admin.connect();
   try {

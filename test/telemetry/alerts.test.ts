@@ -51,7 +51,7 @@ test("alerts - a dead letter fires dlq-growing on the bus, a purge resolves it",
       "mail-errors": { errorRate: { above: 0 }, function: "mail" },
     }`,
   );
-  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} });
+  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: {} });
   try {
     const res = await fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     assert.equal(res.status, 202);

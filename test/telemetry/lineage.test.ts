@@ -71,7 +71,8 @@ test(`lineage (${backend.name}) - sluice trace and /admin/events/:id/trace show 
   const server = await startServer({
     appDir: dir,
     mode: "start",
-    flags: { port: 0, host: "127.0.0.1", logLevel: "silent", ...(store === undefined ? {} : { store }) },
+    flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true, ...(store === undefined ? {} : { store }) },
+    noAuth: true,
     env: {},
   });
   try {
@@ -184,7 +185,7 @@ test("lineage - telemetry.lineage: false records nothing and the trace endpoint 
   ensureBuilt();
   const dir = tempDir("sluice-lineage-off-");
   writeChainApp(dir, ", telemetry: { lineage: false }");
-  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} });
+  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: {} });
   try {
     const res = await fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     const { eventId } = (await res.json()) as { eventId: string };

@@ -33,7 +33,7 @@ test("metrics - deliveries, first-attempt latency, queue depth, dead letters, GB
   const hook = `http://127.0.0.1:${(refusing.address() as AddressInfo).port}/hook`;
   const dir = tempDir("sluice-metrics-");
   writeChainApp(dir, `, rules: [{ name: "audit", pattern: { type: ["invoice.created"] }, targets: [{ id: "hook", webhook: ${JSON.stringify(hook)} }] }]`);
-  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} });
+  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: {} });
   try {
     const res = await fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     assert.equal(res.status, 202);

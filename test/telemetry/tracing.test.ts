@@ -86,7 +86,8 @@ test("tracing - one trace from the HTTP request through three functions, retries
   const server = await startServer({
     appDir: dir,
     mode: "start",
-    flags: { port: 0, host: "127.0.0.1", logLevel: "silent" },
+    flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true },
+    noAuth: true,
     env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_SERVICE_NAME: "chain-test" },
   });
   let closed = false;
@@ -162,7 +163,7 @@ test("tracing - http/protobuf is the default protocol; bad OTEL variables are co
   const otlp = await receiver();
   const dir = tempDir("sluice-tracing-pb-");
   writeChainApp(dir, `, telemetry: { otlp: { endpoint: ${JSON.stringify(otlp.url)} } }`);
-  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} });
+  const server = await startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: {} });
   try {
     const res = await fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     assert.equal(res.status, 202);
@@ -175,12 +176,12 @@ test("tracing - http/protobuf is the default protocol; bad OTEL variables are co
   assert.ok(otlp.requests.every((r) => r.path === "/v1/traces" && r.contentType === "application/x-protobuf" && r.bytes > 0), JSON.stringify(otlp.requests));
 
   await assert.rejects(
-    startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" } }),
+    startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: { OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" } }),
     (err: unknown) => err instanceof ConfigError && err.problems.some((p) => p.key === "OTEL_EXPORTER_OTLP_PROTOCOL" && /grpc is not supported/.test(p.message)),
   );
   writeChainApp(dir, `, telemetry: { otlp: { endpoint: "ftp://x" } }`);
   await assert.rejects(
-    startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent" }, env: {} }),
+    startServer({ appDir: dir, mode: "start", flags: { port: 0, host: "127.0.0.1", logLevel: "silent", allowPrivateNetworks: true }, noAuth: true, env: {} }),
     (err: unknown) => err instanceof ConfigError && err.problems.some((p) => p.key === "telemetry.otlp.endpoint"),
   );
   rmSync(dir, { recursive: true, force: true });

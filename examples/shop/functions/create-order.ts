@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { defineFunction } from "sluice";
+import { outbox } from "sluice/outbox";
 import { shopDb } from "../lib/db.ts";
 
 interface Item {
@@ -7,7 +8,12 @@ interface Item {
   qty: number;
 }
 
-/** POST /orders: validates the order, stores it as pending, and publishes order.created. */
+/**
+ * POST /orders: validates the order and stores it as pending together with its order.created event, in one
+ * transaction of the shop's database (the transactional outbox): the `orders-outbox` source publishes the event
+ * once the row is committed, so there is never an order without its event, nor an event for an order that was
+ * not stored.
+ */
 export default defineFunction({
   name: "create-order",
   timeout: "5s",
@@ -33,16 +39,19 @@ export default defineFunction({
     const card = typeof body.card === "string" ? body.card : "visa-4242";
     const note = typeof body.note === "string" ? body.note : null;
     const now = Date.now();
-    db.prepare("INSERT INTO orders (id, customer, items, total, card, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").run(
-      id, customer, JSON.stringify(list), total, card, note, now, now,
-    );
-    await ctx.emit({
-      type: "order.created",
-      source: "shop/orders",
-      subject: id,
-      partitionkey: id,
-      data: { orderId: id, customer, items: list, total, card, note },
-    });
+    db.transaction(() => {
+      db.prepare("INSERT INTO orders (id, customer, items, total, card, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").run(
+        id, customer, JSON.stringify(list), total, card, note, now, now,
+      );
+      outbox.enqueueSync(db, {
+        type: "order.created",
+        source: "shop/orders",
+        subject: id,
+        partitionkey: id,
+        ...(event.correlationid ? { correlationid: event.correlationid } : {}),
+        data: { orderId: id, customer, items: list, total, card, note },
+      });
+    })();
     ctx.log.info({ orderId: id, total }, "order created");
     return { statusCode: 201, headers: { location: `/orders/${id}` }, body: { orderId: id, status: "pending", total } };
   },
