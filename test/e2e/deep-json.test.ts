@@ -31,7 +31,8 @@ before(async () => {
   writeFileSync(
     join(app, "sluice.config.ts"),
     `import { defineApp } from "sluice";
-export default defineApp({ name: "deep-test", routes: { "POST /sync": "echo", "POST /proc": "proc" } });
+// The admin rate limit (100 a second by default) is off: the test sends 100 of each request as fast as it can.
+export default defineApp({ name: "deep-test", routes: { "POST /sync": "echo", "POST /proc": "proc" }, server: { rateLimit: { admin: 0 } } });
 `,
   );
   writeFileSync(join(app, "functions", "echo.ts"), echo("echo", "worker"));
