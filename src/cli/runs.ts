@@ -72,27 +72,27 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
     .option("--status <status>", "only runs in this status (running, sleeping, waiting, completed, failed, compensating, compensated, compensation-failed, cancelled)")
     .option("--limit <n>", "at most this many", "100")
     .action(
-      action(setExitCode, async (opts: { url: string; json?: boolean; workflow?: string; status?: string; limit: string }) => {
+      action(setExitCode, async (opts: { url: string; key?: string; json?: boolean; workflow?: string; status?: string; limit: string }) => {
         const q = new URLSearchParams({ limit: String(Number(opts.limit) || 100) });
         if (opts.workflow) q.set("workflow", opts.workflow);
         if (opts.status) q.set("status", opts.status);
-        const rows = await request<Record<string, unknown>[]>(opts.url, "GET", `admin/runs?${q}`);
+        const rows = await request<Record<string, unknown>[]>(opts, "GET", `admin/runs?${q}`);
         print(opts, rows, () => table(rows.map((r) => ({ ...r, createdAt: iso(r.createdAt) })), ["runId", "workflow", "status", "steps", "createdAt", "error"]));
       }),
     );
 
   clientOptions(runs.command("show").description("One run: each step with its status, attempts, timing, result or error, and compensation").argument("<runId>"))
     .action(
-      action(setExitCode, async (runId: string, opts: { url: string; json?: boolean }) => {
-        const run = await request<RunView>(opts.url, "GET", `admin/runs/${encodeURIComponent(runId)}`);
+      action(setExitCode, async (runId: string, opts: { url: string; key?: string; json?: boolean }) => {
+        const run = await request<RunView>(opts, "GET", `admin/runs/${encodeURIComponent(runId)}`);
         print(opts, run, () => showRun(run));
       }),
     );
 
   clientOptions(runs.command("cancel").description("Cancel a run: the compensations of its completed steps run, newest first").argument("<runId>"))
     .action(
-      action(setExitCode, async (runId: string, opts: { url: string; json?: boolean }) => {
-        const run = await request<RunView>(opts.url, "POST", `admin/runs/${encodeURIComponent(runId)}/cancel`);
+      action(setExitCode, async (runId: string, opts: { url: string; key?: string; json?: boolean }) => {
+        const run = await request<RunView>(opts, "POST", `admin/runs/${encodeURIComponent(runId)}/cancel`, {});
         print(opts, run, () => `${run.runId}: ${run.status}\n`);
       }),
     );

@@ -13,9 +13,9 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       .option("--depth <n>", "levels of emitted events to follow (default 32)")
       .addHelpText("after", `\nExample:\n  $ sluice trace 01927c1e-8f2a-7c3d-9b1e-2f4a5b6c7d8e\n  $ sluice trace 01927c1e-8f2a-7c3d-9b1e-2f4a5b6c7d8e --json`),
   ).action(
-    action(setExitCode, async (eventId: string, opts: { url: string; json?: boolean; depth?: string }) => {
+    action(setExitCode, async (eventId: string, opts: { url: string; key?: string; json?: boolean; depth?: string }) => {
       const query = opts.depth === undefined ? "" : `?depth=${encodeURIComponent(opts.depth)}`;
-      const tree = await request<LineageNode>(opts.url, "GET", `admin/events/${encodeURIComponent(eventId)}/trace${query}`);
+      const tree = await request<LineageNode>(opts, "GET", `admin/events/${encodeURIComponent(eventId)}/trace${query}`);
       print(opts, tree, () => `${renderLineage(tree)}\n`);
     }),
   );

@@ -12,8 +12,6 @@
  */
 import { createHash } from "node:crypto";
 import type { Broker } from "../bus/broker.ts";
-import { classifyFailure } from "../bus/handler-errors.ts";
-import { queueName } from "../bus/definitions.ts";
 import type { DeliveryContext } from "../bus/types.ts";
 import type { Clock } from "../clock.ts";
 import { ErrorCode, NonRetriableError, RetryAfterError, SluiceError } from "../errors.ts";
@@ -26,41 +24,17 @@ import type { WireError } from "../runtime/protocol.ts";
 import type { Runtime } from "../runtime/runtime-types.ts";
 import type { StorageBackend } from "../store/contract.ts";
 import { stepEventType, type DriverInput, type DriverOp } from "./protocol.ts";
-import { isFinal, pendingCompensations, stepOf, type RunError, type RunState, type RunStatus, type StepKind, type StepRecord } from "./run-state.ts";
+import { isFinal, pendingCompensations, stepOf, type RunState, type RunStatus, type StepKind, type StepRecord } from "./run-state.ts";
 import { Runs, type RunRecord } from "./runs.ts";
-import { maxRunStateBytes, maxStepResultBytes, maxStepsPerRun, normalizeWorkflowSpec, readPath, type WorkflowSpec } from "./spec.ts";
+import { maxRunStateBytes, maxStepResultBytes, maxStepsPerRun, normalizeWorkflowSpec, readPath } from "./spec.ts";
 import { compilePattern } from "../pattern/compile.ts";
 import { matchesWaiter, waitRuleName, Waits } from "./waits.ts";
 import { Slots } from "./slots.ts";
+import { errorOf, isRetriable, retryError } from "./failures.ts";
+import { continueType, maxHopMs, waitRouter, workflowQueue, workflowRuleName, workflowSource, type Continue, type Workflow } from "./queue.ts";
 
-export const continueType = "sluice.workflow.continue";
-export const workflowSource = "sluice/workflow";
-/** The spec of the wait router's target. */
-export const waitRouter = "@waits";
-export const workflowRuleName = (name: string) => `workflow.${name}`;
-export const workflowTargetId = "run";
-export const workflowQueue = (name: string) => queueName("default", workflowRuleName(name), workflowTargetId);
 /** Re-scan of the archive after a wait began: covers a wait rule that other nodes have not loaded yet. */
 const rescanAfterMs = 2500;
-
-interface Continue {
-  runId: string;
-  v: number;
-  /** A wake-up of a waiting run at this step (not bound to `v`). */
-  wake?: string;
-  scan?: boolean;
-  /** An intermediate hop of a timer further away than a delivery may wait (maxHopMs). */
-  hop?: boolean;
-}
-
-/** Deliveries are dead-lettered past their age limit (7 days at most): a longer timer hops on every 6 days. */
-const maxHopMs = 6 * 86_400_000;
-
-export interface Workflow {
-  name: string;
-  spec: WorkflowSpec;
-  timeoutMs: number;
-}
 
 export interface EngineOptions {
   store: StorageBackend;
@@ -72,28 +46,6 @@ export interface EngineOptions {
 }
 
 const activeStatuses: ReadonlySet<RunStatus> = new Set(["running", "sleeping", "waiting"]);
-
-function errorOf(err: unknown): RunError {
-  if (typeof err === "object" && err !== null) {
-    const e = err as { message?: unknown; code?: unknown; name?: unknown };
-    return {
-      message: typeof e.message === "string" ? e.message.slice(0, 4000) : String(err),
-      ...(typeof e.code === "string" ? { code: e.code } : {}),
-      ...(typeof e.name === "string" ? { name: e.name } : {}),
-    };
-  }
-  return { message: String(err) };
-}
-
-/** The error that makes the bus retry this delivery (after the user's own delay when it asked for one). */
-function retryError(error: WireError | RunError | Record<string, unknown>, what: string): Error {
-  const e = error as { message?: string; code?: string; delayMs?: number };
-  const message = `${what}: ${e.message ?? "failed"}`;
-  if (e.code === ErrorCode.RetryAfter && typeof e.delayMs === "number") return new RetryAfterError(e.delayMs, message);
-  return new SluiceError(ErrorCode.HandlerError, message, { retryable: true });
-}
-
-const isRetriable = (err: unknown) => classifyFailure(err).kind === "retry";
 
 export class WorkflowEngine {
   readonly #o: EngineOptions;

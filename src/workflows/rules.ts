@@ -1,6 +1,6 @@
 /** The implicit rule of each workflow: its `on` pattern on the default bus, delivering to the workflow target. */
 import type { RuleInput } from "../bus/types.ts";
-import { workflowRuleName, workflowTargetId, type Workflow } from "./engine.ts";
+import { workflowRuleName, workflowTargetId, type Workflow } from "./queue.ts";
 
 /**
  * The bus retries a failed step with the workflow's backoff; the engine itself ends a step at its last attempt

@@ -6,7 +6,8 @@
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { TargetHandler } from "../bus/targets/target.ts";
 import { isName } from "../util/validate.ts";
-import { waitRouter, type WorkflowEngine } from "./engine.ts";
+import type { WorkflowEngine } from "./engine.ts";
+import { waitRouter } from "./queue.ts";
 
 declare module "../bus/types.ts" {
   interface TargetKindValues {

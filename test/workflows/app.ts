@@ -47,7 +47,8 @@ export async function start(app: TestApp, store?: string): Promise<RunningServer
 export async function admin<T = any>(server: RunningServer, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
   const res = await fetch(`${server.url}/admin/${path}`, {
     method,
-    ...(body === undefined ? {} : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+    // Admin writes take JSON only (docs/security.md): a write without a body sends an empty object.
+    ...(body === undefined && method === "GET" ? {} : { headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) }),
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
