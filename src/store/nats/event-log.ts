@@ -5,6 +5,7 @@
  * has a message id made of the event's sequence and its index, so a repeated append (a caller retrying after a
  * failure, reported `duplicate`) completes the deliveries a failure left out and never doubles one.
  */
+import { DeliverPolicy } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { AppendEntry, AppendResult, EventLog, ReadRange, StoredEvent } from "../contract.ts";
 import { ErrorCode, SluiceError } from "../../errors.ts";
@@ -105,22 +106,39 @@ export class NatsEventLog implements EventLog {
     return lo;
   }
 
+  /**
+   * One page through an ephemeral ordered consumer on the bus's subject: one request to create it, one fetch for
+   * the page (not a request per event). It starts at `afterSeq + 1`, or at the stream's own time index for
+   * `fromAt` on a first page.
+   */
   read(bus: string, range: ReadRange): Promise<StoredEvent[]> {
     return this.#ctx.gate.run("read", async () => {
-      const { jsm, names } = this.#ctx;
+      const { js, names } = this.#ctx;
       const subject = names.eventSubject(bus);
-      let seq = (range.afterSeq ?? 0) + 1;
-      if (range.fromAt !== undefined) seq = Math.max(seq, await this.#startAt(subject, range.fromAt));
+      const afterSeq = range.afterSeq ?? 0;
+      const start =
+        afterSeq > 0 || range.fromAt === undefined
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
+          : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(range.fromAt).toISOString() };
+      const consumer = await js.consumers.get(names.events, { filter_subjects: subject, ...start });
       const out: StoredEvent[] = [];
-      while (out.length < range.limit) {
-        const m = await jsm.streams.getMessage(names.events, { next_by_subj: subject, seq } as never).catch(() => null);
-        if (m === null) break;
-        const storedAt = m.time.getTime();
-        if (range.toAt !== undefined && storedAt >= range.toAt) break;
-        if (range.fromAt === undefined || storedAt >= range.fromAt) {
-          out.push({ bus, seq: m.seq, eventId: m.header.get(eventIdHeader) ?? "", encoded: decoder.decode(m.data), storedAt });
+      try {
+        const want = Math.min(range.limit, (await consumer.info()).num_pending);
+        if (want === 0) return out;
+        const messages = await consumer.fetch({ max_messages: want, expires: 5_000 });
+        let seen = 0;
+        for await (const m of messages) {
+          seen++;
+          const storedAt = Number(m.timestampNanos / 1_000_000n);
+          if (range.toAt !== undefined && storedAt >= range.toAt) break;
+          if (range.fromAt === undefined || storedAt >= range.fromAt) {
+            out.push({ bus, seq: m.seq, eventId: m.headers?.get(eventIdHeader) ?? "", encoded: decoder.decode(m.data), storedAt });
+          }
+          if (seen >= want) break;
         }
-        seq = m.seq + 1;
+        await messages.close();
+      } finally {
+        await consumer.delete().catch(() => undefined);
       }
       return out;
     });
