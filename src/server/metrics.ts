@@ -10,6 +10,8 @@ export interface MetricsSources {
   backlog(): Promise<Record<string, number>>;
   /** Dead letters per target (`bus/rule/target`). */
   deadLetters(): Promise<Record<string, number>>;
+  /** Messages waiting upstream per source, where the broker reports it. */
+  sourceLag?(): Record<string, number>;
   /** Instances per function and state (`starting`, `idle`, `busy`). */
   instances(): Record<string, Record<string, number>>;
 }
@@ -19,6 +21,8 @@ export interface Metrics {
   invocation(functionName: string, outcome: string, durationMs: number): void;
   published(bus: string, count: number): void;
   httpRequest(route: string, method: string, status: number): void;
+  /** Messages a source took from outside, by outcome (stored, duplicate, dead-lettered, error). */
+  sourceMessages(source: string, outcome: string, n: number): void;
   /** Plugs in the gauges' sources (once the store and runtime exist). */
   setSources(sources: MetricsSources): void;
   /** The text exposition format. */
@@ -55,6 +59,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     help: "HTTP requests by route, method and status code.",
     labelNames: ["route", "method", "status"] as const,
     registers: [registry],
+  });
+  const sourceMessages = new Counter({
+    name: "sluice_source_messages_total",
+    help: "Messages event sources took from outside, by outcome (stored, duplicate, dead-lettered, error).",
+    labelNames: ["source", "outcome"] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "sluice_source_lag",
+    help: "Messages waiting upstream of a source (queue depth, consumer pending, group lag), where the broker reports it.",
+    labelNames: ["source"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [source, n] of Object.entries(sources?.sourceLag?.() ?? {})) this.set({ source }, n);
+    },
   });
   new Gauge({
     name: "sluice_backlog",
@@ -110,6 +130,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
         publishedChildren.set(bus, child);
       }
       child.inc(count);
+    },
+    sourceMessages(source, outcome, n) {
+      if (n > 0) sourceMessages.inc({ source, outcome }, n);
     },
     httpRequest(route, method, status) {
       // One child per label set, looked up by a string key: prom-client hashes a label object on every inc().

@@ -29,6 +29,7 @@ import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { createSourceRunner, type SourceRunner } from "./sources.ts";
+import { enqueueRejected, rejectedQueue } from "../triggers/rejected.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
 import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
 
@@ -261,6 +262,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         for (const s of await broker.queueStats()) out[s.queue.replace(/^rule:/, "")] = s.dead;
         return out;
       },
+      sourceLag() {
+        const out: Record<string, number> = {};
+        for (const s of sources.list()) if (s.lag !== undefined) out[s.name] = s.lag;
+        return out;
+      },
       instances() {
         const out: Record<string, Record<string, number>> = {};
         for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
@@ -275,6 +281,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       publishNormalized: publishValidated,
       invoke: (fn, event) => runtime.invoke(fn, event),
       onPublished: (bus, stored) => metrics.published(bus, stored),
+      onMessages: (source, outcome, n) => metrics.sourceMessages(source, outcome, n),
+      deadLetter: (source, message) => enqueueRejected(store.queues, source, message, Date.now()),
       state: store.state,
       logger: logger.child({ component: "sources" }),
       nodeId: `${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -302,6 +310,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             runtime,
             scheduler: { status: () => sources.schedules() },
             sources,
+            sourceDeadLetters: (name, o) => store.queues.listDead(rejectedQueue(name), o),
             logs,
             functionQueue,
           }),

@@ -180,7 +180,7 @@ test("sources - a registered source publishes durably and its health shows in /a
 
     const status = await cli(["status", "--url", server.url]);
     assert.equal(status.code, 0, status.stderr);
-    assert.match(status.stdout, /^items\s+test-feed\s+ok\s+3\s+published 3$/m);
+    assert.match(status.stdout, /^items\s+test-feed\s+ok\s+3\s+0\s+0\s+-\s+published 3$/m);
     assert.match(status.stdout, /^http\s+http\s+ok\s+0/m);
     const json = JSON.parse((await cli(["status", "--json", "--url", server.url])).stdout) as { sources: { name: string; status: string }[] };
     assert.deepEqual(json.sources.map((s) => [s.name, s.status]), [["http", "ok"], ["items", "ok"], ["tick", "ok"]]);
