@@ -109,7 +109,7 @@ test("sources - each kind validates its own options; problems name sources.<name
   assert.match(bad.get("sources.f.count") ?? "", /1 to 100/);
   assert.ok(bad.has("sources.f.extra"));
   assert.match(bad.get("sources.g.kind") ?? "", /"test-fed" is not a source kind \| did you mean "test-feed"\?/);
-  assert.match(bad.get("sources.h.kind") ?? "", /is missing \| kinds are schedule, test-feed/);
+  assert.match(bad.get("sources.h.kind") ?? "", /is missing \| kinds are .*schedule.*test-feed/);
   assert.match(bad.get("sources.t.rate") ?? "", /invalid/);
   assert.ok(bad.has("sources.t.emit.source"));
   assert.match(bad.get("sources.dup") ?? "", /same name/);
