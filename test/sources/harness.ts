@@ -25,7 +25,8 @@ export interface SourceApp {
   received(): Received[];
 }
 
-export function writeSourceApp(sources: Record<string, unknown>, types: string[]): SourceApp {
+/** `sources` as an object, or as TypeScript source text (to read process.env per node). */
+export function writeSourceApp(sources: Record<string, unknown> | string, types: string[]): SourceApp {
   const dir = tempDir("sluice-src-app-");
   const log = join(dir, "received.jsonl");
   mkdirSync(join(dir, "functions"));
@@ -33,7 +34,7 @@ export function writeSourceApp(sources: Record<string, unknown>, types: string[]
     join(dir, "sluice.config.ts"),
     `export default {
   name: "src-test",
-  sources: ${JSON.stringify(sources)},
+  sources: ${typeof sources === "string" ? sources : JSON.stringify(sources)},
   rules: [{ name: "to-sink", pattern: { type: ${JSON.stringify(types)} }, targets: [{ function: "sink" }] }],
 };\n`,
   );
