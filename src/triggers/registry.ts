@@ -5,9 +5,10 @@ import { mqttSource } from "./mqtt/kind.ts";
 import { natsSource } from "./nats/kind.ts";
 import { redisStreamSource } from "./redis-stream/kind.ts";
 import { scheduleSource } from "./schedule/kind.ts";
+import { webhookSource } from "./webhook/kind.ts";
 import type { SourceKind } from "./source.ts";
 
-export const builtinSources: readonly SourceKind[] = [scheduleSource, amqpSource, mqttSource, natsSource, redisStreamSource];
+export const builtinSources: readonly SourceKind[] = [scheduleSource, amqpSource, mqttSource, natsSource, redisStreamSource, webhookSource];
 
 /** The built-in kinds plus `extra` ones; a duplicate kind is E_CONFIG_INVALID. */
 export function sourceRegistry(extra: readonly SourceKind[] = []): ReadonlyMap<string, SourceKind> {
