@@ -181,10 +181,20 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   const kinds = targetRegistry(options.targets);
   const defs = new Definitions(store.state, now, policyBase, kinds);
   await defs.load();
+  const dedupeWindowMs = positiveInt(options.dedupeWindowMs, 5 * 60 * 1000, "$.dedupeWindowMs", 0);
+  // Queues are declared to the store up front (a log-native store creates a consumer per queue); only new ones.
+  const declared = new Set<string>();
+  const declareQueues = async (): Promise<void> => {
+    const fresh = defs.queueNames().filter((q) => !declared.has(q));
+    if (fresh.length === 0 && declared.size > 0) return;
+    await store.declare({ dedupeWindowMs, queues: fresh.map((queue) => ({ queue, leaseMs })) });
+    for (const q of fresh) declared.add(q);
+  };
+  await declareQueues();
 
   const publisher = new Publisher(store, defs, {
     now,
-    dedupeWindowMs: positiveInt(options.dedupeWindowMs, 5 * 60 * 1000, "$.dedupeWindowMs", 0),
+    dedupeWindowMs,
     maxEventBytes: positiveInt(options.maxEventBytes, 256 * 1024, "$.maxEventBytes"),
     hopLimit,
     maxAppendEntries: positiveInt(l.maxAppendEntries, 1000, "$.limits.maxAppendEntries"),
@@ -325,7 +335,9 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
   };
 
   if (dispatcher && options.startDispatcher !== false) dispatcher.start();
-  every(definitionsPollMs, () => defs.refreshIfChanged());
+  every(definitionsPollMs, async () => {
+    if (await defs.refreshIfChanged()) await declareQueues();
+  });
   every(trimIntervalMs, trimArchives);
 
   const broker: Broker = {
@@ -343,7 +355,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     listBuses: () => defs.buses(),
     deleteBus: (name) => defs.deleteBus(name),
-    putRule: (input) => defs.putRule(input),
+    putRule: async (input) => {
+      const rule = await defs.putRule(input);
+      await declareQueues();
+      return rule;
+    },
     getRule: (name, o) => defs.getRule(busName(o), name),
     listRules(o) {
       const buses = o?.bus === undefined ? defs.buses().map((b) => b.name) : [busName(o)];
@@ -365,11 +381,11 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
     },
     async listDeadLetters(ref, o) {
       const limit = positiveInt(o?.limit, 100, "$.limit");
-      const rows = await store.queues.listDead(refQueue(ref), { limit: Math.min(limit, 1000), ...(o?.afterId === undefined ? {} : { afterId: o.afterId }) });
+      const rows = await store.admin.listDead(refQueue(ref), { limit: Math.min(limit, 1000), ...(o?.afterId === undefined ? {} : { afterId: o.afterId }) });
       return rows.map(info);
     },
     async getDeadLetter(deliveryId) {
-      const d = await store.queues.getDead(deliveryId);
+      const d = await store.admin.getDead(deliveryId);
       return d === undefined ? undefined : info(d);
     },
     async redrive(ref, o) {
@@ -380,7 +396,7 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         const ids: string[] = [];
         let afterId: string | undefined;
         for (;;) {
-          const page = await store.queues.listDead(queue, { limit: 500, ...(afterId === undefined ? {} : { afterId }) });
+          const page = await store.admin.listDead(queue, { limit: 500, ...(afterId === undefined ? {} : { afterId }) });
           if (page.length === 0) break;
           for (const d of page) if (compiled.matches(JSON.parse(d.payload) as CloudEvent)) ids.push(d.deliveryId);
           afterId = page[page.length - 1]!.deliveryId;
@@ -388,16 +404,16 @@ export async function createBroker(options: BrokerOptions): Promise<Broker> {
         const wanted = o.ids === undefined ? ids : ids.filter((id) => o.ids!.includes(id));
         count = 0;
         for (let i = 0; i < wanted.length; i += 500) {
-          count += await store.queues.redrive(queue, { ids: wanted.slice(i, i + 500), now: clock.now() });
+          count += await store.admin.redrive(queue, { ids: wanted.slice(i, i + 500), now: clock.now() });
         }
       } else {
-        count = await store.queues.redrive(queue, { ...(o?.ids === undefined ? {} : { ids: o.ids }), now: clock.now() });
+        count = await store.admin.redrive(queue, { ...(o?.ids === undefined ? {} : { ids: o.ids }), now: clock.now() });
       }
       wake();
       return count;
     },
-    purgeDeadLetters: (ref, o) => store.queues.purgeDead(refQueue(ref), o?.ids === undefined ? {} : { ids: o.ids }),
-    queueStats: (ref) => store.queues.stats(ref === undefined ? undefined : [refQueue(ref)], { now: clock.now() }),
+    purgeDeadLetters: (ref, o) => store.admin.purgeDead(refQueue(ref), o?.ids === undefined ? {} : { ids: o.ids }),
+    queueStats: (ref) => store.admin.stats(ref === undefined ? undefined : [refQueue(ref)], { now: clock.now() }),
     startReplay: (input) => replays.start(input),
     getReplay: (name) => replays.get(name),
     listReplays: () => replays.list(),

@@ -224,7 +224,7 @@ export class Definitions {
       try {
         entry.rules.set(rule.name, compileRule(rule, now, undefined, this.#policyBase, this.#kinds));
       } catch {
-        continue; // a stored rule that no longer compiles stays listed in the store but does not route
+        // A stored rule that no longer compiles stays listed in the store but does not route.
       }
     }
     const queues = new Map<string, CompiledTarget>();
@@ -239,7 +239,7 @@ export class Definitions {
         const r = JSON.parse(row.value) as RetiredTarget;
         retired.set(row.key, compileTarget(this.#kinds, r.bus, r.rule, r.target, "$", this.#policyBase));
       } catch {
-        continue;
+        // As above: a retired target that no longer compiles is dropped from routing only.
       }
     }
     this.#buses = buses;
@@ -271,6 +271,11 @@ export class Definitions {
   }
 
   /** The live target of a queue, or the retired one still draining it. */
+  /** Every queue a rule's target (or a retired target still draining) delivers through. */
+  queueNames(): string[] {
+    return [...this.#queues.keys(), ...this.#retired.keys()];
+  }
+
   target(queue: string): CompiledTarget | undefined {
     return this.#queues.get(queue) ?? this.#retired.get(queue);
   }

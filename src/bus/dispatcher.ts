@@ -474,7 +474,7 @@ export class Dispatcher {
         return false;
       }
       try {
-        await this.#store.queues.retry(lease, { availableAt: decision.availableAt, error });
+        await this.#store.queues.retry(lease, { delayMs: decision.availableAt - now, error, now });
       } catch (storeErr) {
         this.#storeFailed(storeErr, lease, "retry");
         return false;
@@ -588,7 +588,7 @@ export class Dispatcher {
     for (const r of due) {
       const leaseUntil = now + this.#o.leaseMs;
       try {
-        await this.#store.queues.extend(r.lease, { leaseUntil });
+        await this.#store.queues.extend(r.lease, { leaseMs: this.#o.leaseMs, now });
         r.lease.leaseUntil = leaseUntil;
       } catch (err) {
         if (err instanceof SluiceError && err.code === ErrorCode.LeaseLost) {
@@ -608,7 +608,7 @@ export class Dispatcher {
     for (const r of runs) {
       r.released = true;
       try {
-        await this.#store.queues.retry(r.lease, { availableAt: now, error: "released: the dispatcher shut down" });
+        await this.#store.queues.retry(r.lease, { delayMs: 0, error: "released: the dispatcher shut down", now });
       } catch (err) {
         this.#storeFailed(err, r.lease, "release");
       }

@@ -115,6 +115,7 @@ export class Publisher {
   /** The dispatcher reports acked and dead-lettered deliveries so the estimate stays close between stats reads. */
   settled(count: number): void {
     this.#pendingEstimate = Math.max(0, this.#pendingEstimate - count);
+    this.#settledSinceStats += count;
   }
 
   get pendingEstimate(): number {
@@ -124,7 +125,8 @@ export class Publisher {
   async publish(busName: string, input: unknown): Promise<PublishResult> {
     const inputs = this.#checkBatch(Array.isArray(input) ? input : [input]);
     await this.#busOrRefresh(busName);
-    this.#checkBackpressure();
+    const confirming = this.#checkBackpressure();
+    if (confirming !== undefined) await confirming;
     const now = this.#o.now();
     const items: (NormalizedEvent | PublishEntryResult)[] = new Array(inputs.length);
     for (let i = 0; i < inputs.length; i++) {
@@ -150,7 +152,8 @@ export class Publisher {
   async publishNormalized(busName: string, normalized: NormalizedEvent[]): Promise<PublishResult> {
     this.#checkBatch(normalized);
     await this.#busOrRefresh(busName);
-    this.#checkBackpressure();
+    const confirming = this.#checkBackpressure();
+    if (confirming !== undefined) await confirming;
     const items = normalized.map((n, i): NormalizedEvent | PublishEntryResult => {
       try {
         return this.#checkLimits(n);
@@ -243,7 +246,8 @@ export class Publisher {
     if (bus === undefined) throw new SluiceError(ErrorCode.BusNotFound, `bus "${name}" does not exist`, { path: "$.bus" });
   }
 
-  #checkBackpressure(): void {
+  /** Throws at once when a limit is passed; returns a promise only when an over-estimate is being confirmed. */
+  #checkBackpressure(): Promise<void> | undefined {
     if (this.#queuedEntries >= this.#o.maxQueuedEntries) {
       throw new SluiceError(ErrorCode.Backpressure, `${this.#queuedEntries} events are waiting to be stored; publish again later`, {
         retryable: true,
@@ -260,29 +264,44 @@ export class Publisher {
         this.#statsInFlight = undefined;
       });
     }
-    if (this.#pendingEstimate >= this.#o.maxPendingDeliveries) {
-      throw new SluiceError(
-        ErrorCode.Backpressure,
-        `about ${this.#pendingEstimate} deliveries are pending (limit ${this.#o.maxPendingDeliveries}); publish again later`,
-        { retryable: true },
-      );
-    }
+    if (this.#pendingEstimate < this.#o.maxPendingDeliveries) return undefined;
+    if (now - this.#confirmedAt < 250) throw this.#pendingError();
+    // The estimate can count deliveries twice (appended while a slow stats read ran): before refusing, confirm
+    // it with a read that started after them, at most every 250 ms so that refusals do not multiply reads.
+    this.#confirmedAt = now;
+    return (async () => {
+      await this.#statsInFlight;
+      await this.#refreshStats();
+      if (this.#pendingEstimate >= this.#o.maxPendingDeliveries) throw this.#pendingError();
+    })();
+  }
+
+  #pendingError(): SluiceError {
+    return new SluiceError(
+      ErrorCode.Backpressure,
+      `about ${this.#pendingEstimate} deliveries are pending (limit ${this.#o.maxPendingDeliveries}); publish again later`,
+      { retryable: true },
+    );
   }
 
   async #refreshStats(): Promise<void> {
     try {
       const before = this.#appendedSinceStats;
-      const stats = await this.#store.queues.stats(undefined, { now: this.#o.now() });
+      const settledBefore = this.#settledSinceStats;
+      const stats = await this.#store.admin.stats(undefined, { now: this.#o.now() });
       let pending = 0;
       for (const s of stats) pending += s.ready + s.delayed + s.leased;
-      // Deliveries appended while the stats were read may or may not be counted: keep them (over-estimate).
-      this.#pendingEstimate = pending + (this.#appendedSinceStats - before);
+      // Deliveries appended while the stats were read may or may not be counted: keep them (over-estimate). Those
+      // settled meanwhile are taken off, or a slow read (one request per queue on a log backend) would undo them.
+      this.#pendingEstimate = Math.max(0, pending + (this.#appendedSinceStats - before) - (this.#settledSinceStats - settledBefore));
     } catch {
       // The estimate stays as it was; the next publish tries again.
     }
   }
 
   #appendedSinceStats = 0;
+  #settledSinceStats = 0;
+  #confirmedAt = 0;
 
   /** Group-committed append; resolves when the entries are durable. */
   append(entries: AppendEntry[]): Promise<AppendResult[]> {

@@ -89,6 +89,10 @@ export class Replays {
     }
     if (input.toAt <= input.fromAt) throw new SluiceError(ErrorCode.BadRequest, "toAt must be after fromAt", { path: "$.toAt" });
     if (input.toAt > now) throw new SluiceError(ErrorCode.BadRequest, "toAt must not be in the future", { path: "$.toAt" });
+    const rate = input.maxPerSecond;
+    if (rate !== undefined && (typeof rate !== "number" || !Number.isFinite(rate) || rate <= 0)) {
+      throw new SluiceError(ErrorCode.BadRequest, "maxPerSecond must be a positive number of events per second", { path: "$.maxPerSecond" });
+    }
     const matches = compileReplayPattern(input.pattern);
     const d = input.destination as Record<string, unknown> | undefined;
     if (typeof d !== "object" || d === null || (d.bus === undefined) === (d.rule === undefined)) {
@@ -112,6 +116,7 @@ export class Replays {
       toAt: input.toAt,
       ...(input.pattern === undefined ? {} : { pattern: input.pattern }),
       destination: d.bus !== undefined ? { bus: d.bus as string } : { rule: d.rule as string },
+      ...(rate === undefined ? {} : { maxPerSecond: rate }),
       state: "running",
       eventsReplayed: 0,
       eventsRead: 0,
@@ -224,6 +229,10 @@ export class Replays {
       return false;
     };
     let renewedAt = this.#now();
+    const rate = replay.maxPerSecond;
+    // Paced replays read smaller pages, so a page is never a burst of more than a second's worth.
+    const limit = rate === undefined ? pageSize : Math.max(1, Math.min(pageSize, Math.floor(rate)));
+    const pace = { since: this.#now(), replayed: replay.eventsReplayed };
     try {
       while (!signal.aborted) {
         if (this.#now() - renewedAt >= this.#o.leaseMs / 3) {
@@ -237,7 +246,7 @@ export class Replays {
           fromAt: replay.fromAt,
           toAt: replay.toAt,
           afterSeq: replay.lastSeq,
-          limit: pageSize,
+          limit,
         });
         if (page.length === 0) break;
         const entries: AppendEntry[] = [];
@@ -268,6 +277,8 @@ export class Replays {
         if (entries.length > 0 || deliveries.length > 0) this.#wake();
         // Saved only after the page is stored: a resumed replay starts after it and skips nothing.
         if (!(await save())) break;
+        // A short page was the range's last: no need to wait before finding the next one empty.
+        if (rate !== undefined && page.length === limit) await this.#sleep(pace.since + ((replay.eventsReplayed - pace.replayed) * 1000) / rate - this.#now(), signal);
       }
       if (superseded === undefined) {
         if (signal.aborted && signal.reason === closing) {
@@ -291,6 +302,20 @@ export class Replays {
       return;
     }
     await this.#release(name).catch((err) => this.#logger.error({ replay: name, err: describeError(err) }, "releasing replay lease failed"));
+  }
+
+  /** Waits `ms` on the replay clock, or until `signal` aborts. */
+  #sleep(ms: number, signal: AbortSignal): Promise<void> {
+    if (ms <= 0 || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#o.clock.clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = this.#o.clock.setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+    });
   }
 
   async get(name: string): Promise<Replay> {

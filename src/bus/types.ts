@@ -154,6 +154,8 @@ export interface ReplayInput {
   pattern?: unknown;
   /** Republish into a bus, or enqueue for one rule (of the source bus) and its targets only. */
   destination: { bus: string } | { rule: string };
+  /** At most this many events replayed per second, so a large replay does not flood its targets. */
+  maxPerSecond?: number;
 }
 
 export type ReplayState = "running" | "completed" | "cancelled" | "failed";
@@ -165,6 +167,7 @@ export interface Replay {
   toAt: number;
   pattern?: unknown;
   destination: { bus: string } | { rule: string };
+  maxPerSecond?: number;
   state: ReplayState;
   /** Events that matched and were republished / enqueued. */
   eventsReplayed: number;

@@ -1,12 +1,23 @@
 /** `sluice init [dir]`: scaffolds a working app with one function, a route and a test. */
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { RegisterCommand } from "./main.ts";
 import { action } from "./client.ts";
 
-export function scaffold(name: string): Record<string, string> {
+/**
+ * How the new app depends on sluice: the running package's own version when it was installed from a registry,
+ * or a `file:` link to it when it runs from a checkout (an unpublished version would not install).
+ */
+export function sluiceDependency(): string {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+  const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+  return root.split(sep).includes("node_modules") ? `^${version}` : `file:${root}`;
+}
+
+export function scaffold(name: string, sluice = sluiceDependency()): Record<string, string> {
   return {
     "package.json": `${JSON.stringify(
       {
@@ -14,7 +25,7 @@ export function scaffold(name: string): Record<string, string> {
         private: true,
         type: "module",
         scripts: { dev: "sluice dev .", start: "sluice start .", test: "node --import tsx --test test/*.test.ts" },
-        dependencies: { sluice: "^0.1.0" },
+        dependencies: { sluice },
         devDependencies: { tsx: "^4.0.0" },
       },
       null,
@@ -61,9 +72,10 @@ test("hello - greets by name and emits hello.said", async () => {
     ".gitignore": ".sluice/\nnode_modules/\n",
     "README.md": `# ${name}
 
-A [Sluice](https://github.com/) app.
+A Sluice app: \`sluice.config.ts\` names its routes, and each file in \`functions/\` is one function.
 
 \`\`\`sh
+npm install
 npx sluice dev .
 curl -s localhost:8787/hello -H 'content-type: application/json' -d '{"name":"Ada"}'
 curl -s localhost:8787/events -H 'content-type: application/cloudevents+json' \\

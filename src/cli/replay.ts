@@ -16,6 +16,12 @@ interface Replay {
   error?: string;
 }
 
+function rateArg(value: string): number {
+  const rate = Number(value);
+  if (!Number.isFinite(rate) || rate <= 0) throw new SluiceError(ErrorCode.BadRequest, `--rate must be a positive number of events per second, not "${value}"`);
+  return rate;
+}
+
 export const register: RegisterCommand = (program: Command, setExitCode) => {
   clientOptions(
     program
@@ -28,6 +34,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
       .option("--pattern <pattern>", "only events matching this event pattern: JSON or @file")
       .option("--rule <rule>", "deliver only to this rule's targets (default: republish into the bus)")
       .option("--name <name>", "the replay's name (default generated)")
+      .option("--rate <events/s>", "replay at most this many events per second (default: as fast as the bus takes them)")
       .option("--no-wait", "start it and return at once")
       .option("--cancel <name>", "cancel a running replay instead")
       .addHelpText(
@@ -35,7 +42,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
         `\nExamples:\n  $ sluice replay --bus default --from -1h --pattern '{"type":["order.created"]}'\n  $ sluice replay --bus default --from 2026-05-01T00:00:00Z --to 2026-05-02T00:00:00Z --rule function.ship-order\n  $ sluice replay --cancel cli-1a2b3c4d`,
       ),
   ).action(
-    action(setExitCode, async (opts: { url: string; json?: boolean; bus?: string; from?: string; to: string; pattern?: string; rule?: string; name?: string; wait: boolean; cancel?: string }) => {
+    action(setExitCode, async (opts: { url: string; json?: boolean; bus?: string; from?: string; to: string; pattern?: string; rule?: string; name?: string; rate?: string; wait: boolean; cancel?: string }) => {
       if (opts.cancel) {
         const r = await request<Replay>(opts.url, "POST", `admin/replays/${encodeURIComponent(opts.cancel)}/cancel`, {});
         print(opts, r, () => `replay ${r.name}: ${r.state}\n`);
@@ -54,6 +61,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
         toAt,
         ...(opts.pattern ? { pattern: jsonArg(opts.pattern, "--pattern") } : {}),
         destination: opts.rule ? { rule: opts.rule } : { bus },
+        ...(opts.rate === undefined ? {} : { maxPerSecond: rateArg(opts.rate) }),
       });
       while (opts.wait && r.state === "running") {
         const span = Math.max(1, r.toAt - r.fromAt);

@@ -48,6 +48,7 @@ export interface FunctionContext {
   signal: AbortSignal;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a handler reads its own data shape without a cast, as users expect
 export type FunctionHandler = (event: CloudEvent & { data?: any }, ctx: FunctionContext) => unknown;
 
 export interface FunctionDefinitionInput {

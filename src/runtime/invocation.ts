@@ -14,6 +14,7 @@ import { failure, handlerError } from "./invocation-errors.ts";
 import type { RuntimeLimits } from "./limits.ts";
 import { addRecord, gbSeconds, type InvocationOutcome, type InvocationRecord } from "./metering.ts";
 import type { InstancePool, WorkMessage } from "./pool.ts";
+import { toWireError } from "./protocol.ts";
 import type { FunctionEntry, Instance, Invocation } from "./records.ts";
 import type { FunctionRegistry } from "./registry.ts";
 import type { InvocationError, RuntimeOptions } from "./runtime-types.ts";
@@ -112,7 +113,7 @@ export class Invocations {
     inv.deadline = deadline;
     this.#deadlines.started(deadline);
     const lead = Math.min(this.#o.limits.signalLeadMs, timeoutMs / 10);
-    inst.host.send({ t: "invoke", id: inv.seq, event: inv.event, attempt: inv.attempt, invocationId: inv.invocationId, deadline, signalAt: deadline - lead });
+    inst.host.send({ t: "invoke", id: inv.seq, event: inv.event, attempt: inv.attempt, invocationId: inv.invocationId, timeoutMs, signalInMs: timeoutMs - lead });
   }
 
   settle(inv: Invocation, outcome: InvocationOutcome, value: unknown, error: InvocationError | undefined): void {
@@ -175,14 +176,7 @@ export class Invocations {
     const { limits, clock, publish, logger } = this.#o;
     void emitChildren(inv, m.events, { maxHops: limits.maxHops, now: () => clock.now(), publish, logger }).then(
       () => inst.host.send({ t: "emitted", reqId: m.reqId }),
-      (err: unknown) => {
-        const e = err as Error & { code?: string; retryable?: boolean };
-        inst.host.send({
-          t: "emitted",
-          reqId: m.reqId,
-          error: { name: e.name ?? "Error", message: e.message ?? String(err), ...(e.code ? { code: e.code } : {}), ...(typeof e.retryable === "boolean" ? { retryable: e.retryable } : {}) },
-        });
-      },
+      (err: unknown) => inst.host.send({ t: "emitted", reqId: m.reqId, error: toWireError(err) }),
     );
   }
 
@@ -240,7 +234,7 @@ export class Invocations {
   #meter(fn: FunctionEntry, record: InvocationRecord): void {
     addRecord(fn.counters, record);
     const { clock, publish, logger } = this.#o;
-    if (fn.budget && fn.budget.add(record, clock.now())) {
+    if (fn.budget?.add(record, clock.now())) {
       publish([budgetExceeded(fn, fn.budget, clock.now())], undefined).catch((err: unknown) => logger.error({ err, functionName: fn.name }, "budget event not published"));
     }
     this.#o.onRecord(record);

@@ -26,6 +26,8 @@ export interface Bundle {
   outFile: string;
   /** Folders an instance must be able to read: the function's folder and each external package's root. */
   readPaths: string[];
+  /** Every source file bundled in (absolute paths): what hot reload watches. */
+  sources: string[];
 }
 
 function packageRoot(file: string): string {
@@ -111,7 +113,7 @@ async function cached(entry: string, cacheDir: string): Promise<Bundle | undefin
     }
     const now = new Date(); // file times are wall-clock times, whatever clock the runtime runs on
     await utimes(m.outFile, now, now).catch(() => undefined);
-    return { moduleUrl: pathToFileURL(m.outFile).href, outFile: m.outFile, readPaths: m.readPaths };
+    return { moduleUrl: pathToFileURL(m.outFile).href, outFile: m.outFile, readPaths: m.readPaths, sources: Object.keys(m.inputs) };
   } catch {
     return undefined;
   }
@@ -180,7 +182,7 @@ async function store(entry: string, cacheDir: string, format: BuildFormat, built
   const readPaths = [dirname(entry), ...built.packages];
   const manifest: Manifest = { format: cacheFormat, inputs, outFile, readPaths };
   await writeAtomic(manifestFile(cacheDir, entry), JSON.stringify(manifest));
-  return { moduleUrl: pathToFileURL(outFile).href, outFile, readPaths };
+  return { moduleUrl: pathToFileURL(outFile).href, outFile, readPaths, sources: built.inputs };
 }
 
 function compileError(file: string, err: unknown): SluiceError {

@@ -23,9 +23,13 @@ export type HostMessage =
       event: CloudEvent;
       attempt: number;
       invocationId: string;
-      deadline: number;
-      /** ms before the deadline at which ctx.signal aborts. */
-      signalAt: number;
+      /**
+       * Time left, relative: the instance turns it into its own wall-clock deadline, so ctx.deadline agrees with
+       * the handler's Date.now() whatever clock the host runs on (tests run it on a manual one).
+       */
+      timeoutMs: number;
+      /** ms from now at which ctx.signal aborts, a little before the timeout. */
+      signalInMs: number;
     }
   /** Aborts ctx.signal of invocation `id` (the caller gave up). */
   | { t: "abort"; id: number }
@@ -70,6 +74,17 @@ export function toWireError(err: unknown): WireError {
     };
   }
   return { name: "Error", message: typeof err === "string" ? err : safeString(err) };
+}
+
+/** The receiving side of `toWireError`: an Error with the same name, code, retry hints and stack. */
+export function fromWireError(wire: WireError): Error {
+  const err = new Error(wire.message) as Error & { code?: string; retryable?: boolean; delayMs?: number };
+  err.name = wire.name;
+  if (wire.code !== undefined) err.code = wire.code;
+  if (wire.retryable !== undefined) err.retryable = wire.retryable;
+  if (wire.delayMs !== undefined) err.delayMs = wire.delayMs;
+  if (wire.stack !== undefined) err.stack = wire.stack;
+  return err;
 }
 
 function safeString(value: unknown): string {

@@ -4,18 +4,10 @@
  * host, so every host runs handlers the same way.
  */
 import type { EmittedEvent, FunctionContext, FunctionDefinition, FunctionLogger } from "./define.ts";
-import { toWireError, type HostMessage, type InstanceMessage, type LogLevel, type WireError } from "./protocol.ts";
+import { fromWireError, toWireError, type HostMessage, type InstanceMessage, type LogLevel } from "./protocol.ts";
 
 export interface Runner {
   handle(message: HostMessage): void;
-}
-
-function remoteError(wire: WireError): Error {
-  const err = new Error(wire.message) as Error & { code?: string; retryable?: boolean };
-  err.name = wire.name;
-  if (wire.code !== undefined) err.code = wire.code;
-  if (wire.retryable !== undefined) err.retryable = wire.retryable;
-  return err;
 }
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
@@ -64,9 +56,10 @@ export function createRunner(def: FunctionDefinition, send: (message: InstanceMe
 
     constructor(m: Extract<HostMessage, { t: "invoke" }>) {
       this.#id = m.id;
-      this.#signalAt = m.signalAt;
+      const now = Date.now();
+      this.#signalAt = now + m.signalInMs;
       this.attempt = m.attempt;
-      this.deadline = m.deadline;
+      this.deadline = now + m.timeoutMs;
       this.invocationId = m.invocationId;
     }
 
@@ -140,7 +133,7 @@ export function createRunner(def: FunctionDefinition, send: (message: InstanceMe
       } else if (m.t === "emitted") {
         const pending = pendingEmits.get(m.reqId);
         pendingEmits.delete(m.reqId);
-        if (m.error) pending?.reject(remoteError(m.error));
+        if (m.error) pending?.reject(fromWireError(m.error));
         else pending?.resolve();
       }
     },

@@ -8,7 +8,6 @@
  * (queue, dispatch, settle, metering), deadlines.ts, emit.ts (ctx.emit), idempotency.ts and metrics.ts.
  */
 import { EventEmitter } from "node:events";
-import { watch, type FSWatcher } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { systemClock, type Clock } from "../clock.ts";
@@ -24,6 +23,7 @@ import { InstancePool } from "./pool.ts";
 import type { FunctionEntry } from "./records.ts";
 import { FunctionRegistry } from "./registry.ts";
 import type { InstanceChange, Runtime, RuntimeOptions } from "./runtime-types.ts";
+import { SourceWatcher } from "./source-watcher.ts";
 import { StandbyPool } from "./standby.ts";
 
 export type { RuntimeLimits } from "./limits.ts";
@@ -60,7 +60,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const cacheDir = options.cacheDir ?? join(tmpdir(), "sluice-functions");
   const events = new EventEmitter();
   const registry = await FunctionRegistry.load(options, limits, cacheDir);
-  const watchers: FSWatcher[] = [];
+  const watchers: SourceWatcher[] = [];
+  /** Called after a function was reloaded (hot reload then watches its new sources). */
+  let onReloaded: ((fn: FunctionEntry) => void) | undefined;
   let closed = false;
   let closing: Promise<void> | undefined;
 
@@ -130,25 +132,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       if (i.state !== "stopping") pool.stop(i);
     }
     logger.info({ functionName: fn.name, version: fn.version }, "function reloaded");
+    onReloaded?.(fn);
     standby.replenish(); // the most common memory setting may have changed
     pool.ensureMinInstances(fn);
     pool.pump(fn);
   }
 
   if (options.watch) {
-    for (const fn of registry.values()) {
-      if (!fn.file) continue;
-      const file = fn.file;
-      // Real time: it lets a burst of file system events settle, which the clock knows nothing of.
-      let timer: NodeJS.Timeout | undefined;
-      const w = watch(file, () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          reload(file).catch((err: unknown) => logger.error({ err, file }, "function reload failed"));
-        }, 50);
-      });
-      watchers.push(w);
-    }
+    const watcher = new SourceWatcher((file) => {
+      reload(file).catch((err: unknown) => logger.error({ err, file }, "function reload failed; the previous version keeps running"));
+    }, logger);
+    watchers.push(watcher);
+    for (const fn of registry.values()) if (fn.file) watcher.track(fn.file, fn.bundle?.sources ?? []);
+    onReloaded = (fn) => fn.file && watcher.track(fn.file, fn.bundle?.sources ?? []);
   }
 
   for (const fn of registry.values()) pool.ensureMinInstances(fn);

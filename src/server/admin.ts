@@ -10,7 +10,7 @@
  * GET  /admin/dlq/messages/:id               one dead letter
  * POST /admin/dlq/:bus/:rule/:target/redrive { ids?, filter? } -> { redriven }
  * POST /admin/dlq/:bus/:rule/:target/purge   { ids? } -> { purged }
- * POST /admin/replays                        { name, bus, fromAt, toAt, pattern?, destination } -> Replay
+ * POST /admin/replays                        { name, bus, fromAt, toAt, pattern?, destination, maxPerSecond? } -> Replay
  * GET  /admin/replays | /admin/replays/:name; POST /admin/replays/:name/cancel
  * POST /admin/functions/:name/invoke         { event } or { type?, data? } -> { result }
  * GET  /admin/logs?function=&limit=&follow=1 NDJSON, streaming with follow
@@ -157,7 +157,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
 
   // --- replays ---
   app.post<{ Body: unknown }>("/replays", async (req, reply) => {
-    if (!isObject(req.body)) throw new SluiceError(ErrorCode.BadRequest, "a replay is { name, bus, fromAt, toAt, pattern?, destination? }", { path: "$" });
+    if (!isObject(req.body)) throw new SluiceError(ErrorCode.BadRequest, "a replay is { name, bus, fromAt, toAt, pattern?, destination?, maxPerSecond? }", { path: "$" });
     const b = req.body;
     const replay = await broker.startReplay({
       name: String(b.name ?? `replay-${newEventId()}`),
@@ -166,6 +166,7 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
       toAt: Number(b.toAt),
       ...(b.pattern === undefined ? {} : { pattern: b.pattern }),
       destination: isObject(b.destination) ? (b.destination as { bus: string }) : { bus: String(b.bus ?? "default") },
+      ...(b.maxPerSecond === undefined ? {} : { maxPerSecond: b.maxPerSecond as number }),
     });
     return reply.code(201).send(replay);
   });

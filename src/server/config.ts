@@ -103,6 +103,10 @@ export interface ServerConfig {
   maxPendingDeliveries?: number;
   /** Publishing answers 429 (E_BACKPRESSURE) while this many events wait to be stored (default 10 000). */
   maxQueuedEntries?: number;
+  /** Function instances on this node, all functions together (default 32). */
+  maxInstances?: number;
+  /** An idle instance above its function's `minInstances` stops after this long (default "60s"; scale to zero). */
+  idleTimeout?: string | number;
 }
 
 export interface AppConfig {
@@ -230,7 +234,7 @@ export interface ValidateOptions {
 
 const appKeys = ["name", "functions", "routes", "schedules", "sources", "rules", "buses", "server"] as const;
 const ruleKeys = ["name", "bus", "pattern", "enabled", "description", "targets"];
-const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries"];
+const serverKeys = ["port", "host", "store", "dataDir", "logLevel", "shutdownGrace", "bodyLimit", "maxPendingDeliveries", "maxQueuedEntries", "maxInstances", "idleTimeout"];
 const routeKeys = ["function", "async"];
 export const httpMethods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] as const;
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -280,7 +284,10 @@ export function validateApp(input: unknown, options: ValidateOptions): Validated
   const functions = input.functions ?? "./functions";
   let functionsOk = true;
   if (typeof functions === "string") {
-    if (functions.length === 0) (functionsOk = false), add("functions", "is empty", 'write a folder like "./functions"');
+    if (functions.length === 0) {
+      functionsOk = false;
+      add("functions", "is empty", 'write a folder like "./functions"');
+    }
   } else if (Array.isArray(functions)) {
     functions.forEach((f, i) => {
       if (typeof f !== "string" || f.length === 0) {
@@ -590,17 +597,18 @@ export function collectServerProblems(
       add(keyName("logLevel"), `${JSON.stringify(raw.logLevel)} is not a log level`, `use one of ${logLevels.join(", ")}`);
     } else out.logLevel = raw.logLevel as NonNullable<ServerConfig["logLevel"]>;
   }
-  if (raw.shutdownGrace !== undefined) {
-    const d = durationProblem(raw.shutdownGrace);
-    if ("message" in d) add(keyName("shutdownGrace"), d.message, 'write e.g. "10s"');
-    else out.shutdownGrace = raw.shutdownGrace as string | number;
+  for (const key of ["shutdownGrace", "idleTimeout"] as const) {
+    if (raw[key] === undefined) continue;
+    const d = durationProblem(raw[key]);
+    if ("message" in d) add(keyName(key), d.message, key === "idleTimeout" ? 'write e.g. "60s"' : 'write e.g. "10s"');
+    else out[key] = raw[key] as string | number;
   }
   if (raw.bodyLimit !== undefined) {
     const n = typeof raw.bodyLimit === "string" && /^\d+$/.test(raw.bodyLimit) ? Number(raw.bodyLimit) : raw.bodyLimit;
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1024) add(keyName("bodyLimit"), "must be a number of bytes, at least 1024");
     else out.bodyLimit = n;
   }
-  for (const key of ["maxPendingDeliveries", "maxQueuedEntries"] as const) {
+  for (const key of ["maxPendingDeliveries", "maxQueuedEntries", "maxInstances"] as const) {
     if (raw[key] === undefined) continue;
     const n = typeof raw[key] === "string" && /^\d+$/.test(raw[key]) ? Number(raw[key]) : raw[key];
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1) add(keyName(key), `${JSON.stringify(raw[key])} is not a limit`, "use a whole number, at least 1");

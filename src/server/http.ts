@@ -150,7 +150,10 @@ const drainLimit = { bytes: 16 * 1024 * 1024, ms: 5_000 };
  * the 413. A body past the drain limit, or one that trickles, gets the answer anyway.
  */
 function drainThen(request: IncomingMessage, answer: () => void): void {
-  if (request.complete || request.destroyed) return answer();
+  if (request.complete || request.destroyed) {
+    answer();
+    return;
+  }
   let drained = 0;
   let answered = false;
   const finish = () => {

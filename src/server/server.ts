@@ -185,6 +185,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   try {
     const store = await openStore(settings.store);
     closers.push(() => store.close());
+    if (store.reclaimedLeases) {
+      logger.info({ leases: store.reclaimedLeases }, "took back the leases of a process that died: their deliveries run again now");
+    }
 
     const broker = await createBroker({
       store,
@@ -223,6 +226,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       logger: logger.child({ component: "runtime" }),
       watch: settings.mode === "dev",
       cacheDir: join(settings.dataDir, "functions"),
+      limits: {
+        ...(settings.maxInstances === undefined ? {} : { maxInstances: settings.maxInstances }),
+        ...(settings.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: settings.idleTimeoutMs }),
+      },
     }).catch((err: unknown) => {
       // A function file that does not load is a config problem: name the file and the error.
       if (err instanceof SluiceError && !(err instanceof ConfigError)) {
@@ -310,7 +317,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             runtime,
             scheduler: { status: () => sources.schedules() },
             sources,
-            sourceDeadLetters: (name, o) => store.queues.listDead(rejectedQueue(name), o),
+            sourceDeadLetters: (name, o) => store.admin.listDead(rejectedQueue(name), o),
             logs,
             functionQueue,
           }),

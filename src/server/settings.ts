@@ -23,6 +23,9 @@ export interface Settings {
   /** Backpressure limits handed to the broker (publish answers 429 past them); undefined keeps the broker's default. */
   readonly maxPendingDeliveries: number | undefined;
   readonly maxQueuedEntries: number | undefined;
+  /** Runtime limits; undefined keeps the runtime's default. */
+  readonly maxInstances: number | undefined;
+  readonly idleTimeoutMs: number | undefined;
 }
 
 /** The port `sluice dev` and `sluice start` listen on unless told otherwise. */
@@ -41,6 +44,8 @@ export const envVars: Record<string, keyof ServerConfig> = {
   SLUICE_BODY_LIMIT: "bodyLimit",
   SLUICE_MAX_PENDING_DELIVERIES: "maxPendingDeliveries",
   SLUICE_MAX_QUEUED_ENTRIES: "maxQueuedEntries",
+  SLUICE_MAX_INSTANCES: "maxInstances",
+  SLUICE_IDLE_TIMEOUT: "idleTimeout",
 };
 
 export interface ResolveSettingsOptions {
@@ -95,6 +100,8 @@ export function resolveSettings(options: ResolveSettingsOptions): Settings {
     bodyLimit: merged.bodyLimit ?? 1024 * 1024,
     maxPendingDeliveries: merged.maxPendingDeliveries,
     maxQueuedEntries: merged.maxQueuedEntries,
+    maxInstances: merged.maxInstances,
+    idleTimeoutMs: merged.idleTimeout === undefined ? undefined : parseDuration(merged.idleTimeout, "idleTimeout"),
   });
 }
 

@@ -110,8 +110,28 @@ export interface LeaseRequest {
   /** Queues to lease from; all queues when absent. */
   queues?: string[];
   max: number;
-  leaseMs: number;
+  /** How long the lease hides its deliveries; the queue's declared `leaseMs` when absent. */
+  leaseMs?: number;
+  /** The caller's time. A backend on server time (`capabilities.callerClock` false) ignores it. */
   now: number;
+}
+
+/** A queue declared up front, so that a backend can create what it needs (a consumer, an index) before use. */
+export interface QueueSpec {
+  queue: string;
+  /** The visibility timeout of a lease taken without an explicit `leaseMs`. */
+  leaseMs: number;
+}
+
+/**
+ * What a deployment declares before it appends or leases. Additive and idempotent: repeating it is cheap. A queue
+ * never declared is created on first use with a 30 s lease; a declared queue is leased by `lease()` without
+ * `queues` in every process sharing the backend.
+ */
+export interface StoreDeclaration {
+  /** The publisher dedupe window every `append` uses (a log-native backend configures its stream with it). */
+  dedupeWindowMs: number;
+  queues: QueueSpec[];
 }
 
 export interface DeadLetter {
@@ -138,7 +158,11 @@ export interface QueueStats {
   dead: number;
 }
 
-/** Durable delivery queues, one per (rule, target). */
+/**
+ * Durable delivery queues, one per (rule, target). Times the backend evaluates are the caller's `now` on a
+ * caller-clock backend and the backend's own clock otherwise; delays and extensions are relative, so both read
+ * the same way.
+ */
 export interface DeliveryQueues {
   /** Adds deliveries outside an append (redrive, replay into a rule's targets). Durable when resolved. */
   enqueue(deliveries: (NewDelivery & { payload: string })[], options: { now: number }): Promise<void>;
@@ -154,18 +178,28 @@ export interface DeliveryQueues {
    * reported in the result; an expired lease that nobody re-leased can still be acked with its token.
    */
   ack(leases: Pick<Lease, "deliveryId" | "token">[]): Promise<{ lost: string[] }>;
-  /** Releases a lease and makes the delivery leasable again at `availableAt`, recording the error. */
-  retry(lease: Pick<Lease, "deliveryId" | "token">, options: { availableAt: number; error: string }): Promise<void>;
+  /** Releases a lease and makes the delivery leasable again `delayMs` after `now`, recording the error. */
+  retry(lease: Pick<Lease, "deliveryId" | "token" | "queue">, options: { delayMs: number; error: string; now: number }): Promise<void>;
   /** Moves a leased delivery to its queue's dead-letter list. */
-  deadLetter(lease: Pick<Lease, "deliveryId" | "token">, options: { reason: string; error?: string; now: number }): Promise<void>;
-  /** Extends a lease still held (long-running handlers). */
-  extend(lease: Pick<Lease, "deliveryId" | "token">, options: { leaseUntil: number }): Promise<void>;
+  deadLetter(lease: Pick<Lease, "deliveryId" | "token" | "queue">, options: { reason: string; error?: string; now: number }): Promise<void>;
+  /** Extends a lease still held (long-running handlers) to `leaseMs` after `now` (the queue's lease time when absent). */
+  extend(lease: Pick<Lease, "deliveryId" | "token" | "queue">, options: { leaseMs?: number; now: number }): Promise<void>;
+  /**
+   * Resolves when work may be available (an append or enqueue by this or, for shared backends, another
+   * process), or when `signal` aborts. Callers still poll on a timer for expiring delays and leases.
+   */
+  waitForWork(signal: AbortSignal): Promise<void>;
+}
+
+/** Counts and dead-letter administration: the operator's view of the queues, apart from the hot path. */
+export interface QueueAdmin {
   /**
    * Counts per queue. With `queues`, one entry per named queue in that order (zeros for unknown queues);
    * without, every queue holding deliveries or dead letters, sorted by name. `now` defaults to the wall clock.
+   * A backend without `capabilities.exactStats` may count a delivery waiting for its delay or its partition key
+   * as `ready` or `leased` (what its engine reports); the sum of ready, delayed and leased is exact either way.
    */
   stats(queues?: string[], options?: { now: number }): Promise<QueueStats[]>;
-
   /** Dead letters of one queue, oldest first, paged by `afterId`. */
   listDead(queue: string, options: { limit: number; afterId?: string }): Promise<DeadLetter[]>;
   getDead(deliveryId: string): Promise<DeadLetter | undefined>;
@@ -176,15 +210,12 @@ export interface DeliveryQueues {
    */
   redrive(queue: string, options: { ids?: string[]; now: number }): Promise<number>;
   purgeDead(queue: string, options?: { ids?: string[] }): Promise<number>;
-
-  /**
-   * Resolves when work may be available (an append or enqueue by this or, for shared backends, another
-   * process), or when `signal` aborts. Callers still poll on a timer for expiring delays and leases.
-   */
-  waitForWork(signal: AbortSignal): Promise<void>;
 }
 
-/** A small key/value store with expiry and compare-and-set (idempotency keys, schedule leases, definitions). */
+/**
+ * A small key/value store with expiry and compare-and-set (idempotency keys, schedule leases, definitions).
+ * Expiry is always evaluated against the caller's `now` (every backend stores the expiry time with the value).
+ */
 export interface StateStore {
   get(namespace: string, key: string, options: { now: number }): Promise<string | undefined>;
   /** Writes unconditionally. `ttlMs` absent means no expiry. */
@@ -212,8 +243,9 @@ export interface StoreCapabilities {
   /** `events.appendAndLease` is implemented. */
   readonly appendAndLease: boolean;
   /**
-   * Every time the contract evaluates (lease expiry, delays, the dedupe window, TTLs, `storedAt`) is the caller's
-   * `now`, so a caller (or a test) may move it by hand. False for a backend on server time.
+   * Every time the event log and the queues evaluate (lease expiry, delays, the dedupe window, `storedAt`) is the
+   * caller's `now`, so a caller (or a test) may move it by hand. False for a backend on server time, which ignores
+   * `now` there (state TTLs follow the caller's `now` on every backend).
    */
   readonly callerClock: boolean;
   /**
@@ -222,6 +254,21 @@ export interface StoreCapabilities {
    * then leases as soon as it issues an append; on a backend without it, that lease would find nothing.
    */
   readonly leaseJoinsAppend: boolean;
+  /**
+   * An entry's event and its deliveries commit together: a failed append leaves none of them, and a delivery is
+   * leasable as soon as the append resolves. False where deliveries follow the log (written after the event, by
+   * the same call or a forwarder): an append that fails midway may leave an event without some deliveries (the
+   * caller's retry completes them), and a lease right after an append may not see them yet.
+   */
+  readonly atomicFanOut: boolean;
+  /**
+   * Per-partition-key order is enforced by the engine's own index (a lease query over the oldest pending delivery
+   * of a key). False where it is emulated over a log (a delivery that is not its key's head is handed back and
+   * comes again later), which costs a round trip per out-of-turn delivery.
+   */
+  readonly nativeKeyOrder: boolean;
+  /** `stats` splits ready, delayed and leased exactly (see `QueueAdmin.stats`). */
+  readonly exactStats: boolean;
 }
 
 /** One storage backend: the three parts share one connection/file and one lifecycle. */
@@ -231,7 +278,15 @@ export interface StorageBackend {
   readonly capabilities: StoreCapabilities;
   readonly events: EventLog;
   readonly queues: DeliveryQueues;
+  readonly admin: QueueAdmin;
   readonly state: StateStore;
+  /** Declares the deployment's dedupe window and queues (see `StoreDeclaration`). */
+  declare(declaration: StoreDeclaration): Promise<void>;
+  /**
+   * Leases that opening the store expired at once because the processes holding them are known to be dead (a
+   * restart after a crash), instead of leaving them to run out their visibility timeout. The server logs it.
+   */
+  readonly reclaimedLeases?: number;
   /** Waits for in-flight calls, releases connections. Idempotent. */
   close(): Promise<void>;
 }

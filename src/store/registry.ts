@@ -1,5 +1,6 @@
 /**
- * Store URLs to backends, by URL scheme: `sqlite:PATH` (or a plain file path), `postgres://…`/`postgresql://…`.
+ * Store URLs to backends, by URL scheme: `sqlite:PATH` (or a plain file path), `postgres://…`/`postgresql://…`,
+ * `nats://host:4222[,host:4223][/deployment]`.
  * Each backend's module (and so its driver) is loaded with `await import()` only when a URL of its scheme is
  * opened: a SQLite-only process never loads `pg`, a PostgreSQL-only one never loads better-sqlite3. A new backend
  * is one `registerStoreScheme` line.
@@ -13,6 +14,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, SluiceError } from "../errors.ts";
 import type { StorageBackend } from "./contract.ts";
+import { parseNatsUrl as parseNatsUrlLazy } from "./nats/options.ts";
 
 export interface StoreScheme {
   /** Opens a backend for a URL of this scheme. */
@@ -109,10 +111,35 @@ registerStoreScheme("sqlite", {
   open: async (url) => (await import("./sqlite/index.ts")).createSqliteStore({ path: sqlitePath(url) }),
 });
 
+/** `?schema=NAME` picks the schema (deployments sharing a database); the rest is the driver's connection string. */
+function postgresOptions(url: string): { url: string; schema?: string } {
+  const parsed = new URL(url);
+  const schema = parsed.searchParams.get("schema");
+  if (schema === null) return { url };
+  parsed.searchParams.delete("schema");
+  return { url: parsed.toString(), schema };
+}
+
 const postgres: StoreScheme = {
   example: "postgres://user@host:5432/db",
-  problem: (url) => (/^postgres(ql)?:\/\/.+/i.test(url) ? undefined : "write postgres://user@host:5432/db"),
-  open: async (url) => (await import("./postgres/index.ts")).createPostgresStore({ url }),
+  problem: (url) => (/^postgres(ql)?:\/\/.+/i.test(url) && URL.canParse(url) ? undefined : "write postgres://user@host:5432/db[?schema=NAME]"),
+  open: async (url) => (await import("./postgres/index.ts")).createPostgresStore(postgresOptions(url)),
 };
 registerStoreScheme("postgres", postgres);
 registerStoreScheme("postgresql", postgres);
+
+registerStoreScheme("nats", {
+  example: "nats://127.0.0.1:4222",
+  problem: (url) => {
+    try {
+      void parseNatsUrlLazy(url);
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  },
+  open: async (url) => {
+    const { createNatsStore, parseNatsUrl } = await import("./nats/index.ts");
+    return createNatsStore(parseNatsUrl(url));
+  },
+});

@@ -2,21 +2,14 @@
  * A broker in a child process for the bus crash test. Prints `ready`, then one line per event:
  * `D <id>` when the function handler receives it, `A <id>` once a publish that contained it resolved (acknowledged).
  *
- *   node --import tsx crash-child.ts <sqlite|postgres> <location> <schema|-> <publish|consume> <prefix>
+ *   node --import tsx crash-child.ts <store URL> <publish|consume> <prefix>
  */
 import { createBroker } from "../../src/bus/broker.ts";
-import type { StorageBackend } from "../../src/store/contract.ts";
+import { openStore } from "../../src/store/registry.ts";
 
-const [kind, location, schema, role, prefix] = process.argv.slice(2) as [string, string, string, string, string];
+const [url, role, prefix] = process.argv.slice(2) as [string, string, string];
 
-let store: StorageBackend;
-if (kind === "sqlite") {
-  const { createSqliteStore } = await import("../../src/store/sqlite/index.ts");
-  store = await createSqliteStore({ path: location });
-} else {
-  const { createPostgresStore } = await import("../../src/store/postgres/index.ts");
-  store = await createPostgresStore({ url: location, schema, poolSize: 4 });
-}
+const store = await openStore(url);
 // Short leases so that deliveries held by a killed process come back quickly.
 const broker = await createBroker({
   store,

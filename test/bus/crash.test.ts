@@ -11,8 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
-import { createSqliteStore } from "../../src/store/sqlite/index.ts";
-import type { StorageBackend } from "../../src/store/contract.ts";
+import { openStore } from "../../src/store/registry.ts";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
 
 const childPath = fileURLToPath(new URL("./crash-child.ts", import.meta.url));
@@ -53,18 +52,12 @@ async function kill(child: Child): Promise<void> {
 
 const waitMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function crashScenario(options: {
-  kind: string;
-  location: string;
-  schema: string;
-  publishers: number;
-  open: () => Promise<StorageBackend>;
-}): Promise<void> {
+async function crashScenario(options: { url: string; publishers: number }): Promise<void> {
   const acked = new Set<string>();
   const delivered = new Set<string>();
   let wake: (() => void) | undefined;
   const onLine = () => wake?.();
-  const args = (role: string, prefix: string) => [options.kind, options.location, options.schema, role, prefix];
+  const args = (role: string, prefix: string) => [options.url, role, prefix];
   for (let round = 0; round < 3; round++) {
     const children = Array.from({ length: options.publishers }, (_, i) => startChild(args("publish", `r${round}p${i}`), acked, delivered, onLine));
     await Promise.all(children.map((c) => c.ready));
@@ -91,18 +84,18 @@ async function crashScenario(options: {
       };
       wake();
     });
-    const store = await options.open();
+    const store = await openStore(options.url);
     try {
       // Acks are batched after the handler ran: poll the stats (no event announces the last commit).
       const deadline = Date.now() + 20_000;
       for (;;) {
-        const stats = await store.queues.stats(["rule:default/crash/sink"]);
+        const stats = await store.admin.stats(["rule:default/crash/sink"]);
         const pending = stats.reduce((n, s) => n + s.ready + s.delayed + s.leased, 0);
         if (pending === 0) break;
         if (Date.now() > deadline) assert.fail(`${pending} deliveries still pending after the consumer ran`);
         await waitMs(50);
       }
-      assert.equal(stats0(await store.queues.stats(["rule:default/crash/sink"])).dead, 0, "nothing dead-lettered");
+      assert.equal(stats0(await store.admin.stats(["rule:default/crash/sink"])).dead, 0, "nothing dead-lettered");
     } finally {
       await store.close();
     }
@@ -118,8 +111,7 @@ function stats0(stats: { dead: number }[]): { dead: number } {
 test("bus (sqlite) - every acknowledged publish is delivered after SIGKILLs, nothing stays pending", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-bus-crash-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "data.db");
-  await crashScenario({ kind: "sqlite", location: path, schema: "-", publishers: 1, open: () => createSqliteStore({ path }) });
+  await crashScenario({ url: `sqlite:${join(dir, "data.db")}`, publishers: 1 });
 });
 
 const pgSkip = await skipUnless("postgres");
@@ -127,6 +119,5 @@ test("bus (postgres) - three processes on one database, one SIGKILLed mid-flight
   const db = await createTestDatabase();
   t.after(() => db.drop());
   const schema = `crash_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const { createPostgresStore } = await import("../../src/store/postgres/index.ts");
-  await crashScenario({ kind: "postgres", location: db.url, schema, publishers: 3, open: () => createPostgresStore({ url: db.url, schema, poolSize: 2 }) });
+  await crashScenario({ url: `${db.url}?schema=${schema}`, publishers: 3 });
 });

@@ -118,9 +118,9 @@ export function ev(type: string, data: unknown, extra: Record<string, unknown> =
  * For conditions no event announces (another process picking up a change): checks every 10 ms until it holds,
  * failing after `timeoutMs`.
  */
-export async function eventually(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+export async function eventually(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

@@ -3,22 +3,13 @@
  * when it receives an event with `data.poison`, as a native crash or a stack overflow of the server would.
  * Prints `ready`, `K <attempt>` just before it kills itself, `D <id>` for every other event it handles.
  *
- *   node --import tsx poison-child.ts <sqlite|postgres> <location> <schema|->
+ *   node --import tsx poison-child.ts <store URL>
  */
 import { createBroker } from "../../src/bus/broker.ts";
-import type { StorageBackend } from "../../src/store/contract.ts";
+import { openStore } from "../../src/store/registry.ts";
 import { poisonRule } from "./poison-rule.ts";
 
-const [kind, location, schema] = process.argv.slice(2) as [string, string, string];
-
-let store: StorageBackend;
-if (kind === "sqlite") {
-  const { createSqliteStore } = await import("../../src/store/sqlite/index.ts");
-  store = await createSqliteStore({ path: location });
-} else {
-  const { createPostgresStore } = await import("../../src/store/postgres/index.ts");
-  store = await createPostgresStore({ url: location, schema, poolSize: 2 });
-}
+const store = await openStore(process.argv[2] ?? "");
 // Short leases so that a delivery held by a killed process comes back quickly.
 const broker = await createBroker({
   store,

@@ -13,8 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createBroker } from "../../src/bus/broker.ts";
-import type { StorageBackend } from "../../src/store/contract.ts";
-import { createSqliteStore } from "../../src/store/sqlite/index.ts";
+import { openStore } from "../../src/store/registry.ts";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
 import { poisonRule } from "./poison-rule.ts";
 
@@ -63,8 +62,9 @@ function runChild(args: string[], kills: number[], delivered: Set<string>, done:
 
 const event = (id: string, data: unknown) => ({ specversion: "1.0", id, source: "/poison", type: "t", data });
 
-async function poisonScenario(args: string[], open: () => Promise<StorageBackend>): Promise<void> {
-  const store = await open();
+async function poisonScenario(url: string): Promise<void> {
+  const args = [url];
+  const store = await openStore(url);
   // Publishes only: the children deliver.
   const broker = await createBroker({ store, startDispatcher: false });
   try {
@@ -80,7 +80,7 @@ async function poisonScenario(args: string[], open: () => Promise<StorageBackend
         poisoned = true;
         await broker.publish("default", [event("poison-1", { poison: true })]);
       }
-      if (poisoned && !after && (await store.queues.listDead(queue, { limit: 10 })).length > 0) {
+      if (poisoned && !after && (await store.admin.listDead(queue, { limit: 10 })).length > 0) {
         after = true;
         await broker.publish("default", [0, 1, 2, 3, 4].map((i) => event(`after-${i}`, { i })));
       }
@@ -95,7 +95,7 @@ async function poisonScenario(args: string[], open: () => Promise<StorageBackend
     }
     assert.deepEqual(kills, [1, 2, 3], "the poison ran on attempts 1, 2 and 3 only");
     assert.equal(selfKills, 3, "it took the process down 3 times, not more");
-    const dead = await store.queues.listDead(queue, { limit: 10 });
+    const dead = await store.admin.listDead(queue, { limit: 10 });
     assert.equal(dead.length, 1);
     assert.equal(dead[0]!.reason, "crashed");
     assert.match(dead[0]!.lastError ?? "", /attempt 4 of at most 3: earlier attempts never reported back/);
@@ -110,8 +110,7 @@ async function poisonScenario(args: string[], open: () => Promise<StorageBackend
 test("bus (sqlite) - an event that kills its process is dead-lettered as crashed after maxAttempts deaths", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "sluice-poison-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "data.db");
-  await poisonScenario(["sqlite", path, "-"], () => createSqliteStore({ path }));
+  await poisonScenario(`sqlite:${join(dir, "data.db")}`);
 });
 
 const pgSkip = await skipUnless("postgres");
@@ -119,6 +118,5 @@ test("bus (postgres) - an event that kills its process is dead-lettered as crash
   const db = await createTestDatabase();
   t.after(() => db.drop());
   const schema = `poison_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const { createPostgresStore } = await import("../../src/store/postgres/index.ts");
-  await poisonScenario(["postgres", db.url, schema], () => createPostgresStore({ url: db.url, schema, poolSize: 2 }));
+  await poisonScenario(`${db.url}?schema=${schema}`);
 });

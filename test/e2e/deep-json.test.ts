@@ -16,7 +16,7 @@ let out: string;
 let server: SluiceProcess;
 
 /** A JSON text nesting objects `levels` deep (0: a scalar). */
-const nestedText = (levels: number) => '{"a":'.repeat(levels) + "1" + "}".repeat(levels);
+const nestedText = (levels: number) => `${'{"a":'.repeat(levels)}1${"}".repeat(levels)}`;
 
 const echo = (name: string, isolation: string) => `import { defineFunction } from "sluice";
 export default defineFunction({ name: "${name}", isolation: "${isolation}", handler(event) { return { ok: true, route: event.data?.route ?? null }; } });
@@ -73,7 +73,7 @@ test("deep JSON - CloudEvents ingest: structured, batch and binary accept the li
   assert.equal((await post("/events", "application/cloudevents-batch+json", `[${structured("b-ok", nestedText(LIMIT - 1))}]`)).status, 202);
   assertTooDeep(await post("/events", "application/cloudevents-batch+json", `[${structured("b-deep", nestedText(LIMIT))}]`), "batch");
   const binary = (id: string, body: string) =>
-    fetch(server.url + "/events", {
+    fetch(`${server.url}/events`, {
       method: "POST",
       headers: { "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": "/deep", "ce-type": "deep.ok" },
       body,

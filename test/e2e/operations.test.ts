@@ -177,8 +177,9 @@ interface ReplayRow {
   endedAt?: number;
 }
 
-/** Events archived for the replay test: enough that the replay runs well past the cancel. */
-const replayEvents = 30_000;
+/** Events archived for the replay test; at `replayRate` events/s the replay takes 10 s, well past the cancel. */
+const replayEvents = 2_000;
+const replayRate = 200;
 
 test("replay - --cancel stops a running replay: the waiting `sluice replay` reports cancelled, exit 1, and progress stops", async () => {
   const fromAt = Date.now() - 1;
@@ -188,7 +189,7 @@ test("replay - --cancel stops a running replay: the waiting `sluice replay` repo
   }
   await new Promise((r) => setTimeout(r, 5)); // --to is "now": past the last event's storage time
   const name = `slow-${randomUUID().slice(0, 8)}`;
-  const waiting = spawnSluice(["replay", "--bus", "bulk", "--from", String(fromAt), "--name", name, "--json", "--url", ops.url]);
+  const waiting = spawnSluice(["replay", "--bus", "bulk", "--from", String(fromAt), "--name", name, "--rate", String(replayRate), "--json", "--url", ops.url]);
   try {
     const running = await eventually(async () => {
       const res = await fetch(`${ops.url}/admin/replays/${name}`);

@@ -50,6 +50,13 @@ export default defineFunction({
   );
 }
 
+/** A fresh app folder with the slow function, its output file, its store file, and an event id. */
+function slowApp(prefix: string): { app: string; out: string; store: string; id: string } {
+  const app = join(dir, `${prefix}-${randomUUID().slice(0, 8)}`);
+  writeSlowApp(app);
+  return { app, out: join(app, "out.txt"), store: join(app, "store.db"), id: randomUUID() };
+}
+
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter(Boolean) : []);
 
 async function publish(s: SluiceProcess, id: string, ms: number): Promise<void> {
@@ -73,11 +80,7 @@ function start(app: string, store: string, out: string, grace: string): Promise<
 }
 
 test("shutdown - SIGTERM lets an in-flight delivery finish within the grace period; a restart does not run it again", async () => {
-  const app = join(dir, `within-${randomUUID().slice(0, 8)}`);
-  writeSlowApp(app);
-  const out = join(app, "out.txt");
-  const store = join(app, "store.db");
-  const id = randomUUID();
+  const { app, out, store, id } = slowApp("within");
   let s = await start(app, store, out, "20s");
   try {
     await publish(s, id, 1500);
@@ -99,11 +102,7 @@ test("shutdown - SIGTERM lets an in-flight delivery finish within the grace peri
 });
 
 test("shutdown - past the grace period the delivery is aborted and released, and redelivered after a restart", async () => {
-  const app = join(dir, `past-${randomUUID().slice(0, 8)}`);
-  writeSlowApp(app);
-  const out = join(app, "out.txt");
-  const store = join(app, "store.db");
-  const id = randomUUID();
+  const { app, out, store, id } = slowApp("past");
   let s = await start(app, store, out, "300ms");
   try {
     await publish(s, id, 4000);
@@ -118,6 +117,24 @@ test("shutdown - past the grace period the delivery is aborted and released, and
     assert.equal(runs.filter((l) => l.startsWith("done")).length, 1, runs.join("\n"));
     assert.equal(runs.filter((l) => l.startsWith("started")).length, 2, runs.join("\n"));
     await eventually(async () => ((await backlogOf(s, "slow")) === 0 ? true : undefined), "an empty backlog");
+  } finally {
+    await s.stop("SIGKILL");
+  }
+});
+
+test("shutdown - after SIGKILL a restarted SQLite server takes back the dead process's leases at once and says so", async () => {
+  const { app, out, store, id } = slowApp("killed");
+  let s = await start(app, store, out, "20s");
+  try {
+    await publish(s, id, 60_000);
+    await s.waitForLine(/slow work started/);
+    await s.stop("SIGKILL");
+    const restartedAt = Date.now();
+    s = await start(app, store, out, "20s");
+    await s.waitForLine(/took back the leases of a process that died/, 10_000);
+    // The lease is 30 s: without taking it back, the second attempt would wait for it to run out.
+    await eventually(async () => (lines(out).includes(`started ${id} 2`) ? true : undefined), "the second attempt", 20_000);
+    assert.ok(Date.now() - restartedAt < 20_000, "redelivered well before the dead process's lease ran out");
   } finally {
     await s.stop("SIGKILL");
   }

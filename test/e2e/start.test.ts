@@ -4,11 +4,12 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createTestDatabase, skipUnless } from "../helpers/services.ts";
-import { ensureBuilt, eventually, sluiceCli, startSluice } from "../helpers/sluice-process.ts";
+import { ensureBuilt, eventually, root, sluiceCli, startSluice } from "../helpers/sluice-process.ts";
 
 let dir: string;
 
@@ -129,7 +130,7 @@ test("init - scaffolds an app that sluice dev runs", async () => {
     assert.equal(sluiceCli(["init", app]).code, 2, "init refuses a folder that is not empty");
     // hot reload: an edited function file serves the next invocation
     const file = join(app, "functions", "hello.ts");
-    writeFileSync(file, readFileSync(file, "utf8").replace("`hello, ${who}`", "`hi again, ${who}`"));
+    writeFileSync(file, readFileSync(file, "utf8").replace("`hello, $" + "{who}`", "`hi again, $" + "{who}`"));
     await s.waitForLine(/function reloaded/);
     const again = await fetch(`${s.url}/hello`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"name":"Ada"}' });
     assert.deepEqual(await again.json(), { message: "hi again, Ada" });
@@ -166,4 +167,20 @@ test("start - two processes on one PostgreSQL fire each schedule tick once", { s
     for (const n of nodes) await n.stop("SIGKILL");
     await db.drop();
   }
+});
+
+test("init - the scaffolded app's own npm test passes right after npm install, with sluice linked from this checkout", async () => {
+  const app = join(dir, "own-tests");
+  assert.equal(sluiceCli(["init", app]).code, 0);
+  const pkg = JSON.parse(readFileSync(join(app, "package.json"), "utf8")) as { dependencies: { sluice: string } };
+  assert.equal(pkg.dependencies.sluice, `file:${root.replace(/\/$/, "")}`, "run from a checkout, it links the checkout");
+  assert.doesNotMatch(readFileSync(join(app, "README.md"), "utf8"), /\]\(https?:\/\/[^)]*\/\)/, "no placeholder links");
+  // Without this test runner's NODE_TEST_CONTEXT, so the app's own `node --test` reports as in a terminal.
+  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+  const npm = (args: string[]) => spawnSync("npm", args, { cwd: app, encoding: "utf8", timeout: 300_000, env: { ...env, npm_config_audit: "false", npm_config_fund: "false" } });
+  const install = npm(["install", "--prefer-offline"]);
+  assert.equal(install.status, 0, `npm install failed:\n${install.stdout}\n${install.stderr}`);
+  const t = npm(["test"]);
+  assert.equal(t.status, 0, `the app's npm test failed:\n${t.stdout}\n${t.stderr}`);
+  assert.match(t.stdout, /pass 1/);
 });

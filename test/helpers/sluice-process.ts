@@ -90,7 +90,10 @@ export function spawnSluice(args: string[], env: Record<string, string> = {}): S
       const line = out.split("\n").find((l) => re.test(l));
       if (line !== undefined) return resolve(line);
       const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${ms} ms; output:\n${out}`)), ms);
-      const w = { re, resolve: (l: string) => (clearTimeout(timer), resolve(l)) };
+      const w = { re, resolve: (l: string) => {
+        clearTimeout(timer);
+        resolve(l);
+      } };
       waiters.push(w);
       void exited.then((code) => {
         if (waiters.includes(w)) {

@@ -240,7 +240,7 @@ for (const c of cases) {
     for (const e of c.no) {
       assert.equal(p.matches(e), false, `should not match ${JSON.stringify(e)}`);
       const why = p.explain(e);
-      assert.ok(why !== null && why.path.startsWith("$"), `explain should report a path for ${JSON.stringify(e)}`);
+      assert.ok(why?.path.startsWith("$"), `explain should report a path for ${JSON.stringify(e)}`);
     }
   });
 }
@@ -369,7 +369,7 @@ test("pattern - limits: depth, number of values, size and $or expansion", () => 
 
 test("pattern - cycles and exotic inputs give PatternError, never a crash", () => {
   const cyclic: Record<string, unknown> = { a: ["x"] };
-  cyclic["self"] = cyclic;
+  cyclic.self = cyclic;
   assert.throws(() => compilePattern(cyclic), PatternError);
   for (const bad of [undefined, 1n, Symbol("x"), () => 1, new Map(), Object.create({ a: ["x"] })]) {
     assert.throws(() => compilePattern(bad), PatternError);

@@ -69,7 +69,7 @@ export function randomPattern(g: Gen, depth = 0): Record<string, unknown> {
     else out[g.pick(LEAF_KEYS)] = randomLeaf(g);
   }
   if (depth < 2 && g.chance(0.15)) {
-    out["$or"] = Array.from({ length: 2 + g.int(2) }, () => randomPattern(g, depth + 1));
+    out.$or = Array.from({ length: 2 + g.int(2) }, () => randomPattern(g, depth + 1));
   }
   return out;
 }

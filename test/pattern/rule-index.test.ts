@@ -173,8 +173,8 @@ test("rule-index - differential on dense single-value rules (anchors, signatures
   for (let i = 0; i < 400; i++) {
     const pattern: Record<string, unknown> = {};
     for (const p of paths) if (g.chance(0.7)) pattern[p] = leaf();
-    if (g.chance(0.5)) pattern["d"] = { p: leaf(), q: leaf() };
-    if (Object.keys(pattern).length === 0) pattern["p"] = leaf();
+    if (g.chance(0.5)) pattern.d = { p: leaf(), q: leaf() };
+    if (Object.keys(pattern).length === 0) pattern.p = leaf();
     index.add(`d${i}`, pattern);
     reference.set(`d${i}`, compilePattern(pattern));
   }
@@ -183,7 +183,7 @@ test("rule-index - differential on dense single-value rules (anchors, signatures
     const event: Record<string, unknown> = {};
     const value = () => (g.chance(0.2) ? [g.pick(values), g.pick(values)] : g.pick(values));
     for (const p of paths) if (g.chance(0.9)) event[p] = value();
-    if (g.chance(0.7)) event["d"] = g.chance(0.3) ? [{ p: value() }, { p: value(), q: value() }] : { p: value(), q: value() };
+    if (g.chance(0.7)) event.d = g.chance(0.3) ? [{ p: value() }, { p: value(), q: value() }] : { p: value(), q: value() };
     const expected = naive(reference, event);
     assert.deepEqual(index.match(event).sort(), expected, JSON.stringify(event));
     matched += expected.length;

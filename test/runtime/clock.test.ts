@@ -8,6 +8,23 @@ import { event, noEmit, tempDir, within, writeFunction } from "./helpers.ts";
 
 // Instances time ctx.signal on their own wall clock, so the manual clock starts at the real time.
 
+test("runtime clock - ctx.deadline is on the instance's own clock, whatever clock the host runs on", async () => {
+  const dir = tempDir();
+  const clock = new ManualClock(Date.UTC(2001, 0, 1)); // far from the wall clock
+  const runtime = await createRuntime({
+    functions: [{ file: writeFunction(dir, "remaining", `timeout: "30s",`, `return ctx.deadline - Date.now();`) }],
+    emit: noEmit,
+    clock,
+    limits: { standbyWorkers: 0 },
+  });
+  try {
+    const remaining = (await runtime.invoke("remaining", event("x"))) as number;
+    assert.ok(remaining > 25_000 && remaining <= 30_000, `the handler sees ${remaining} ms left of its 30 s`);
+  } finally {
+    await runtime.close();
+  }
+});
+
 test("runtime clock - a hung invocation times out when the clock passes its deadline, not before", async () => {
   const dir = tempDir();
   const clock = new ManualClock(Date.now());

@@ -106,7 +106,7 @@ test("runtime containment - a function file that throws at load is reported, the
   const dir = tempDir();
   const bad = writeFunction(dir, "bad", "", "return 1;");
   const { writeFileSync, readFileSync } = await import("node:fs");
-  writeFileSync(bad, readFileSync(bad, "utf8") + "\nthrow new Error('top-level failure');\n");
+  writeFileSync(bad, `${readFileSync(bad, "utf8")}\nthrow new Error('top-level failure');\n`);
   await assert.rejects(
     createRuntime({ functions: [{ file: bad }], emit: noEmit }),
     (err: Error & { code?: string }) => err.code === "E_CONFIG_INVALID" && /top-level failure/.test(err.message),

@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createRuntime } from "../../src/runtime/runtime.ts";
+import type { Runtime } from "../../src/runtime/runtime-types.ts";
 import { event, noEmit, tempDir, within, writeFunction } from "./helpers.ts";
 
 test("runtime reload - new invocations get the new code, in-flight ones finish on the old, none dropped", async () => {
@@ -52,6 +54,53 @@ test("runtime reload - a file watcher reloads on change; a broken new version ke
     writeFileSync(file, readFileSync(file, "utf8").replace('return "two";', 'return "three" +;'));
     await assert.rejects(runtime.reload(file), { code: "E_CONFIG_INVALID" });
     assert.equal(await runtime.invoke("watched", event("x")), "two", "still the last good version");
+  } finally {
+    await runtime.close();
+  }
+});
+
+/** Saves as editors that save atomically do: a temporary file renamed over the original (a new inode each time). */
+function saveAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+function versionReaches(runtime: Runtime, name: string, version: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const check = () => ((runtime.metrics().functions[name]?.version ?? 0) >= version ? resolve() : setTimeout(check, 20));
+    check();
+  });
+}
+
+test("runtime reload - the watcher survives atomic saves, one after another", async () => {
+  const dir = tempDir();
+  const file = writeFunction(dir, "atomic", "", `return "one";`);
+  const runtime = await createRuntime({ functions: [{ file }], emit: noEmit, watch: true });
+  try {
+    for (const [n, word] of [[2, "two"], [3, "three"], [4, "four"]] as const) {
+      const before = readFileSync(file, "utf8");
+      saveAtomically(file, before.replace(/return "\w+"/, `return "${word}"`));
+      await within(versionReaches(runtime, "atomic", n), 10_000, `reload after atomic save ${n - 1}`);
+      assert.equal(await runtime.invoke("atomic", event("x")), word);
+    }
+  } finally {
+    await runtime.close();
+  }
+});
+
+test("runtime reload - editing a file the function imports reloads it", async () => {
+  const dir = tempDir();
+  mkdirSync(join(dir, "lib"));
+  const lib = join(dir, "lib", "greeting.ts");
+  writeFileSync(lib, `export const greeting = "hello";\n`);
+  const file = writeFunction(dir, "imports", "", `const { greeting } = await import("./lib/greeting.ts"); return greeting;`);
+  const runtime = await createRuntime({ functions: [{ file }], emit: noEmit, watch: true });
+  try {
+    assert.equal(await runtime.invoke("imports", event("x")), "hello");
+    saveAtomically(lib, `export const greeting = "bonjour";\n`);
+    await within(versionReaches(runtime, "imports", 2), 10_000, "the reload after the imported file changed");
+    assert.equal(await runtime.invoke("imports", event("x")), "bonjour");
   } finally {
     await runtime.close();
   }

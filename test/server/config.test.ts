@@ -127,6 +127,10 @@ test("settings - defaults < config file < SLUICE_* environment < flags, with eve
   assert.equal(d.maxPendingDeliveries, undefined, "the broker's default applies");
   const limits = resolveSettings({ ...base, file: { maxPendingDeliveries: 50, maxQueuedEntries: 10 }, env: { SLUICE_MAX_QUEUED_ENTRIES: "20" } });
   assert.deepEqual([limits.maxPendingDeliveries, limits.maxQueuedEntries], [50, 20]);
+  const runtime = resolveSettings({ ...base, file: { maxInstances: 8, idleTimeout: "5m" }, env: { SLUICE_IDLE_TIMEOUT: "90s" } });
+  assert.deepEqual([runtime.maxInstances, runtime.idleTimeoutMs, d.maxInstances, d.idleTimeoutMs], [8, 90_000, undefined, undefined]);
+  const bad = problemsOf(() => resolveSettings({ ...base, env: { SLUICE_MAX_INSTANCES: "0", SLUICE_IDLE_TIMEOUT: "soon" } }));
+  assert.deepEqual(bad.problems.map((p) => p.key), ["environment SLUICE_IDLE_TIMEOUT", "environment SLUICE_MAX_INSTANCES"]);
   const err = problemsOf(() =>
     resolveSettings({
       ...base,

@@ -160,7 +160,7 @@ test(
         // is pending any more; checked on every consumer line and every 100 ms.
         const done = async () =>
           expected.every((k) => acked.some((s) => s.has(k)) || victimInFlightAtKill.has(k)) &&
-          (await store.queues.stats([...crashQueues], { now: Date.now() })).every((s) => s.ready + s.leased + s.delayed === 0);
+          (await store.admin.stats([...crashQueues], { now: Date.now() })).every((s) => s.ready + s.leased + s.delayed === 0);
         await within(
           new Promise<void>((resolve, reject) => {
             let checking = false;
@@ -198,7 +198,7 @@ test(
         assert.ok(victimInFlightAtKill.size > 0, "the victim held leases when it was killed");
         // Nothing left: no delivery stuck, leased or pending, even once every lease has expired.
         assert.deepEqual(await drain(store), []);
-        const stats = await store.queues.stats([...crashQueues], { now: Date.now() + 3_600_000 });
+        const stats = await store.admin.stats([...crashQueues], { now: Date.now() + 3_600_000 });
         for (const s of stats) assert.deepEqual([s.ready, s.delayed, s.leased, s.dead], [0, 0, 0, 0], `queue ${s.queue}`);
         t.diagnostic(
           `published ${publisherAcked.size} acknowledged (${logged.size} stored), deliveries acked per consumer ` +

@@ -154,7 +154,7 @@ describe("postgres store", { skip }, () => {
     assert.equal(seen.size, total);
     const byWorker = new Set(seen.values());
     assert.ok(byWorker.size >= 2, "both instances leased");
-    const [stats] = await a.queues.stats(["q"], { now: Date.now() });
+    const [stats] = await a.admin.stats(["q"], { now: Date.now() });
     assert.deepEqual(stats, { queue: "q", ready: 0, delayed: 0, leased: total, dead: 0 });
   });
 
@@ -201,7 +201,7 @@ describe("postgres store", { skip }, () => {
               // A failing head holds its key: retried, then delivered before the next one of k3.
               failedOnce = true;
               inFlight.delete(key);
-              await store.queues.retry(l, { availableAt: Date.now(), error: "boom" });
+              await store.queues.retry(l, { delayMs: 0, error: "boom", now: Date.now() });
               return;
             }
             got.get(key)?.push(l.payload);
@@ -217,7 +217,7 @@ describe("postgres store", { skip }, () => {
     await Promise.all([worker(a), worker(b), worker(a), worker(b)]);
     for (const k of keys) assert.deepEqual(got.get(k), expected.get(k), `order of ${k}`);
     assert.ok(maxParallelKeys >= 2, "different keys proceed in parallel");
-    const { rows } = await a.queues.stats(["q"]).then((s) => ({ rows: s }));
+    const { rows } = await a.admin.stats(["q"]).then((s) => ({ rows: s }));
     assert.deepEqual(rows, [{ queue: "q", ready: 0, delayed: 0, leased: 0, dead: 0 }]);
   });
 
@@ -232,7 +232,7 @@ describe("postgres store", { skip }, () => {
     const [lease] = await a.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
     assert.ok(lease);
     const waiting = b.queues.waitForWork(new AbortController().signal);
-    await a.queues.retry(lease, { availableAt: Date.now(), error: "boom" });
+    await a.queues.retry(lease, { delayMs: 0, error: "boom", now: Date.now() });
     await withTimeout(waiting, 5000, "the retry's NOTIFY");
     const [again] = await b.queues.lease({ max: 1, leaseMs: 60_000, now: Date.now() });
     assert.equal(again?.deliveryId, lease.deliveryId);
@@ -320,7 +320,7 @@ describe("postgres store", { skip }, () => {
     });
     const seqs = settled.flatMap((s) => (s.status === "fulfilled" ? s.value.map((r) => r.seq) : []));
     assert.equal(new Set(seqs).size, 29);
-    const [stats] = await a.queues.stats(["q"], { now });
+    const [stats] = await a.admin.stats(["q"], { now });
     assert.equal(stats?.ready, 29);
   });
 
@@ -355,7 +355,7 @@ describe("postgres store", { skip }, () => {
       assert.equal(r[1]?.seq, storedOnce[0]?.seq);
       assert.deepEqual(r[2], { status: "duplicate", seq: storedOnce[0]?.seq });
     }
-    const [stats] = await a.queues.stats(["q"], { now: now + 100 });
+    const [stats] = await a.admin.stats(["q"], { now: now + 100 });
     assert.equal(stats?.ready, 21);
   });
 

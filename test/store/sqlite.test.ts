@@ -118,9 +118,9 @@ test("sqlite store - deliveries refer to their archived event, keep its body thr
   await store.queues.deadLetter(first[0] as Lease, { reason: "max-attempts", now: 1500 });
   for (const lease of rest) await store.queues.deadLetter(lease, { reason: "max-attempts", now: 1500 });
   await store.events.trim(bus, 4000);
-  const dead = await store.queues.listDead(queue, { limit: 10 });
+  const dead = await store.admin.listDead(queue, { limit: 10 });
   assert.deepEqual(dead.map((d) => d.payload), [body("e1"), "transformed", body("e1"), body("e2"), body("e3")]);
-  assert.equal(await store.queues.redrive(queue, { now: 5000 }), 5);
+  assert.equal(await store.admin.redrive(queue, { now: 5000 }), 5);
   const redriven = await store.queues.lease({ queues: [queue], max: 10, leaseMs: 1000, now: 5000 });
   assert.deepEqual(redriven.map((l) => l.payload), [body("e1"), "transformed", body("e1"), body("e2"), body("e3")]);
 });

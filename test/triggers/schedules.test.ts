@@ -36,7 +36,10 @@ function recorder() {
       if (ticks.length >= n) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`only ${ticks.length} of ${n} ticks fired`)), timeoutMs);
-        waiters.push({ n, resolve: () => (clearTimeout(t), resolve()) });
+        waiters.push({ n, resolve: () => {
+          clearTimeout(t);
+          resolve();
+        } });
       });
     },
   };

@@ -42,7 +42,7 @@ export function concurrencyCases({ it, setup }: CaseContext): void {
     const ids = leased.map((l) => l.deliveryId);
     assert.equal(new Set(ids).size, ids.length, "a delivery was leased twice");
     assert.equal(ids.length, total);
-    assert.deepEqual(await store.queues.stats([queue], { now: T0 }), [{ queue, ready: 0, delayed: 0, leased: 0, dead: 0 }]);
+    assert.deepEqual(await store.admin.stats([queue], { now: T0 }), [{ queue, ready: 0, delayed: 0, leased: 0, dead: 0 }]);
   });
 
   it("queues - lease and ack of 1000 deliveries in one call each", needs("callerClock"), async (t) => {
@@ -55,7 +55,7 @@ export function concurrencyCases({ it, setup }: CaseContext): void {
     const leases = await store.queues.lease({ max: 1000, leaseMs: 60_000, now: T0 });
     assert.equal(leases.length, 1000);
     assert.deepEqual(await store.queues.ack(leases), { lost: [] });
-    assert.deepEqual(await store.queues.stats([queue], { now: T0 + 120_000 }), [
+    assert.deepEqual(await store.admin.stats([queue], { now: T0 + 120_000 }), [
       { queue, ready: 0, delayed: 0, leased: 0, dead: 0 },
     ]);
   });

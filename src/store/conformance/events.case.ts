@@ -239,7 +239,7 @@ export function eventCases({ it, setup }: CaseContext): void {
       [[leases[1]?.deliveryId, 2, "transformed-e1"]],
     );
     assert.notEqual(again[0]?.token, leases[1]?.token);
-    await rejectsWithCode(store.queues.retry(leases[1]!, { availableAt: T0, error: "stale" }), "E_LEASE_LOST");
+    await rejectsWithCode(store.queues.retry(leases[1]!, { now: T0, delayMs: 0, error: "stale" }), "E_LEASE_LOST");
     assert.deepEqual(await store.queues.ack(again), { lost: [] });
 
     // max 0 leases nothing and stores everything.

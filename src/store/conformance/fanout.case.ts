@@ -18,14 +18,14 @@ export function fanOutCases({ it, setup }: CaseContext): void {
     const [l1, l2, l3] = leases as [Lease, Lease, Lease];
 
     assert.deepEqual(await store.queues.ack([l1]), { lost: [] });
-    await store.queues.retry(l2, { availableAt: T0 + 500, error: "boom" });
+    await store.queues.retry(l2, { now: T0, delayMs: 500, error: "boom" });
     await store.queues.deadLetter(l3, { reason: "non-retriable", error: "bad", now: T0 + 10 });
-    assert.deepEqual(await store.queues.stats([q1, q2, q3], { now: T0 + 10 }), [
+    assert.deepEqual(await store.admin.stats([q1, q2, q3], { now: T0 + 10 }), [
       { queue: q1, ready: 0, delayed: 0, leased: 0, dead: 0 },
       { queue: q2, ready: 0, delayed: 1, leased: 0, dead: 0 },
       { queue: q3, ready: 0, delayed: 0, leased: 0, dead: 1 },
     ]);
-    const [dead] = await store.queues.listDead(q3, { limit: 10 });
+    const [dead] = await store.admin.listDead(q3, { limit: 10 });
     assert.equal(dead?.deliveryId, l3.deliveryId);
     assert.equal(dead?.payload, e.encoded);
 
@@ -47,8 +47,8 @@ export function fanOutCases({ it, setup }: CaseContext): void {
     const first = (await store.queues.lease({ max: 10, leaseMs: 100, now: T0 })) as [Lease, Lease, Lease];
     assert.deepEqual(await store.queues.ack([first[1]]), { lost: [] });
     // Extended leases hold past the first expiry.
-    await store.queues.extend(first[0], { leaseUntil: T0 + 200 });
-    await store.queues.extend(first[2], { leaseUntil: T0 + 200 });
+    await store.queues.extend(first[0], { now: T0, leaseMs: 200 });
+    await store.queues.extend(first[2], { now: T0, leaseMs: 200 });
     assert.deepEqual(await store.queues.lease({ max: 10, leaseMs: 100, now: T0 + 150 }), []);
     const second = await store.queues.lease({ max: 10, leaseMs: 100, now: T0 + 200 });
     assert.deepEqual(
@@ -60,10 +60,10 @@ export function fanOutCases({ it, setup }: CaseContext): void {
     );
     // The first lease's token is stale now; the second settles both.
     assert.deepEqual(await store.queues.ack([first[0]]), { lost: [first[0].deliveryId] });
-    await rejectsWithCode(store.queues.retry(first[2], { availableAt: T0, error: "x" }), "E_LEASE_LOST");
+    await rejectsWithCode(store.queues.retry(first[2], { now: T0, delayMs: 0, error: "x" }), "E_LEASE_LOST");
     assert.deepEqual(await store.queues.ack(second), { lost: [] });
     assert.deepEqual(await store.queues.ack(second), { lost: second.map((l) => l.deliveryId) });
-    assert.deepEqual(await store.queues.stats([q1, q2, q3], { now: T0 + 1000 }), [
+    assert.deepEqual(await store.admin.stats([q1, q2, q3], { now: T0 + 1000 }), [
       { queue: q1, ready: 0, delayed: 0, leased: 0, dead: 0 },
       { queue: q2, ready: 0, delayed: 0, leased: 0, dead: 0 },
       { queue: q3, ready: 0, delayed: 0, leased: 0, dead: 0 },
@@ -77,7 +77,7 @@ export function fanOutCases({ it, setup }: CaseContext): void {
       [entry(unique("bus"), "e1", [{ queue: q1 }, { queue: q2 }, { queue: q3 }]), entry(unique("bus"), "e2", [{ queue: q1 }, { queue: q2 }])],
       appendOptions,
     );
-    assert.deepEqual(await store.queues.stats([q1, q2, q3], { now: T0 }), [
+    assert.deepEqual(await store.admin.stats([q1, q2, q3], { now: T0 }), [
       { queue: q1, ready: 2, delayed: 0, leased: 0, dead: 0 },
       { queue: q2, ready: 2, delayed: 0, leased: 0, dead: 0 },
       { queue: q3, ready: 1, delayed: 0, leased: 0, dead: 0 },
@@ -99,7 +99,7 @@ export function fanOutCases({ it, setup }: CaseContext): void {
     );
     const all = [...onlyQ2, ...two, ...rest];
     assert.equal(new Set(all.map((l) => l.deliveryId)).size, 5);
-    assert.deepEqual(await store.queues.stats([q1, q2, q3], { now: T0 }), [
+    assert.deepEqual(await store.admin.stats([q1, q2, q3], { now: T0 }), [
       { queue: q1, ready: 0, delayed: 0, leased: 2, dead: 0 },
       { queue: q2, ready: 0, delayed: 0, leased: 2, dead: 0 },
       { queue: q3, ready: 0, delayed: 0, leased: 1, dead: 0 },

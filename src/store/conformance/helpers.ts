@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { TestContext } from "node:test";
-import type { AppendEntry, Lease, NewDelivery, StorageBackend, StoreCapabilities } from "../contract.ts";
+import type { AppendEntry, Lease, LeaseRequest, NewDelivery, StorageBackend, StoreCapabilities } from "../contract.ts";
 
 /** A capability a case needs (see `StoreCapabilities`); without it the case is skipped, with the reason. */
 export type Capability = keyof StoreCapabilities;
@@ -87,3 +87,16 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
+
+/**
+ * Leases once on a backend with native per-key order; elsewhere (a key's next delivery comes back after a short
+ * hand-back delay, `capabilities.nativeKeyOrder` false) leases again until something is leased, for up to 5 s.
+ */
+export async function leaseNextOfKey(store: StorageBackend, request: LeaseRequest): Promise<Lease[]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const leases = await store.queues.lease(request);
+    if (leases.length > 0 || store.capabilities.nativeKeyOrder || Date.now() > deadline) return leases;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

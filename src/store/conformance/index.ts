@@ -1,9 +1,9 @@
 /**
  * The storage conformance suite: every backend's test file calls `runStoreConformance` and so proves every
- * guarantee written in `contract.ts`. Backend-neutral: it only uses the contract, and passes `now` explicitly,
- * so time-based behaviour (lease expiry, delays, dedupe window, TTL) needs no sleeping. A case that needs a
- * capability the backend does not declare (`store.capabilities`) is skipped with the reason; known gaps are
- * skipped by title. Exported as `sluice/testing`, so a backend outside this repository runs the same suite.
+ * guarantee written in `contract.ts`. Backend-neutral: it only uses the contract. Cases that move a manual clock
+ * (exact lease expiry, delays, the dedupe window) run where `capabilities.callerClock` is declared and are
+ * skipped with the reason elsewhere; `timing.case.ts` proves the same guarantees on real, short times on every
+ * backend. Known gaps are skipped by title with the reason printed. Exported as `sluice/testing`, so a backend outside this repository runs the same suite.
  *
  * @example
  * ```ts
@@ -32,6 +32,7 @@ import type { CaseContext, CaseOptions, Capability, It, Setup } from "./helpers.
 import { lifecycleCases } from "./lifecycle.case.ts";
 import { queueCases } from "./queues.case.ts";
 import { stateCases } from "./state.case.ts";
+import { timingCases } from "./timing.case.ts";
 
 export type { Capability } from "./helpers.ts";
 
@@ -112,5 +113,6 @@ export function runStoreConformance(options: StoreConformanceOptions): void {
     fanOutCases(context);
     stateCases(context);
     lifecycleCases(context);
+    timingCases(context);
   });
 }

@@ -49,7 +49,7 @@ export function lifecycleCases({ it, setup }: CaseContext): void {
     );
     const dup = await again.events.append([entry(bus, "e1")], { now: T0 + 1, dedupeWindowMs: 10_000 });
     assert.equal(dup[0]?.status, "duplicate");
-    assert.equal((await again.queues.getDead(e3.deliveryId))?.lastError, "nope");
+    assert.equal((await again.admin.getDead(e3.deliveryId))?.lastError, "nope");
     assert.equal(await again.state.get("ns", "k", { now: T0 + 4999 }), "v");
     assert.deepEqual(await again.queues.lease({ max: 10, leaseMs: 1000, now: T0 + 999 }), [], "the lease still holds");
     // The old lease token still settles its delivery after the restart.

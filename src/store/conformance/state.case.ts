@@ -1,9 +1,9 @@
 /** Conformance cases: the key/value state store. */
 import assert from "node:assert/strict";
-import { T0, unique, needs, type CaseContext } from "./helpers.ts";
+import { T0, unique, type CaseContext } from "./helpers.ts";
 
 export function stateCases({ it, setup }: CaseContext): void {
-  it("state - put, get and delete, with namespaces isolated", needs("callerClock"), async (t) => {
+  it("state - put, get and delete, with namespaces isolated", async (t) => {
     const { store } = await setup(t);
     const ns = unique("ns");
     const other = unique("ns");
@@ -20,7 +20,7 @@ export function stateCases({ it, setup }: CaseContext): void {
     assert.equal(await store.state.get(other, "a", { now }), "other");
   });
 
-  it("state - ttl expires a value at now + ttlMs; put without ttl clears it", needs("callerClock"), async (t) => {
+  it("state - ttl expires a value at now + ttlMs; put without ttl clears it", async (t) => {
     const { store } = await setup(t);
     const ns = unique("ns");
     await store.state.put(ns, "k", "v", { now: T0, ttlMs: 1000 });
@@ -31,7 +31,7 @@ export function stateCases({ it, setup }: CaseContext): void {
     assert.equal(await store.state.get(ns, "k", { now: T0 + 1e9 }), "v2");
   });
 
-  it("state - putIfAbsent writes only when the key is absent or expired; one of concurrent calls wins", needs("callerClock"), async (t) => {
+  it("state - putIfAbsent writes only when the key is absent or expired; one of concurrent calls wins", async (t) => {
     const { store } = await setup(t);
     const ns = unique("ns");
     assert.equal(await store.state.putIfAbsent(ns, "k", "first", { now: T0, ttlMs: 1000 }), true);
@@ -47,7 +47,7 @@ export function stateCases({ it, setup }: CaseContext): void {
     assert.equal(await store.state.get(ns, "race", { now: T0 }), `v${results.indexOf(true)}`);
   });
 
-  it("state - compareAndSet writes only over the expected, unexpired value; one of concurrent calls wins", needs("callerClock"), async (t) => {
+  it("state - compareAndSet writes only over the expected, unexpired value; one of concurrent calls wins", async (t) => {
     const { store } = await setup(t);
     const ns = unique("ns");
     assert.equal(await store.state.compareAndSet(ns, "k", "x", "y", { now: T0 }), false, "absent key");
@@ -66,7 +66,7 @@ export function stateCases({ it, setup }: CaseContext): void {
     assert.equal(await store.state.get(ns, "lock", { now: T0 }), `owner${results.indexOf(true)}`);
   });
 
-  it("state - list returns the live entries of one namespace", needs("callerClock"), async (t) => {
+  it("state - list returns the live entries of one namespace", async (t) => {
     const { store } = await setup(t);
     const ns = unique("ns");
     await store.state.put(ns, "b", "2", { now: T0 });

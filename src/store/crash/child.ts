@@ -17,7 +17,7 @@
  */
 import type { StorageBackend } from "../contract.ts";
 import { openStore } from "../registry.ts";
-import { crashBus, crashQueues } from "./harness.ts";
+import { crashBus, crashDeclaration, crashQueues } from "./harness.ts";
 
 function write(line: string): Promise<void> {
   return new Promise((resolve) => {
@@ -81,6 +81,7 @@ async function main(): Promise<void> {
   if (mode === undefined || url === undefined) throw new Error("usage: child <publish|consume> <url> [runId | workMs]");
   for (const specifier of imports) await import(specifier);
   const store = await openStore(url);
+  await store.declare(crashDeclaration);
   await write("ready");
   if (mode === "publish") await publish(store, extra ?? "run");
   else if (mode === "consume") await consume(store, extra === undefined ? undefined : Number(extra));

@@ -12,7 +12,8 @@
  * The lease index covers unblocked rows only, so the scan never walks over the queue behind a held key.
  */
 import type { PoolClient } from "pg";
-import type { DeadLetter, DeliveryQueues, Lease, LeaseRequest, NewDelivery, QueueStats } from "../contract.ts";
+import type { DeadLetter, Lease, LeaseRequest, NewDelivery, QueueStats } from "../contract.ts";
+import type { AbsoluteTimeQueues } from "../shared/absolute-time-queues.ts";
 import { ErrorCode, SluiceError } from "../../errors.ts";
 import type { Db } from "./db.ts";
 import type { WorkListener } from "./listener.ts";
@@ -166,7 +167,7 @@ function leaseLost(deliveryId: string, operation: string): SluiceError {
   return new SluiceError(ErrorCode.LeaseLost, `${operation}: the lease of delivery ${deliveryId} is no longer held`);
 }
 
-export class PgDeliveryQueues implements DeliveryQueues {
+export class PgDeliveryQueues implements AbsoluteTimeQueues {
   readonly #db: Db;
   readonly #listener: WorkListener;
 
@@ -193,7 +194,7 @@ export class PgDeliveryQueues implements DeliveryQueues {
     });
   }
 
-  lease(request: LeaseRequest): Promise<Lease[]> {
+  lease(request: LeaseRequest & { leaseMs: number }): Promise<Lease[]> {
     return this.#db.run("lease", async () => {
       if (request.max <= 0 || (request.queues !== undefined && request.queues.length === 0)) return [];
       const s = this.#db.s;

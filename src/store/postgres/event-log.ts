@@ -111,7 +111,7 @@ export class PgEventLog implements EventLog {
   async #commitGroup(group: PendingAppend[]): Promise<void> {
     try {
       const { results, leases, notified } = await this.#db.retryConflicts(() => this.#appendCall(group));
-      group.forEach((call, i) => call.resolve({ results: results[i] ?? [], leases: i === 0 ? leases : [] }));
+      for (const [i, call] of group.entries()) call.resolve({ results: results[i] ?? [], leases: i === 0 ? leases : [] });
       if (notified) this.#listener.wake();
       this.#maybePrune(group[0]?.options);
       return;

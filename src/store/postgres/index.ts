@@ -12,6 +12,7 @@ import { PgEventLog } from "./event-log.ts";
 import { WorkListener } from "./listener.ts";
 import { migrate, quoteIdent, schemaNamePattern } from "./migrations.ts";
 import { PgStateStore } from "./state.ts";
+import { relativeQueues } from "../shared/absolute-time-queues.ts";
 
 export interface PostgresStoreOptions {
   /** Connection string, e.g. `postgres://sluice@db:5432/sluice`. */
@@ -33,7 +34,14 @@ export interface PostgresStoreOptions {
 }
 
 /** Calls run on pooled connections, so a lease does not join an append issued before it. */
-const capabilities: StoreCapabilities = { appendAndLease: true, callerClock: true, leaseJoinsAppend: false };
+const capabilities: StoreCapabilities = {
+  appendAndLease: true,
+  callerClock: true,
+  leaseJoinsAppend: false,
+  atomicFanOut: true,
+  nativeKeyOrder: true,
+  exactStats: true,
+};
 
 /** A PostgreSQL storage backend; `kind` is `postgres`. */
 export interface PostgresStore extends StorageBackend {
@@ -107,7 +115,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   }
   const db = new Db(pool, quoteIdent(schema), channel);
   const events = new PgEventLog(db, listener, maxGroupEntries);
-  const queues = new PgDeliveryQueues(db, listener);
+  const { queues, admin, declare } = relativeQueues(new PgDeliveryQueues(db, listener));
   const state = new PgStateStore(db);
   let closing: Promise<void> | undefined;
   return {
@@ -116,6 +124,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     schema,
     events,
     queues,
+    admin,
+    declare,
     state,
     close() {
       closing ??= (async () => {

@@ -4,7 +4,8 @@
  * statement (`AND token = ?`), so a stale lease changes nothing.
  */
 import type Database from "better-sqlite3";
-import type { DeadLetter, DeliveryQueues, Lease, LeaseRequest, NewDelivery, QueueStats } from "../contract.ts";
+import type { DeadLetter, Lease, LeaseRequest, NewDelivery, QueueStats } from "../contract.ts";
+import type { AbsoluteTimeQueues } from "../shared/absolute-time-queues.ts";
 import type { Engine } from "./engine.ts";
 import { leaseLost, someLeaseLost } from "./errors.ts";
 import type { FanOuts } from "./fanout.ts";
@@ -26,7 +27,7 @@ function toStats(queue: string, row: StatsRow | undefined, dead: number): QueueS
   return { queue, ready, delayed: (row?.total ?? 0) - ready - leased, leased, dead };
 }
 
-export class SqliteDeliveryQueues implements DeliveryQueues {
+export class SqliteDeliveryQueues implements AbsoluteTimeQueues {
   readonly #engine: Engine;
   readonly #sql: Sql;
   readonly #fanOuts: FanOuts;
@@ -59,7 +60,7 @@ export class SqliteDeliveryQueues implements DeliveryQueues {
     });
   }
 
-  lease(request: LeaseRequest): Promise<Lease[]> {
+  lease(request: LeaseRequest & { leaseMs: number }): Promise<Lease[]> {
     return this.#engine.write(() => this.#leaser.lease(request));
   }
 

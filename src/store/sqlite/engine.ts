@@ -188,10 +188,14 @@ export class Engine {
     return this.#flushed;
   }
 
+  /** Runs on the connection after the last queued write, before it closes (synchronous, like every statement). */
+  beforeClose: (() => void) | undefined;
+
   /** Waits for queued writes, then closes the database. Idempotent; later calls fail with E_CLOSED. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#idle();
+      this.beforeClose?.();
       this.#closed = true;
       // First the checkpointer, so that the writer's connection is the last one and its close checkpoints the
       // WAL and removes it.

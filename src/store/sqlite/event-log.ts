@@ -62,7 +62,7 @@ export class SqliteEventLog implements EventLog {
     if (entries.length === 0) return Promise.resolve({ results: [], leases: [] });
     return this.#engine.write(() => {
       const leasing: InsertLeasing = {
-        max: lease.max > 0 ? lease.max : 0,
+        max: Math.max(lease.max , 0),
         now,
         leaseUntil: now + lease.leaseMs,
         token: newToken(),
@@ -121,7 +121,7 @@ export class SqliteEventLog implements EventLog {
     let duplicates = false;
     if (dedupe) {
       const claims: unknown[] = [];
-      entries.forEach((e, i) => claims.push(e.bus, e.dedupeKey, base + i + 1, now));
+      for (const [i, e] of entries.entries()) claims.push(e.bus, e.dedupeKey, base + i + 1, now);
       duplicates = sql.dedupeClaim.run(claims, [now, dedupeWindowMs]) < entries.length;
     }
     // storedAt never decreases along seq (a caller's clock stepping back, or two processes' clocks disagreeing,

@@ -34,14 +34,23 @@ import { SqliteEventLog } from "./event-log.ts";
 import { FanOuts } from "./fanout.ts";
 import { Leaser } from "./lease.ts";
 import type { SqliteStore, SqliteStoreOptions } from "./options.ts";
+import { registerProcess } from "./processes.ts";
 import { migrate } from "./schema.ts";
 import { SqliteStateStore } from "./state.ts";
 import { prepareStatements } from "./statements.ts";
+import { relativeQueues } from "../shared/absolute-time-queues.ts";
 
 export type { SqliteStore, SqliteStoreOptions } from "./options.ts";
 
 /** One connection and one in-order group commit per store object (engine.ts). */
-const capabilities: StoreCapabilities = { appendAndLease: true, callerClock: true, leaseJoinsAppend: true };
+const capabilities: StoreCapabilities = {
+  appendAndLease: true,
+  callerClock: true,
+  leaseJoinsAppend: true,
+  atomicFanOut: true,
+  nativeKeyOrder: true,
+  exactStats: true,
+};
 
 /**
  * Opens (creating and migrating when needed) a SQLite store.
@@ -69,7 +78,10 @@ export async function createSqliteStore(options: SqliteStoreOptions): Promise<Sq
     db.pragma("temp_store = MEMORY");
     db.pragma("cache_size = -16000");
     migrate(db);
-    return assemble(openEngine(db, path, options));
+    const registration = registerProcess(db, Date.now());
+    const engine = openEngine(db, path, options);
+    engine.beforeClose = registration.unregister;
+    return assemble(engine, registration.reclaimedLeases);
   } catch (err) {
     db?.close();
     throw storeError(err);
@@ -96,15 +108,19 @@ function openEngine(db: Database.Database, path: string, options: SqliteStoreOpt
   });
 }
 
-function assemble(engine: Engine): SqliteStore {
+function assemble(engine: Engine, reclaimedLeases: number): SqliteStore {
   const sql = prepareStatements(engine.db);
   const fanOuts = new FanOuts(sql);
+  const { queues, admin, declare } = relativeQueues(new SqliteDeliveryQueues(engine, sql, fanOuts, new Leaser(sql, fanOuts)));
   return {
     kind: "sqlite",
     capabilities,
     path: engine.path,
+    reclaimedLeases,
     events: new SqliteEventLog(engine, sql),
-    queues: new SqliteDeliveryQueues(engine, sql, fanOuts, new Leaser(sql, fanOuts)),
+    queues,
+    admin,
+    declare,
     state: new SqliteStateStore(engine, sql),
     checkpointStats: () => engine.checkpointStats(),
     close: () => engine.close(),

@@ -19,7 +19,7 @@ export class Leaser {
   }
 
   /** `DeliveryQueues.lease`, inside a write. */
-  lease(request: LeaseRequest): Lease[] {
+  lease(request: LeaseRequest & { leaseMs: number }): Lease[] {
     const { max, leaseMs, now } = request;
     if (!(max > 0)) return [];
     let rows: ReadyRow[];
