@@ -59,6 +59,10 @@ export const ErrorCode = {
   NotFound: "E_NOT_FOUND",
   /** A request was malformed (HTTP, CLI). */
   BadRequest: "E_BAD_REQUEST",
+  /** A broker sink (amqp, nats, mqtt, redisStream) or remote bus did not confirm a delivery. */
+  SinkFailed: "E_SINK_FAILED",
+  /** An inbound webhook's signature is missing, wrong or stale. */
+  SignatureInvalid: "E_SIGNATURE_INVALID",
   /** A fault of Sluice's own; the server log has the details, the answer does not. */
   Internal: "E_INTERNAL",
   /** The request needs an API key and sent none (`Authorization: Bearer <key>`). */
@@ -117,6 +121,8 @@ export const httpStatus = {
   E_CLOSED: 503,
   E_NOT_FOUND: 404,
   E_BAD_REQUEST: 400,
+  E_SIGNATURE_INVALID: 401,
+  E_SINK_FAILED: 502,
   E_INTERNAL: 500,
   E_AUTH_REQUIRED: 401,
   E_KEY_INVALID: 401,

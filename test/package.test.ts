@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBuilt, root } from "./helpers/sluice-process.ts";
 
-const heavy = /\/node_modules\/(better-sqlite3|esbuild|pg|pg-pool|tsx|@opentelemetry\/[^/]+)\//;
+const heavy = /\/node_modules\/(better-sqlite3|esbuild|pg|pg-pool|tsx|amqplib|mqtt|ioredis|pg-logical-replication|@nats-io\/[^/]+|@opentelemetry\/[^/]+)\//;
 
 /** The packages under node_modules that importing `specifier` from a fresh process resolves. */
 function packagesLoadedBy(specifier: string): string[] {

@@ -19,6 +19,7 @@ import type { CompiledTarget, Definitions } from "./definitions.ts";
 import { classifyFailure, describeError, failureText } from "./handler-errors.ts";
 import { decideAfterFailure } from "./retry.ts";
 import type { DeliveryContext, DeliveryEvents } from "./types.ts";
+import { rejectedError, rejectedQueuePrefix, rejectedReason } from "../triggers/rejected.ts";
 
 export interface DispatcherOptions {
   clock: Clock;
@@ -447,6 +448,10 @@ export class Dispatcher {
     const { lease } = r;
     r.startedAt = this.#o.clock.now();
     const target = this.#defs.target(lease.queue) ?? (await this.#target(lease.queue));
+    if (target === undefined && lease.queue.startsWith(rejectedQueuePrefix)) {
+      await this.#dead(r, rejectedReason, rejectedError(lease.payload));
+      return false;
+    }
     if (target === undefined) {
       await this.#dead(r, "target-removed", "the rule or target of this queue no longer exists");
       return false;

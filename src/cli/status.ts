@@ -14,6 +14,13 @@ interface Status {
   deadLetters: number;
 }
 
+/** One source as a row: messages in (every outcome), errors (dead-lettered or failed), lag when the broker reports it. */
+function sourceRow(s: Record<string, unknown>): Record<string, unknown> {
+  const m = (s.messages ?? {}) as Record<string, number>;
+  const total = Object.values(m).reduce((a, b) => a + b, 0);
+  return { ...s, in: total, errors: (m["dead-lettered"] ?? 0) + (m.error ?? 0), lag: s.lag ?? "-" };
+}
+
 export const register: RegisterCommand = (program: Command, setExitCode) => {
   clientOptions(
     program
@@ -28,7 +35,7 @@ export const register: RegisterCommand = (program: Command, setExitCode) => {
           `${s.app} (${s.mode}, store ${s.store}, up ${Math.round(s.uptimeMs / 1000)}s, ${s.deadLetters} dead letters)\n\n`,
           table(s.functions, ["name", "instances", "busy", "backlog", "invocations", "errors", "errorRate"]),
           s.schedules.length ? `\n${table(s.schedules, ["name", "expression", "next", "lastFired", "fired"])}` : "",
-          s.sources?.length ? `\n${table(s.sources, ["name", "kind", "status", "published", "detail"])}` : "",
+          s.sources?.length ? `\n${table(s.sources.map(sourceRow), ["name", "kind", "status", "published", "in", "errors", "lag", "detail"])}` : "",
         ].join(""),
       );
     }),

@@ -4,6 +4,7 @@
  * GET  /admin/status                         app, functions (instances, backlog, error rate), schedules, dead letters
  * GET  /admin/buses | /admin/rules[?bus=] | /admin/functions | /admin/schedules
  * GET  /admin/sources                        every event source with its kind, health and events published
+ * GET  /admin/sources/:name/dead-letters     messages that source could not turn into events (reason, original bytes)
  * GET  /admin/dlq                            every target with its queue depths and dead letters
  * GET  /admin/dlq/:bus/:rule/:target         dead letters of one target (?limit=&after=)
  * GET  /admin/dlq/messages/:id               one dead letter
@@ -55,6 +56,8 @@ export interface AdminDeps {
   runtime: Runtime;
   scheduler: Pick<Scheduler, "status">;
   sources: { list(): SourceInfo[] };
+  /** Dead letters of messages source `name` could not turn into events (queue `source:<name>`). */
+  sourceDeadLetters?(name: string, options: { limit: number; afterId?: string }): Promise<unknown[]>;
   logs: LogBuffer;
   /** Function name -> the queue of its implicit rule (`rule:default/function.<name>/fn`). */
   functionQueue(name: string): string;
@@ -151,6 +154,13 @@ export function registerAdmin(app: FastifyInstance, deps: AdminDeps): void {
   });
   app.get("/schedules", async () => scheduler.status());
   app.get("/sources", async () => deps.sources.list());
+  app.get<{ Params: { name: string }; Querystring: { limit?: string; after?: string } }>("/sources/:name/dead-letters", async (req) => {
+    if (!deps.sources.list().some((s) => s.name === req.params.name)) {
+      throw new SluiceError(ErrorCode.NotFound, `no source ${req.params.name}; list them with sluice status`, { path: "$.name" });
+    }
+    const limit = Math.min(1000, Math.max(1, Number(req.query.limit ?? 50) || 50));
+    return (await deps.sourceDeadLetters?.(req.params.name, { limit, ...(req.query.after ? { afterId: req.query.after } : {}) })) ?? [];
+  });
 
   // --- dead letters ---
   app.get("/dlq", async () => {

@@ -11,6 +11,8 @@ export interface MetricsSources {
   backlog(): Promise<Record<string, number>>;
   /** Dead letters per target (`bus/rule/target`). */
   deadLetters(): Promise<Record<string, number>>;
+  /** Messages waiting upstream per source, where the broker reports it. */
+  sourceLag?(): Record<string, number>;
   /** Instances per function and state (`starting`, `idle`, `busy`). */
   instances(): Record<string, Record<string, number>>;
   /** Depths of every queue (one per rule target). */
@@ -18,7 +20,7 @@ export interface MetricsSources {
   /** When the oldest dead letter of a queue was dead-lettered (epoch ms), if it has any. */
   oldestDeadAt(queue: string): Promise<number | undefined>;
   /** Bytes of WAL a source's replication slot holds back, per source that streams on this node. */
-  sourceLag?(): Record<string, number>;
+  sourceLagBytes?(): Record<string, number>;
 }
 
 /** How a delivery attempt ended. */
@@ -36,6 +38,8 @@ export interface Metrics {
   httpRequest(route: string, method: string, status: number): void;
   /** Lineage records that could not be kept. */
   lineageDropped(count: number): void;
+  /** Messages a source took from outside, by outcome (stored, duplicate, dead-lettered, error). */
+  sourceMessages(source: string, outcome: string, n: number): void;
   /** Plugs in the gauges' sources (once the store and runtime exist). */
   setSources(sources: MetricsSources): void;
   /** The text exposition format. */
@@ -72,6 +76,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     help: "HTTP requests by route, method and status code.",
     labelNames: ["route", "method", "status"] as const,
     registers: [registry],
+  });
+  const sourceMessages = new Counter({
+    name: "sluice_source_messages_total",
+    help: "Messages event sources took from outside, by outcome (stored, duplicate, dead-lettered, error).",
+    labelNames: ["source", "outcome"] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "sluice_source_lag",
+    help: "Messages waiting upstream of a source (queue depth, consumer pending, group lag), where the broker reports it.",
+    labelNames: ["source"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [source, n] of Object.entries(sources?.sourceLag?.() ?? {})) this.set({ source }, n);
+    },
   });
   new Gauge({
     name: "sluice_backlog",
@@ -197,7 +217,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     registers: [registry],
     collect() {
       this.reset();
-      for (const [source, n] of Object.entries(sources?.sourceLag?.() ?? {})) this.set({ source }, n);
+      for (const [source, n] of Object.entries(sources?.sourceLagBytes?.() ?? {})) this.set({ source }, n);
     },
   });
 
@@ -221,6 +241,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
         publishedChildren.set(bus, child);
       }
       child.inc(count);
+    },
+    sourceMessages(source, outcome, n) {
+      if (n > 0) sourceMessages.inc({ source, outcome }, n);
     },
     httpRequest(route, method, status) {
       // One child per label set, looked up by a string key: prom-client hashes a label object on every inc().

@@ -39,6 +39,7 @@ import { loadAppModule } from "./load-app.ts";
 import { createLogBuffer, type LogBuffer } from "./log-buffer.ts";
 import { createMetrics, type DeliveryOutcome, type Metrics } from "./metrics.ts";
 import { createSourceRunner, type SourceRunner } from "./sources.ts";
+import { enqueueRejected, rejectedQueue } from "../triggers/rejected.ts";
 import { resolveSettings, type Mode, type Settings } from "./settings.ts";
 import { functionQueue, functionRules, runtimeEmit, wireRuntime } from "./wire.ts";
 import { systemClock } from "../clock.ts";
@@ -393,6 +394,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         for (const s of await broker.queueStats()) out[s.queue.replace(/^rule:/, "")] = s.dead;
         return out;
       },
+      sourceLag() {
+        const out: Record<string, number> = {};
+        for (const s of sources.list()) if (s.lag !== undefined) out[s.name] = s.lag;
+        return out;
+      },
       instances() {
         const out: Record<string, Record<string, number>> = {};
         for (const [name, f] of Object.entries(runtime.metrics().functions)) out[name] = { ...f.instances };
@@ -414,7 +420,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         const [oldest] = await store.admin.listDead(queue, { limit: 1 });
         return oldest?.deadAt;
       },
-      sourceLag() {
+      sourceLagBytes() {
         const out: Record<string, number> = {};
         for (const s of sources.list()) if (s.details?.role === "leader" && typeof s.details.lagBytes === "number") out[s.name] = s.details.lagBytes;
         return out;
@@ -455,6 +461,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       publishNormalized: publishValidated,
       invoke: (fn, event) => runtime.invoke(fn, event),
       onPublished: (bus, stored) => metrics.published(bus, stored),
+      onMessages: (source, outcome, n) => metrics.sourceMessages(source, outcome, n),
+      deadLetter: (source, message) => enqueueRejected(store.queues, source, message, Date.now()),
       state: store.state,
       logger: logger.child({ component: "sources" }),
       nodeId: `${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -516,6 +524,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
             runtime,
             scheduler: { status: () => sources.schedules() },
             sources,
+            sourceDeadLetters: (name, o) => store.admin.listDead(rejectedQueue(name), o),
             logs,
             functionQueue,
             workflows,

@@ -10,7 +10,7 @@ import type { Logger } from "../logger.ts";
 import type { StateStore } from "../store/contract.ts";
 import { ScheduleSource } from "../triggers/schedule/source.ts";
 import type { ScheduleStatus } from "../triggers/schedules.ts";
-import type { EventSource, SourceContext, SourceStatus } from "../triggers/source.ts";
+import type { EventSource, RejectedMessage, SourceContext, SourceOutcome, SourceStatus } from "../triggers/source.ts";
 
 /** One source as `GET /admin/sources` lists it. */
 export interface SourceInfo {
@@ -22,6 +22,10 @@ export interface SourceInfo {
   since: number;
   /** Events it published that the bus stored (duplicates not counted). */
   published: number;
+  /** Messages taken from outside by outcome (stored, duplicate, dead-lettered, error). */
+  messages: Record<SourceOutcome, number>;
+  /** Messages waiting upstream, where the broker reports it. */
+  lag?: number;
   details?: Record<string, unknown>;
 }
 
@@ -31,6 +35,10 @@ export interface SourceRunnerOptions {
   invoke(functionName: string, event: CloudEvent): Promise<unknown>;
   /** Called with how many events a publish stored (metrics). */
   onPublished(bus: string, stored: number): void;
+  /** Called per counted message outcome (metrics). */
+  onMessages?(source: string, outcome: SourceOutcome, n: number): void;
+  /** Keeps a refused message in the dead-letter list of `source:<source>`. */
+  deadLetter(source: string, message: RejectedMessage): Promise<void>;
   state: StateStore;
   logger: Logger;
   nodeId: string;
@@ -59,7 +67,14 @@ export function createSourceRunner(options: SourceRunnerOptions): SourceRunner {
 
   return {
     async start(source) {
-      const info: SourceInfo = { name: source.name, kind: source.kind, status: "starting", since: Date.now(), published: 0 };
+      const info: SourceInfo = {
+        name: source.name,
+        kind: source.kind,
+        status: "starting",
+        since: Date.now(),
+        published: 0,
+        messages: { stored: 0, duplicate: 0, "dead-lettered": 0, error: 0 },
+      };
       const logger = options.logger.child({ source: source.name, kind: source.kind });
       running.push({ source, info });
       const counted = (bus: string, out: PublishResult) => {
@@ -72,6 +87,15 @@ export function createSourceRunner(options: SourceRunnerOptions): SourceRunner {
         publish: async (bus, events) => counted(bus, await options.publish(bus, events)),
         publishNormalized: async (bus, events) => counted(bus, await options.publishNormalized(bus, events)),
         invoke: (fn, event) => options.invoke(fn, event),
+        deadLetter: (message) => options.deadLetter(source.name, message),
+        count(outcome, n = 1) {
+          info.messages[outcome] += n;
+          options.onMessages?.(source.name, outcome, n);
+        },
+        lag(messages) {
+          if (messages === undefined) delete info.lag;
+          else info.lag = messages;
+        },
         health(status, detail) {
           if (status === info.status && detail === info.detail) return;
           if (status !== "ok") logger.warn({ status, detail }, "source health changed");
@@ -94,7 +118,7 @@ export function createSourceRunner(options: SourceRunnerOptions): SourceRunner {
         throw err;
       }
     },
-    list: () => running.map(({ source, info }) => ({ ...info, ...(source.describe ? { details: source.describe() } : {}) })),
+    list: () => running.map(({ source, info }) => ({ ...info, messages: { ...info.messages }, ...(source.describe ? { details: source.describe() } : {}) })),
     schedules: () => running.flatMap(({ source }) => (source instanceof ScheduleSource ? source.status() : [])),
     abort: () => stopping.abort(),
     async close() {

@@ -17,6 +17,19 @@ import type { StateStore } from "../store/contract.ts";
 /** Where a source is: `starting` until it says otherwise, `stopped` after close. */
 export type SourceStatus = "starting" | "ok" | "degraded" | "failed" | "stopped";
 
+/** What became of a message a source took from outside (`sluice_source_messages_total{outcome}`). */
+export type SourceOutcome = "stored" | "duplicate" | "dead-lettered" | "error";
+
+/** A message that cannot become an event: kept in Sluice's dead-letter list with its bytes, then acknowledged. */
+export interface RejectedMessage {
+  /** Why it was refused (`E_EVENT_TOO_LARGE: …`). */
+  reason: string;
+  /** The original payload. */
+  body: Uint8Array;
+  /** Where it came from and its broker metadata (topic, routing key, headers), JSON. */
+  attributes: Record<string, unknown>;
+}
+
 /** What a running source hands the server. */
 export interface SourceContext {
   /**
@@ -30,6 +43,12 @@ export interface SourceContext {
   invoke(functionName: string, event: CloudEvent): Promise<unknown>;
   /** Reports the source's health, shown by `GET /admin/sources` and `sluice status`. */
   health(status: Exclude<SourceStatus, "starting" | "stopped">, detail?: string): void;
+  /** Stores a message that cannot become an event in the dead-letter list of queue `source:<name>`; durable when resolved. */
+  deadLetter(message: RejectedMessage): Promise<void>;
+  /** Counts messages by outcome (metrics, status). */
+  count(outcome: SourceOutcome, n?: number): void;
+  /** Messages waiting upstream, where the broker reports it (`sluice_source_lag`); undefined when unknown. */
+  lag(messages: number | undefined): void;
   /** The shared key/value store (claims, cursors); use a namespace of the source's own. */
   readonly state: StateStore;
   readonly logger: Logger;

@@ -4,14 +4,14 @@
  */
 import { ErrorCode, SluiceError } from "../errors.ts";
 
-const kindPattern = /^[a-z][a-z0-9-]{0,31}$/;
+const kindPattern = /^[a-z][A-Za-z0-9-]{0,31}$/;
 
 /** Throws E_CONFIG_INVALID for a malformed or duplicate kind (a registered kind would silently replace a built-in). */
 export function kindRegistry<T extends { readonly kind: string }>(what: string, entries: readonly T[]): ReadonlyMap<string, T> {
   const map = new Map<string, T>();
   for (const entry of entries) {
     if (!kindPattern.test(entry.kind)) {
-      throw new SluiceError(ErrorCode.ConfigInvalid, `${what} kind ${JSON.stringify(entry.kind)} must be 1-32 lower-case letters, digits or "-"`);
+      throw new SluiceError(ErrorCode.ConfigInvalid, `${what} kind ${JSON.stringify(entry.kind)} must be 1-32 letters, digits or "-", starting with a lower-case letter`);
     }
     if (map.has(entry.kind)) throw new SluiceError(ErrorCode.ConfigInvalid, `${what} kind "${entry.kind}" is registered twice`);
     map.set(entry.kind, entry);

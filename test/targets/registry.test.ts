@@ -107,15 +107,15 @@ test("targets - a kind validates its own value; an unknown kind is a typed error
   await withBroker([sink.kind], async (broker) => {
     await assert.rejects(broker.putRule(rule([{ id: "a", "test-sink": { label: "" } }])), { code: "E_BAD_REQUEST", path: "$.targets[0].test-sink.label" });
     await assert.rejects(broker.putRule(rule([{ id: "a", "test-sink": 5 }])), { code: "E_BAD_REQUEST", path: "$.targets[0].test-sink" });
-    await assert.rejects(broker.putRule(rule([{ id: "a", amqp: { url: "amqp://x" } }])), {
+    await assert.rejects(broker.putRule(rule([{ id: "a", kafka: { url: "kafka://x" } }])), {
       code: "E_BAD_REQUEST",
-      path: "$.targets[0].amqp",
-      message: /"amqp" is not a target kind or field; kinds are function, bus, webhook, test-sink/,
+      path: "$.targets[0].kafka",
+      message: /"kafka" is not a target kind or field; kinds are function, bus, webhook, amqp, nats, mqtt, redisStream, remoteBus, test-sink/,
     });
     await assert.rejects(broker.putRule(rule([{ id: "a", "test-snk": { label: "x" } }])), { path: "$.targets[0].test-snk", message: /did you mean "test-sink"/ });
     await assert.rejects(broker.putRule(rule([{ id: "a", "test-sink": { label: "x" }, webhook: "http://x" }])), {
       path: "$.targets[0]",
-      message: /exactly one of function, bus, webhook, test-sink/,
+      message: /exactly one of function, bus, webhook, amqp, nats, mqtt, redisStream, remoteBus, test-sink/,
     });
   });
   await withBroker([], async (broker) => {
@@ -143,7 +143,7 @@ test("targets - the config delegates target validation to the kind, with default
           {
             name: "r",
             pattern: { type: ["x"] },
-            targets: [{ "test-sink": { label: 1 } }, { amqp: {} }, { webhook: "ftp://x" }, { id: "b", bus: "nowhere" }],
+            targets: [{ "test-sink": { label: 1 } }, { kafka: {} }, { webhook: "ftp://x" }, { id: "b", bus: "nowhere" }],
           },
         ],
       },
@@ -156,7 +156,7 @@ test("targets - the config delegates target validation to the kind, with default
   const keys = error.problems.map((p) => p.key);
   assert.deepEqual(keys, [
     'rules[0] ("r").targets[0].test-sink.label',
-    'rules[0] ("r").targets[1].amqp',
+    'rules[0] ("r").targets[1].kafka',
     'rules[0] ("r").targets[2].webhook.url',
     'rules[0] ("r").targets[3].bus',
   ]);
