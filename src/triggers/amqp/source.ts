@@ -6,7 +6,7 @@
  * the broker, and an AMQP `message-id` keeps the event id the same so the bus dedupes it.
  */
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
-import { connectLoop } from "../broker/backoff.ts";
+import { connectLoop, Link } from "../broker/backoff.ts";
 import { Intake, IntakeStopped } from "../broker/intake.ts";
 import { publicUrl } from "../broker/options.ts";
 import type { EventSource, SourceContext } from "../source.ts";
@@ -21,8 +21,7 @@ export class AmqpSource implements EventSource {
   #connection: ChannelModel | undefined;
   #loop: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<void>>();
-  #connected = false;
-  #reconnects = 0;
+  readonly #link = new Link();
 
   constructor(
     readonly name: string,
@@ -50,7 +49,7 @@ export class AmqpSource implements EventSource {
           attributes,
         );
         channel.ack(msg);
-        if (this.#connected) ctx.health("ok");
+        if (this.#link.connected) ctx.health("ok");
       } catch (err) {
         if (err instanceof IntakeStopped) return; // unacknowledged: redelivered to another consumer or after restart
         ctx.count("error");
@@ -97,21 +96,13 @@ export class AmqpSource implements EventSource {
     this.#loop = connectLoop({
       signal,
       connect,
-      onConnected: () => {
-        this.#connected = true;
-        ctx.health("ok");
-      },
-      onDisconnected: (reason, retryInMs) => {
-        this.#connected = false;
-        this.#reconnects++;
-        ctx.lag(undefined);
-        ctx.health("degraded", `disconnected (${reason}); reconnecting in ${retryInMs} ms`);
-      },
+      link: this.#link,
+      ctx,
     });
   }
 
   describe(): Record<string, unknown> {
-    return { connected: this.#connected, queue: this.options.queue, url: publicUrl(this.options.url), inFlight: this.#inFlight.size, reconnects: this.#reconnects };
+    return { connected: this.#link.connected, queue: this.options.queue, url: publicUrl(this.options.url), inFlight: this.#inFlight.size, reconnects: this.#link.reconnects };
   }
 
   async close(): Promise<void> {

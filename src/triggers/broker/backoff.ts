@@ -5,28 +5,33 @@
  * after a connection that lasted), and does it again until the source closes.
  */
 
-/** Resolves after `ms`, rejects when `signal` aborts first. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+import type { SourceContext } from "../source.ts";
+import { sleep } from "../../util/sleep.ts";
+
+/** A broker connection as `sluice status` shows it; `connectLoop` keeps it and the source's health. */
+export class Link {
+  connected = false;
+  reconnects = 0;
+
+  up(ctx: Pick<SourceContext, "health">): void {
+    this.connected = true;
+    ctx.health("ok");
+  }
+
+  down(ctx: Pick<SourceContext, "health" | "lag">, reason: string, retryInMs: number): void {
+    this.connected = false;
+    this.reconnects++;
+    ctx.lag(undefined);
+    ctx.health("degraded", `disconnected (${reason}); reconnecting in ${retryInMs} ms`);
+  }
 }
 
 export interface ConnectLoopOptions {
   signal: AbortSignal;
   /** Connects and declares topology; resolves with `ended`, which settles when the connection ends. */
   connect(): Promise<{ ended: Promise<unknown> }>;
-  onConnected(): void;
-  onDisconnected(reason: string, retryInMs: number): void;
+  link: Link;
+  ctx: Pick<SourceContext, "health" | "lag">;
   minMs?: number;
   maxMs?: number;
   /** A connection that lasted this long resets the backoff. */
@@ -43,7 +48,7 @@ export async function connectLoop(o: ConnectLoopOptions): Promise<void> {
     let reason: string;
     try {
       const { ended } = await o.connect();
-      o.onConnected();
+      o.link.up(o.ctx);
       await ended;
       reason = "the connection closed";
     } catch (err) {
@@ -52,12 +57,8 @@ export async function connectLoop(o: ConnectLoopOptions): Promise<void> {
     if (o.signal.aborted) return;
     if (Date.now() - started > (o.stableMs ?? 5000)) delay = min;
     const wait = Math.round(delay * (0.5 + Math.random() / 2));
-    o.onDisconnected(reason, wait);
-    try {
-      await sleep(wait, o.signal);
-    } catch {
-      return;
-    }
+    o.link.down(o.ctx, reason, wait);
+    await sleep(wait, o.signal);
     delay = Math.min(delay * 2, max);
   }
 }

@@ -9,7 +9,7 @@
 import { ErrorCode } from "../../errors.ts";
 import type { SourceContext } from "../source.ts";
 import { conversionReason, messageToEvent, type BrokerMessage, type WrapAttributes } from "./message.ts";
-import { sleep } from "./backoff.ts";
+import { sleep } from "../../util/sleep.ts";
 
 export type IntakeOutcome = "stored" | "duplicate" | "dead-lettered";
 
@@ -84,9 +84,8 @@ export class Intake {
         this.#ctx.count("error");
       }
       this.#ctx.health("degraded", `publishing to bus ${this.#o.bus} waits: ${failure}`);
-      try {
-        await sleep(delay, this.#ctx.signal);
-      } catch {
+      await sleep(delay, this.#ctx.signal);
+      if (this.#ctx.signal.aborted) {
         this.#waiting--;
         throw new IntakeStopped();
       }
@@ -104,11 +103,8 @@ export class Intake {
         return "dead-lettered";
       } catch (err) {
         this.#ctx.health("degraded", `dead-lettering a message failed: ${(err as Error).message}`);
-        try {
-          await sleep(delay, this.#ctx.signal);
-        } catch {
-          throw new IntakeStopped();
-        }
+        await sleep(delay, this.#ctx.signal);
+        if (this.#ctx.signal.aborted) throw new IntakeStopped();
         delay = Math.min(delay * 2, this.#o.retryMaxMs ?? 2000);
       }
     }

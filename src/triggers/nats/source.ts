@@ -9,7 +9,7 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { JsMsg } from "@nats-io/jetstream";
-import { connectLoop } from "../broker/backoff.ts";
+import { connectLoop, Link } from "../broker/backoff.ts";
 import { Intake, IntakeStopped } from "../broker/intake.ts";
 import { publicUrl } from "../broker/options.ts";
 import type { EventSource, SourceContext } from "../source.ts";
@@ -21,8 +21,7 @@ export class NatsSource implements EventSource {
   #nc: NatsConnection | undefined;
   #loop: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<void>>();
-  #connected = false;
-  #reconnects = 0;
+  readonly #link = new Link();
 
   constructor(
     readonly name: string,
@@ -58,7 +57,7 @@ export class NatsSource implements EventSource {
         );
         m.ack();
         ctx.lag(m.info.pending);
-        if (this.#connected) ctx.health("ok");
+        if (this.#link.connected) ctx.health("ok");
       } catch (err) {
         if (err instanceof IntakeStopped) return void m.nak();
         ctx.count("error");
@@ -96,11 +95,11 @@ export class NatsSource implements EventSource {
         void (async () => {
           for await (const s of nc.status()) {
             if (s.type === "disconnect") {
-              this.#connected = false;
+              this.#link.connected = false;
               ctx.health("degraded", "disconnected; the client reconnects");
             } else if (s.type === "reconnect") {
-              this.#connected = true;
-              this.#reconnects++;
+              this.#link.connected = true;
+              this.#link.reconnects++;
               ctx.health("ok");
             }
           }
@@ -126,22 +125,14 @@ export class NatsSource implements EventSource {
     this.#loop = connectLoop({
       signal,
       connect: connectOnce,
-      onConnected: () => {
-        this.#connected = true;
-        ctx.health("ok");
-      },
-      onDisconnected: (reason, retryInMs) => {
-        this.#connected = false;
-        this.#reconnects++;
-        ctx.lag(undefined);
-        ctx.health("degraded", `disconnected (${reason}); reconnecting in ${retryInMs} ms`);
-      },
+      link: this.#link,
+      ctx,
     });
   }
 
   describe(): Record<string, unknown> {
     const o = this.options;
-    return { connected: this.#connected, url: publicUrl(o.url), stream: o.stream, durable: o.durable, inFlight: this.#inFlight.size, reconnects: this.#reconnects };
+    return { connected: this.#link.connected, url: publicUrl(o.url), stream: o.stream, durable: o.durable, inFlight: this.#inFlight.size, reconnects: this.#link.reconnects };
   }
 
   async close(): Promise<void> {

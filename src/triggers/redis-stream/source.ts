@@ -7,7 +7,7 @@
  * group again if it is gone.
  */
 import type { Redis } from "ioredis";
-import { connectLoop } from "../broker/backoff.ts";
+import { connectLoop, Link } from "../broker/backoff.ts";
 import { Intake, IntakeStopped } from "../broker/intake.ts";
 import { publicUrl } from "../broker/options.ts";
 import type { EventSource, SourceContext } from "../source.ts";
@@ -22,8 +22,7 @@ export class RedisStreamSource implements EventSource {
   readonly #stop = new AbortController();
   #client: Redis | undefined;
   #loop: Promise<void> | undefined;
-  #connected = false;
-  #reconnects = 0;
+  readonly #link = new Link();
   #claimed = 0;
   #consumer = "";
 
@@ -119,16 +118,8 @@ export class RedisStreamSource implements EventSource {
         const ended = run(client).finally(() => client.disconnect());
         return { ended };
       },
-      onConnected: () => {
-        this.#connected = true;
-        ctx.health("ok");
-      },
-      onDisconnected: (reason, retryInMs) => {
-        this.#connected = false;
-        this.#reconnects++;
-        ctx.lag(undefined);
-        ctx.health("degraded", `disconnected (${reason}); reconnecting in ${retryInMs} ms`);
-      },
+      link: this.#link,
+      ctx,
     });
   }
 
@@ -150,7 +141,7 @@ export class RedisStreamSource implements EventSource {
 
   describe(): Record<string, unknown> {
     const o = this.options;
-    return { connected: this.#connected, url: publicUrl(o.url), stream: o.stream, group: o.group, consumer: this.#consumer, claimed: this.#claimed, reconnects: this.#reconnects };
+    return { connected: this.#link.connected, url: publicUrl(o.url), stream: o.stream, group: o.group, consumer: this.#consumer, claimed: this.#claimed, reconnects: this.#link.reconnects };
   }
 
   async close(): Promise<void> {
