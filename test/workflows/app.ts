@@ -26,7 +26,8 @@ export function writeApp(files: Record<string, string>, name = "wf-test"): TestA
   mkdirSync(join(dir, "functions"), { recursive: true });
   const log = join(dir, "effects.log");
   writeFileSync(log, "");
-  writeFileSync(join(dir, "sluice.config.ts"), `export default { name: ${JSON.stringify(name)} };\n`);
+  // No admin rate limit: the tests read every run's state back over /admin, faster than 100 requests a second.
+  writeFileSync(join(dir, "sluice.config.ts"), `export default { name: ${JSON.stringify(name)}, server: { rateLimit: { admin: 0 } } };\n`);
   for (const [file, source] of Object.entries(files)) {
     writeFileSync(join(dir, "functions", file), source.replaceAll("${API}", JSON.stringify(functionApi)).replaceAll("${LOG}", JSON.stringify(log)));
   }
